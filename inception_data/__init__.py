@@ -1,0 +1,17 @@
+"""inception-data: image folders -> sharded tf.Example TFRecords -> tf.data input for Inception.
+
+`input_fn` is imported lazily so that `import inception_data` (and the CLI) does not pay for
+importing TensorFlow until it is needed.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "input_fn"]
+
+
+def __getattr__(name):
+    if name == "input_fn":
+        from inception_data.reader import input_fn
+
+        return input_fn
+    raise AttributeError(f"module 'inception_data' has no attribute {name!r}")

@@ -1,0 +1,144 @@
+"""The `inception-data` command. Thin: parses options, then calls pipelines / the library.
+
+Options this command does not know (e.g. `--runner DataflowRunner --project P`) are passed to
+Beam untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+import inception_data
+
+# TensorFlow's C++ start-up chatter buries the messages that matter; set before TensorFlow is
+# imported here or in any worker process (they inherit the environment).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+_BEAM = {"ignore_unknown_options": True, "allow_extra_args": True}
+
+
+class ShardCount(click.ParamType):
+    """A positive integer or `auto` (about 1024 images per shard)."""
+
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        if value is None or str(value).lower() == "auto":
+            return None
+        try:
+            number = int(value)
+        except ValueError:
+            number = 0
+        if number < 1:
+            self.fail(f"{value!r} is not a positive integer or 'auto'", param, ctx)
+        return number
+
+
+def _read_text(path: str) -> str:
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(path) as handle:
+        return handle.read().decode()
+
+
+def _fail(message: str) -> None:
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(2)
+
+
+@click.group()
+@click.version_option(inception_data.__version__)
+def main():
+    """Turn image folders into sharded TFRecords for Inception, and inspect them."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    logging.getLogger("apache_beam").setLevel(logging.ERROR)
+
+
+@main.command(context_settings=_BEAM)
+@click.option("--train-dir", required=True, help="DIR/<label>/<image> tree (local or gs://).")
+@click.option("--validation-dir", help="Validation tree with the same labels.")
+@click.option("--output-dir", required=True, help="Where shards, labels.txt, manifest go.")
+@click.option("--labels-file", help="One label per line, line i = label i. Default: sorted "
+                                    "sub-directory names of --train-dir.")
+@click.option("--shards", type=ShardCount(), default="auto", show_default=True,
+              help="Training shards, or auto (about 1024 images per shard).")
+@click.option("--validation-shards", type=ShardCount(), default="auto", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the shuffle.")
+@click.option("--verify", type=click.Choice(["fast", "decode"]), default="fast",
+              show_default=True, help="fast: header + end-of-image marker; decode: full decode.")
+@click.option("--exif-orientation", type=click.Choice(["apply", "ignore"]), default="apply",
+              show_default=True, help="Rotate JPEGs with an EXIF orientation upright.")
+@click.option("--max-rejects", type=float, help="Fail when more files are rejected per split: "
+                                               "a count (>= 1) or a fraction (< 1).")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier build in --output-dir.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--workers", type=int, help="Local worker processes (default: one per core).")
+@click.pass_context
+def build(ctx, train_dir, validation_dir, output_dir, labels_file, shards, validation_shards,
+          seed, verify, exif_orientation, max_rejects, overwrite, progress, workers):
+    """Convert class-per-directory image trees into sharded tf.Example TFRecords."""
+    from inception_data import labels as labels_lib
+    from pipelines import image_folder, launch, report
+
+    roots = {"train": train_dir}
+    split_shards = {"train": shards}
+    if validation_dir:
+        roots["validation"] = validation_dir
+        split_shards["validation"] = validation_shards
+    try:
+        if labels_file:
+            label_map = labels_lib.parse_labels(_read_text(labels_file), labels_file)
+        else:
+            label_map = labels_lib.from_directories(image_folder.class_directories(train_dir))
+        config = image_folder.BuildConfig(
+            output_dir=output_dir.rstrip("/"), roots=roots, label_map=label_map,
+            shards=split_shards, seed=seed, verify=verify, exif=exif_orientation,
+            max_rejects=max_rejects)
+        manifest = image_folder.run_build(config, ctx.args, overwrite=overwrite,
+                                          progress=progress, workers=workers,
+                                          warn=lambda m: click.secho(f"warning: {m}",
+                                                                     fg="yellow", err=True))
+    except (labels_lib.LabelError, launch.OutputExists, report.TooManyRejects,
+            FileNotFoundError) as err:
+        _fail(str(err))
+    for split, summary in manifest["splits"].items():
+        click.echo(f"{split}: {summary['written']} written to {summary['num_shards']} shard(s), "
+                   f"{summary['rejected']} rejected (see {output_dir}/{summary['rejects_file']})")
+    click.echo(launch.summary_line(manifest))
+
+
+@main.command()
+@click.argument("patterns", nargs=-1, required=True)
+@click.option("--verify", is_flag=True, help="Decode every image and check it against its record.")
+@click.option("--samples", type=int, default=2, show_default=True, help="Records to print.")
+def inspect(patterns, verify, samples):
+    """Counts per shard and per class of TFRecord shards, a few samples, and checks."""
+    from inception_data import inspection
+
+    try:
+        files = inspection.expand(patterns)
+    except FileNotFoundError as err:
+        _fail(str(err))
+    totals: dict = {}
+    problems = []
+    for path in files:
+        report = inspection.inspect_shard(path, verify=verify, samples=samples)
+        samples = max(0, samples - len(report.samples))
+        click.echo(f"{path}: {report.records} records")
+        for sample in report.samples:
+            click.echo(f"  sample: {sample}")
+        for key, count in report.per_class.items():
+            totals[key] = totals.get(key, 0) + count
+        problems += [f"{path}: {p}" for p in report.problems]
+    click.echo(f"{sum(totals.values())} records in {len(files)} file(s); per class:")
+    for (label, text), count in sorted(totals.items()):
+        click.echo(f"  {label:5d} {text}: {count}")
+    for problem in problems:
+        click.secho(f"problem: {problem}", fg="red", err=True)
+    if verify:
+        click.echo(f"verify: {len(problems)} problem(s)")
+    sys.exit(1 if problems else 0)

@@ -1,0 +1,172 @@
+"""Image bytes in, training-ready JPEG bytes out.
+
+`normalise(data)` sniffs the real format from the bytes (never the file name), reads the size from
+the header and returns the bytes to store:
+
+* the original bytes, untouched, when they already are a baseline or progressive JPEG in RGB
+  (YCbCr) or grayscale and need no rotation - the common case, which decodes nothing;
+* otherwise an RGB JPEG re-encoded with Pillow (quality `JPEG_QUALITY`): PNG and other still
+  formats, CMYK/YCCK JPEG, palette, 16-bit and other modes; transparency is composited on white;
+  with `exif="apply"` (the default) JPEGs whose EXIF orientation is not 1 are rotated upright.
+
+Anything that cannot become a training image raises `ImageRejected` with a reason meant for the
+rejects report. Pure functions: no file I/O, no Beam, no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import re
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps
+
+JPEG_QUALITY = 95
+VERIFY_MODES = ("fast", "decode")
+EXIF_MODES = ("apply", "ignore")
+_EXIF_ORIENTATION = 0x0112
+_KEEP_JPEG_MODES = ("RGB", "L")  # what TensorFlow's decode_jpeg(channels=3) reads correctly
+
+_MAGIC = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
+
+class ImageRejected(ValueError):
+    """The bytes cannot become a training image; str(self) is the reason, `kind` its category."""
+
+    def __init__(self, kind: str, reason: str):
+        super().__init__(reason)
+        self.kind = kind
+
+
+@dataclasses.dataclass(frozen=True)
+class NormalisedImage:
+    encoded: bytes  # JPEG bytes TensorFlow decodes to RGB
+    height: int
+    width: int
+    source_format: str  # what the bytes really were: JPEG, PNG, ...
+    converted: str | None  # why the bytes were re-encoded, or None when kept untouched
+
+
+def sniff(data: bytes) -> str | None:
+    """The real format of `data` from its magic bytes, or None when it is no known image."""
+    for magic, name in _MAGIC:
+        if data.startswith(magic):
+            return name
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return None
+
+
+def _open(data: bytes, fmt: str) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data), formats=[fmt])
+    except Image.DecompressionBombWarning as err:
+        raise ImageRejected("too large", f"too large to decode safely: {err}") from err
+    except Exception as err:  # Pillow raises many types for bad headers
+        detail = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(err))
+        raise ImageRejected("unreadable header", f"unreadable {fmt} header: {detail}") from err
+
+
+def _ends_with_eoi(data: bytes) -> bool:
+    """True when the JPEG ends with its end-of-image marker (padding after it allowed)."""
+    return data.rstrip(b"\x00\r\n\t ").endswith(b"\xff\xd9")
+
+
+def _decode(image: Image.Image, fmt: str) -> None:
+    try:
+        image.load()
+    except Exception as err:
+        raise ImageRejected("truncated or corrupt", f"{fmt} data is truncated or corrupt: {err}") from err
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        return int(image.getexif().get(_EXIF_ORIENTATION, 1))
+    except Exception:  # unreadable EXIF: decoders ignore it, and so do we
+        return 1
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB; transparency composited on white."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # Pillow's convert("L") clips 16-bit values instead of scaling them.
+        pixels = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode != "F" else max(float(pixels.max()), 1.0)
+        scaled = np.clip(pixels / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(scaled, "L").convert("RGB")
+    if image.mode == "P" and "transparency" in image.info or image.mode in ("RGBA", "LA", "PA",
+                                                                              "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _encode_jpeg(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    # 4:4:4 chroma: re-encoding happens once per image, and 4:2:0 smears colour edges.
+    image.save(out, "JPEG", quality=JPEG_QUALITY, subsampling=0)
+    return out.getvalue()
+
+
+def _keep_reason(image: Image.Image, orientation: int, exif: str) -> str | None:
+    """Why a JPEG must be re-encoded, or None when its bytes can be kept."""
+    if image.mode not in _KEEP_JPEG_MODES:
+        return f"{image.mode} JPEG"
+    if exif == "apply" and orientation != 1:
+        return f"EXIF orientation {orientation}"
+    return None
+
+
+def normalise(data: bytes, *, verify: str = "fast", exif: str = "apply") -> NormalisedImage:
+    """Turns image file bytes into bytes to store in a record.
+
+    Args:
+        data: the whole file.
+        verify: "fast" checks the header and, for kept JPEGs, the end-of-image marker (a
+            truncated file fails; nothing is decoded); "decode" fully decodes every image.
+        exif: "apply" rotates JPEGs whose EXIF orientation is not 1 upright (re-encoding only
+            those); "ignore" keeps their bytes, as TensorFlow's decoder ignores the tag.
+
+    Raises:
+        ImageRejected: not an image, an unsupported or animated image, truncated or corrupt data.
+    """
+    if verify not in VERIFY_MODES or exif not in EXIF_MODES:
+        raise ValueError(f"verify={verify!r} exif={exif!r}; expected {VERIFY_MODES}, {EXIF_MODES}")
+    if not data:
+        raise ImageRejected("empty file", "empty file")
+    fmt = sniff(data)
+    if fmt is None:
+        raise ImageRejected("not an image", f"not a JPEG or PNG image (starts with {data[:8]!r})")
+    image = _open(data, fmt)
+    if getattr(image, "n_frames", 1) > 1:
+        raise ImageRejected("animated", f"animated {fmt} with {image.n_frames} frames; save the frame you "
+                            f"want as JPEG or PNG")
+    if fmt == "JPEG":
+        orientation = _orientation(image)
+        reason = _keep_reason(image, orientation, exif)
+        if reason is None:
+            if verify == "decode" or not _ends_with_eoi(data):
+                _decode(image, fmt)  # no end marker: a decode tells trailing junk from truncation
+            width, height = image.size
+            return NormalisedImage(data, height, width, fmt, None)
+    else:
+        orientation, reason = 1, f"{fmt} image"
+    _decode(image, fmt)
+    if orientation != 1:
+        image = ImageOps.exif_transpose(image)
+    rgb = _to_rgb(image)
+    width, height = rgb.size
+    return NormalisedImage(_encode_jpeg(rgb), height, width, fmt, reason)

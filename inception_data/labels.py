@@ -1,0 +1,107 @@
+"""Label files: text lines in, a label map out. Label 0 is the background class.
+
+A labels file has one label per line; line 1 is label 1, line 2 label 2, and so on, exactly as
+the original Inception scripts numbered them (label 0 is reserved for the background class, so a
+model has N+1 outputs). Rules, each with a clear message:
+
+* blank lines between labels: error (they would silently shift every later label);
+  trailing blank lines at the end of the file are ignored;
+* a label listed twice: error naming both lines;
+* a label that is not a valid directory name (contains "/"): error.
+
+How labels are checked against the image directories is in `reconcile()`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+from typing import Iterable, Sequence
+
+BACKGROUND = 0
+
+
+class LabelError(ValueError):
+    """A labels file or a label/directory mismatch the user must fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelMap:
+    """Label names in label order; `names[0]` is label 1."""
+
+    names: tuple[str, ...]
+
+    def index(self, name: str) -> int:
+        """The 1-based label of `name`."""
+        return self._indices[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._indices
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def _indices(self) -> dict[str, int]:
+        cached = self.__dict__.get("_cache")
+        if cached is None:
+            cached = {name: i + 1 for i, name in enumerate(self.names)}
+            object.__setattr__(self, "_cache", cached)
+        return cached
+
+    def to_text(self) -> str:
+        """The labels file text: one label per line, line i is label i."""
+        return "".join(f"{name}\n" for name in self.names)
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self._indices)
+
+
+def parse_labels(text: str, source: str = "labels file") -> LabelMap:
+    """Parses labels-file text. Raises LabelError naming `source` and the line."""
+    lines = [line.strip() for line in text.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    seen: dict[str, int] = {}
+    for number, name in enumerate(lines, start=1):
+        if not name:
+            raise LabelError(
+                f"{source}: line {number} is blank; every line before the last label must name "
+                f"a label (line i is label i), so remove the blank line")
+        if "/" in name:
+            raise LabelError(f"{source}: line {number} {name!r} contains '/'; labels are "
+                             f"directory names")
+        if name in seen:
+            raise LabelError(f"{source}: label {name!r} appears on line {seen[name]} and line "
+                             f"{number}; each label must appear once")
+        seen[name] = number
+    if not lines:
+        raise LabelError(f"{source} holds no labels")
+    return LabelMap(tuple(lines))
+
+
+def from_directories(names: Iterable[str]) -> LabelMap:
+    """Labels from sub-directory names, sorted, as the original scripts did without a file."""
+    return LabelMap(tuple(sorted(set(names))))
+
+
+@dataclasses.dataclass(frozen=True)
+class Reconciled:
+    """Result of checking a label map against the class directories found on disk."""
+
+    missing: tuple[str, ...]  # in the labels file, no directory (or an empty one): warning
+    unlisted: tuple[str, ...]  # a directory not in the labels file: its files are rejected
+
+
+def reconcile(label_map: LabelMap, directories: Sequence[str]) -> Reconciled:
+    """Compares labels with the class directories found under a split directory."""
+    present = set(directories)
+    return Reconciled(
+        missing=tuple(name for name in label_map.names if name not in present),
+        unlisted=tuple(sorted(present.difference(label_map.names))),
+    )
+
+
+def packaged_file(name: str) -> str:
+    """Text of a label file shipped in the package (see labels/)."""
+    return importlib.resources.files("inception_data.label_files").joinpath(name).read_text()

@@ -1,0 +1,128 @@
+"""Class-per-directory build: `DIR/<label>/<image>` trees -> sharded tf.Example TFRecords.
+
+In: one root directory per split (train, validation), a label map. Out, in the output
+directory: `<split>-NNNNN-of-MMMMM` shards, `labels.txt`, `rejects-<split>.jsonl` and
+`manifest.json` (written last).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Mapping, Sequence
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+import inception_data
+from inception_data import labels as labels_lib
+from inception_data import schema
+from pipelines import launch, report, transforms
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildConfig:
+    output_dir: str
+    roots: Mapping[str, str]  # split -> directory of class sub-directories
+    label_map: labels_lib.LabelMap
+    shards: Mapping[str, int | None]  # split -> shard count, None for auto
+    seed: int = 0
+    verify: str = "fast"
+    exif: str = "apply"
+    max_rejects: float | None = None
+
+    def settings(self) -> dict:
+        return {"seed": self.seed, "verify": self.verify, "exif": self.exif,
+                "max_rejects": self.max_rejects,
+                "shards": {s: n or "auto" for s, n in self.shards.items()}}
+
+
+def class_directories(root: str) -> dict[str, int]:
+    """Sub-directory name -> number of files directly inside it, under `root`.
+
+    Listed through FileSystems (local or gs://): directories are inferred from file paths, as
+    object stores have none, so an empty directory is not seen.
+    """
+    counts: dict[str, int] = {}
+    root = root.rstrip("/")
+    for meta in FileSystems.match([FileSystems.join(root, "*", "*")])[0].metadata_list:
+        name = meta.path[len(root):].lstrip("/").split("/", 1)[0]
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def class_sources(split: str, root: str, label_map: labels_lib.LabelMap,
+                  present: Sequence[str]) -> list[transforms.ClassDir]:
+    """ClassDirs of a split: every label (even without a directory) and every unlisted one."""
+    sources = [transforms.ClassDir(split, root.rstrip("/"), name, label_map.index(name))
+               for name in label_map.names if name in present]
+    sources += [transforms.ClassDir(split, root.rstrip("/"), name, None)
+                for name in sorted(set(present).difference(label_map.names))]
+    return sources
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderRecords:
+    """Builds the ImageRecord of a class-per-directory image (picklable for workers)."""
+
+    names: tuple[str, ...]
+
+    def __call__(self, split, relpath, label, image) -> schema.ImageRecord:
+        return schema.ImageRecord(encoded=image.encoded, height=image.height, width=image.width,
+                                  label=label, text=self.names[label - 1],
+                                  filename=relpath.rsplit("/", 1)[-1])
+
+
+def build(pipeline, config: BuildConfig, sources: Sequence[transforms.ClassDir],
+          make_record=None) -> None:
+    """Adds the whole conversion to `pipeline`."""
+    splits = list(config.roots)
+    make_record = make_record or FolderRecords(config.label_map.names)
+    listed = (pipeline
+              | "ClassDirs" >> beam.Create(list(sources))  # ClassDir
+              | "ListImages" >> transforms.ListImages())  # (split, label, [relpath])
+    assigned = listed.listed | "AssignShards" >> transforms.AssignShards(
+        config.shards, config.seed)  # ((split, shard, num), (key, relpath, label) | None)
+    written = (assigned
+               | "GroupByShard" >> beam.GroupByKey()  # ((split, shard, num), [item]) - paths only
+               | "WriteShards" >> beam.ParDo(transforms.WriteShardFn(
+                   config.output_dir, config.roots, make_record, config.verify, config.exif)
+               ).with_outputs(transforms.REJECTS, main="stats"))  # (split, shard stats)
+    reject_infos = ((listed[transforms.REJECTS], written[transforms.REJECTS])
+                    | "AllRejects" >> beam.Flatten()  # {split, path, reason}
+                    | "WriteRejects" >> transforms.WriteRejects(config.output_dir, splits))
+    manifest_config = {"splits": splits, "labels": list(config.label_map.names),
+                       "tool_version": inception_data.__version__,
+                       "settings": config.settings()}
+    _ = ((listed[transforms.FOUND], written.stats, reject_infos)
+         | "WriteManifest" >> report.WriteManifest(config.output_dir, manifest_config,
+                                                   config.max_rejects))
+
+
+def run_build(config: BuildConfig, beam_args: Sequence[str] = (), *, overwrite: bool = False,
+              progress: bool = True, workers: int | None = None, warn=log.warning) -> dict:
+    """Checks the inputs, prepares the output directory, runs the build; returns the manifest."""
+    sources, total = [], 0
+    for split, root in config.roots.items():
+        present = class_directories(root)
+        if not present:
+            raise labels_lib.LabelError(f"{split}: no files found in sub-directories of {root}; "
+                                        f"expected {root}/<label>/<image>")
+        check = labels_lib.reconcile(config.label_map, list(present))
+        for name in check.missing:
+            warn(f"{split}: label {name!r} has no images under {root}/{name}; it keeps label "
+                 f"{config.label_map.index(name)} with 0 examples")
+        for name in check.unlisted:
+            warn(f"{split}: directory {root}/{name} is not in the labels file; its "
+                 f"{present[name]} file(s) are listed in rejects-{split}.jsonl")
+        sources += class_sources(split, root, config.label_map, list(present))
+        total += sum(present.values())
+    launch.prepare_output(config.output_dir, list(config.roots), overwrite)
+    transforms.write_text(FileSystems.join(config.output_dir, "labels.txt"),
+                          config.label_map.to_text())
+    runner, options = launch.pipeline_options(beam_args, workers)
+    return launch.run(lambda p: build(p, config, sources), options, runner,
+                      output_dir=config.output_dir, splits=list(config.roots),
+                      total_images=total, progress=progress)

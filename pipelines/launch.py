@@ -1,0 +1,164 @@
+"""Launcher-side helpers shared by the build pipelines: runner options, output directory
+preparation, progress and the final summary. Nothing here touches image bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from typing import Sequence
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+
+from inception_data import sharding
+from pipelines import report
+
+
+class OutputExists(RuntimeError):
+    """The output directory already holds a build and --overwrite was not given."""
+
+
+def pipeline_options(beam_args: Sequence[str], workers: int | None = None):
+    """(runner, options) for `beam_args`, passed to Beam untouched.
+
+    Without an explicit --runner we pin Beam's FnApiRunner in multi-process mode with one worker
+    per core: the plain DirectRunner may first try to download the Prism runner, which fails
+    (slowly) without internet and runs in one process anyway.
+    """
+    options = PipelineOptions(list(beam_args))
+    if options.view_as(StandardOptions).runner:
+        return None, options
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    direct = options.view_as(DirectOptions)
+    if not any(a.startswith("--direct_num_workers") for a in beam_args):
+        direct.direct_num_workers = workers or os.cpu_count() or 1
+    if not any(a.startswith("--direct_running_mode") for a in beam_args):
+        direct.direct_running_mode = ("multi_processing" if direct.direct_num_workers > 1
+                                      else "in_memory")
+    return FnApiRunner(), options
+
+
+def _existing_outputs(output_dir: str, splits: Sequence[str]) -> list[str]:
+    patterns = [FileSystems.join(output_dir, f"{split}-*-of-*") for split in splits]
+    patterns += [FileSystems.join(output_dir, name) for name in
+                 (report.MANIFEST, ".tmp-*", *(f"rejects-{s}.jsonl" for s in splits))]
+    found = []
+    for result in FileSystems.match(patterns):
+        for meta in result.metadata_list:
+            name = meta.path.rsplit("/", 1)[-1]
+            if name.startswith(".tmp-") or name == report.MANIFEST or name.startswith("rejects-") \
+                    or sharding.parse_shard_name(name):
+                found.append(meta.path)
+    return sorted(set(found))
+
+
+def prepare_output(output_dir: str, splits: Sequence[str], overwrite: bool) -> None:
+    """Refuses to mix two builds; with `overwrite`, removes the earlier build's files first.
+
+    The manifest goes first, so an interrupted clean-up never leaves a manifest describing shards
+    that are gone; shards of every shard count are removed, so no stale `-of-00128` shard
+    survives next to a new `-of-00064` set.
+    """
+    FileSystems.mkdirs(output_dir) if not FileSystems.exists(output_dir) else None
+    existing = _existing_outputs(output_dir, splits)
+    if not existing:
+        return
+    if not overwrite:
+        raise OutputExists(
+            f"{output_dir} already holds {len(existing)} output file(s) of an earlier build (e.g. "
+            f"{existing[0]}); pass --overwrite to replace them or choose another --output-dir")
+    manifest = [p for p in existing if p.endswith(report.MANIFEST)]
+    FileSystems.delete(manifest) if manifest else None
+    rest = [p for p in existing if p not in manifest]
+    FileSystems.delete(rest) if rest else None
+
+
+class ShardProgress:
+    """A tqdm bar fed by polling the output directory for committed shards.
+
+    The local runner executes DoFns in worker processes, so the launcher cannot count records
+    directly; a shard appears under its final name only once complete, which makes committed
+    shards an honest progress measure.
+    """
+
+    def __init__(self, output_dir: str, splits: Sequence[str], total_images: int,
+                 interval: float = 1.0):
+        self._patterns = [FileSystems.join(output_dir, f"{s}-*-of-*") for s in splits]
+        self._total, self._interval = total_images, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _count(self) -> tuple[int, int]:
+        shards = expected = 0
+        for result in FileSystems.match(self._patterns):
+            for meta in result.metadata_list:
+                parsed = sharding.parse_shard_name(meta.path.rsplit("/", 1)[-1])
+                if parsed:
+                    shards += 1
+                    expected += 1.0 / parsed[2]
+        return shards, expected
+
+    def _run(self) -> None:
+        from tqdm import tqdm
+
+        with tqdm(total=self._total, unit="img", desc="converting", smoothing=0.1) as bar:
+            while not self._stop.wait(self._interval):
+                _, fraction = self._count()
+                split_share = fraction / max(len(self._patterns), 1)
+                bar.update(max(0, round(split_share * self._total) - bar.n))
+            bar.update(max(0, self._total - bar.n) if self._completed else 0)
+
+    def __enter__(self):
+        self._completed = False
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type, *_):
+        self._completed = exc_type is None
+        self._stop.set()
+        self._thread.join()
+
+
+def run(build, options, runner, *, output_dir, splits, total_images, progress=True) -> dict:
+    """Builds the pipeline with `build(pipeline)`, runs it, returns the manifest dict.
+
+    Raises report.TooManyRejects with the pipeline's message when --max-rejects was exceeded.
+    """
+    start = time.monotonic()
+    pipeline = beam.Pipeline(runner=runner, options=options)
+    build(pipeline)
+    try:
+        if progress and runner is not None:
+            with ShardProgress(output_dir, splits, total_images):
+                pipeline.run().wait_until_finish()
+        else:
+            pipeline.run().wait_until_finish()
+    except Exception as err:  # the runner wraps worker errors; surface ours plainly
+        text = str(err)
+        if report.TOO_MANY_REJECTS in text:
+            line = next(l for l in text.splitlines() if report.TOO_MANY_REJECTS + ":" in l)
+            raise report.TooManyRejects(line.split(report.TOO_MANY_REJECTS + ": ", 1)[1]) from err
+        raise
+    manifest = read_manifest(output_dir)
+    manifest["seconds"] = time.monotonic() - start
+    return manifest
+
+
+def read_manifest(output_dir: str) -> dict:
+    with FileSystems.open(FileSystems.join(output_dir, report.MANIFEST)) as handle:
+        return json.loads(handle.read().decode())
+
+
+def summary_line(manifest: dict) -> str:
+    splits = manifest["splits"].values()
+    written = sum(s["written"] for s in splits)
+    rejected = sum(s["rejected"] for s in splits)
+    seconds = manifest.get("seconds", 0.0)
+    rate = written / seconds if seconds else 0.0
+    return (f"wrote {written} images, rejected {rejected}, in {seconds:.1f} s "
+            f"({rate:.1f} images/s)")

@@ -1,0 +1,229 @@
+"""Shared PTransforms of the conversion pipelines.
+
+List image files per class -> assign shards on *paths* -> group paths by shard -> write each
+shard (read, normalise, serialize, commit atomically) -> rejects report and manifest.
+
+Every file that is listed is either written to a shard or sent to the rejects output with its
+reason; the manifest step checks found == written + rejected per split. All file I/O goes through
+Beam's FileSystems, so the same code reads and writes local paths and gs://.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from typing import Callable, Mapping
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+# Beam's own TFRecord framing (length, masked CRC32C, data, masked CRC32C). Its public
+# WriteToTFRecord cannot be used: it decides itself which record lands in which shard, while we
+# need a seeded, reproducible assignment and a per-shard atomic commit.
+from apache_beam.io.tfrecordio import _TFRecordUtil
+
+from inception_data import images, schema, sharding
+
+REJECTS = "rejects"
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassDir:
+    """One class directory of one split. label None: not in the labels file (files rejected)."""
+
+    split: str
+    root: str
+    name: str
+    label: int | None
+
+
+def reject(split: str, path: str, kind: str, reason: str) -> dict:
+    """A rejects-report row: `kind` is a short category, `reason` says what to do."""
+    return {"split": split, "path": path, "kind": kind, "reason": reason}
+
+
+FOUND = "found"
+
+
+def list_class(source: ClassDir):
+    """For one class directory yields (split, label, relpaths) of the files to convert, tagged
+    rejects, and a tagged (split, number of files found)."""
+    pattern = FileSystems.join(source.root, source.name, "*")
+    found = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+    yield beam.pvalue.TaggedOutput(FOUND, (source.split, len(found)))
+    keep = []
+    for path in found:
+        basename = path.rsplit("/", 1)[-1]
+        if source.label is None:
+            yield beam.pvalue.TaggedOutput(REJECTS, reject(
+                source.split, path, "unlisted directory", f"directory {source.name!r} is not in the labels file; add "
+                                    f"it to the file or move it out of {source.root}"))
+        elif basename.startswith("."):
+            yield beam.pvalue.TaggedOutput(REJECTS, reject(source.split, path, "hidden file",
+                                                           "hidden file, not read"))
+        else:
+            keep.append(path[len(source.root):].lstrip("/"))
+    if source.label is not None:
+        yield source.split, source.label, keep
+
+
+class ListImages(beam.PTransform):
+    """ClassDirs -> (split, label, [relpath, ...]) per class, plus REJECTS and FOUND outputs."""
+
+    def expand(self, sources):
+        return (sources
+                | "Spread" >> beam.Reshuffle()  # list classes on many workers
+                | "ListClass" >> beam.FlatMap(list_class).with_outputs(REJECTS, FOUND,
+                                                                    main="listed"))
+
+
+def _shard_count(split: str, counts: Mapping[int, int], shards: Mapping[str, int | None]) -> int:
+    return shards.get(split) or sharding.auto_shards(sum(counts.values()))
+
+
+def _assign(listed, counts_by_split, shards, seed):
+    split, label, relpaths = listed
+    counts = counts_by_split[split]
+    offset = sharding.class_offsets(counts)[label]
+    num = _shard_count(split, counts, shards)
+    for index, key, relpath in sharding.assign(relpaths, seed=seed, offset=offset,
+                                               num_shards=num):
+        yield (split, index, num), (key, relpath, label)
+
+
+def _all_shards(split_counts, shards):
+    split, counts = split_counts
+    num = _shard_count(split, counts, shards)
+    for index in range(num):
+        yield (split, index, num), None
+
+
+class AssignShards(beam.PTransform):
+    """(split, label, relpaths) -> ((split, shard, num_shards), (key, relpath, label)).
+
+    Also emits ((split, shard, num_shards), None) for every shard, so shards that receive no
+    image are still written (empty) and a split always has its full set of files.
+    """
+
+    def __init__(self, shards: Mapping[str, int | None], seed: int):
+        super().__init__()
+        self._shards, self._seed = dict(shards), seed
+
+    def expand(self, listed):
+        counts = (listed
+                  | "CountClass" >> beam.Map(lambda e: (e[0], (e[1], len(e[2]))))
+                  | "GroupCounts" >> beam.GroupByKey()  # (split, [(label, n), ...])
+                  | "ToDict" >> beam.MapTuple(lambda split, pairs: (split, dict(pairs))))
+        assigned = listed | "Assign" >> beam.FlatMap(
+            _assign, beam.pvalue.AsDict(counts), self._shards, self._seed)
+        every = counts | "EveryShard" >> beam.FlatMap(_all_shards, self._shards)
+        return (assigned, every) | "Merge" >> beam.Flatten()
+
+
+def commit(tmp_path: str, final_path: str) -> None:
+    """Makes a fully written temporary file visible under its final name."""
+    FileSystems.rename([tmp_path], [final_path])
+
+
+def _delete_quietly(path: str) -> None:
+    try:
+        FileSystems.delete([path])
+    except Exception:  # nothing to clean up, or the filesystem is gone: the error that matters
+        pass           # is the one being raised
+
+
+def temp_name(output_dir: str, name: str) -> str:
+    """A temporary name in `output_dir` that no `train-*` style pattern matches."""
+    return FileSystems.join(output_dir, f".tmp-{name}-{uuid.uuid4().hex}")
+
+
+class WriteShardFn(beam.DoFn):
+    """((split, shard, num), [items]) -> shard stats; the shard is committed only when complete.
+
+    `make_record(split, relpath, label, normalised)` builds the schema.ImageRecord, so the
+    generic and the ImageNet builds share this writer.
+    """
+
+    def __init__(self, output_dir: str, roots: Mapping[str, str],
+                 make_record: Callable, verify: str, exif: str):
+        self._output_dir, self._roots = output_dir, dict(roots)
+        self._make_record, self._verify, self._exif = make_record, verify, exif
+
+    def _encode(self, split, relpath, label):
+        path = FileSystems.join(self._roots[split], relpath)
+        try:
+            with FileSystems.open(path) as handle:
+                data = handle.read()
+            image = images.normalise(data, verify=self._verify, exif=self._exif)
+        except images.ImageRejected as err:
+            return None, reject(split, path, err.kind, str(err))
+        except (OSError, IOError) as err:  # unreadable: permissions, a directory, a vanished file
+            return None, reject(split, path, "cannot read", f"cannot read: {err}")
+        record = self._make_record(split, relpath, label, image)
+        return schema.to_example(record), None
+
+    def process(self, element):
+        (split, index, num), items = element
+        items = sorted(item for item in items if item is not None)
+        name = sharding.shard_name(split, index, num)
+        tmp = temp_name(self._output_dir, name)
+        per_class: dict[int, int] = {}
+        rejects = []
+        try:
+            with FileSystems.create(tmp) as handle:
+                for _, relpath, label in items:
+                    example, rejected = self._encode(split, relpath, label)
+                    if rejected:
+                        rejects.append(rejected)
+                        continue
+                    _TFRecordUtil.write_record(handle, example)
+                    per_class[label] = per_class.get(label, 0) + 1
+            commit(tmp, FileSystems.join(self._output_dir, name))
+        except BaseException:
+            _delete_quietly(tmp)  # a failed attempt leaves nothing behind (and no final name)
+            raise
+        for rejected in rejects:
+            yield beam.pvalue.TaggedOutput(REJECTS, rejected)
+        yield split, {"shard": name, "index": index, "num_shards": num,
+                      "assigned": len(items), "records": sum(per_class.values()),
+                      "per_class": per_class}
+
+
+def write_text(path: str, text: str) -> None:
+    """Writes a small text file atomically (temporary name, then commit)."""
+    directory, name = path.rsplit("/", 1)
+    tmp = temp_name(directory, name)
+    with FileSystems.create(tmp) as handle:
+        handle.write(text.encode())
+    commit(tmp, path)
+
+
+def _write_rejects(split_rejects, output_dir):
+    split, entries = split_rejects
+    rows = sorted((e for e in entries if e is not None), key=lambda e: e["path"])
+    text = "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows)
+    write_text(FileSystems.join(output_dir, f"rejects-{split}.jsonl"), text)
+    return split, {"count": len(rows), "reasons": _reason_summary(rows)}
+
+
+def _reason_summary(rows) -> dict[str, int]:
+    summary: dict[str, int] = {}
+    for row in rows:
+        summary[row["kind"]] = summary.get(row["kind"], 0) + 1
+    return dict(sorted(summary.items()))
+
+
+class WriteRejects(beam.PTransform):
+    """Reject dicts -> one `rejects-<split>.jsonl` per split (empty when none) -> counts."""
+
+    def __init__(self, output_dir: str, splits):
+        super().__init__()
+        self._output_dir, self._splits = output_dir, list(splits)
+
+    def expand(self, rejects):
+        seeds = rejects.pipeline | "EverySplit" >> beam.Create([(s, None) for s in self._splits])
+        keyed = rejects | "BySplit" >> beam.Map(lambda r: (r["split"], r))
+        return ((keyed, seeds)
+                | "MergeSeeds" >> beam.Flatten()
+                | "GroupRejects" >> beam.GroupByKey()  # (split, [reject, ...])
+                | "WriteFile" >> beam.Map(_write_rejects, self._output_dir))

@@ -1,0 +1,111 @@
+"""Test data made in code: tiny image files and class-per-directory trees, and the real data
+under ../shared/data when present.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pathlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def shared_data(*parts: str) -> pathlib.Path:
+    """A path under ../shared/data, or a skip with the reason when it is absent (a user's clone)."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real test data {path} is absent (it ships beside the project in CI, not "
+                    f"in a user's clone)")
+    return path
+
+
+def pixels(width: int, height: int, seed: int = 0, channels: int = 3) -> np.ndarray:
+    """A smooth random image (compresses like a photo, unlike noise)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, size=(4, 4, channels), dtype=np.uint8)
+    image = Image.fromarray(small.squeeze() if channels == 1 else small)
+    return np.asarray(image.resize((width, height), Image.BILINEAR))
+
+
+def jpeg_bytes(width=32, height=24, seed=0, mode="RGB", progressive=False, exif=None) -> bytes:
+    image = Image.fromarray(pixels(width, height, seed, 1 if mode == "L" else 3))
+    if mode == "CMYK":
+        image = image.convert("CMYK")
+    out = io.BytesIO()
+    kwargs = {"quality": 90, "progressive": progressive}
+    if exif is not None:
+        info = Image.Exif()
+        info[0x0112] = exif
+        kwargs["exif"] = info.tobytes()
+    image.save(out, "JPEG", **kwargs)
+    return out.getvalue()
+
+
+def png_bytes(width=32, height=24, seed=0, mode="RGB") -> bytes:
+    base = Image.fromarray(pixels(width, height, seed))
+    if mode == "RGBA":
+        base = base.convert("RGBA")
+        base.putalpha(Image.new("L", base.size, 0))  # fully transparent
+    elif mode == "P":
+        base = base.convert("P", palette=Image.ADAPTIVE, colors=16)
+    elif mode == "I;16":
+        array = (pixels(width, height, seed, 1).astype(np.uint16) * 257)
+        base = Image.fromarray(array)
+    elif mode != "RGB":
+        base = base.convert(mode)
+    out = io.BytesIO()
+    base.save(out, "PNG")
+    return out.getvalue()
+
+
+def write(path: pathlib.Path, data: bytes) -> pathlib.Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def image_tree(root: pathlib.Path, classes=("cats", "dogs", "fish"), per_class=4,
+               odd=True) -> dict:
+    """DIR/<class>/<image> with JPEGs of mixed extension case, and, with `odd`, a PNG, a CMYK
+    JPEG, a grayscale JPEG, a truncated JPEG, an empty file and a text file.
+
+    Returns {"good": [relpaths that must be written], "bad": [relpaths that must be rejected]}.
+    """
+    good, bad = [], []
+    extensions = (".jpg", ".JPEG", ".jpeg", ".JPG")
+    for c, name in enumerate(classes):
+        for i in range(per_class):
+            rel = f"{name}/img{i}{extensions[i % len(extensions)]}"
+            write(root / rel, jpeg_bytes(20 + i, 16 + c, seed=c * 100 + i))
+            good.append(rel)
+    if odd:
+        first = classes[0]
+        for rel, data in ((f"{first}/real-png.jpg", png_bytes(18, 14, 1)),
+                          (f"{classes[1]}/cmyk.jpg", jpeg_bytes(22, 12, 2, mode="CMYK")),
+                          (f"{classes[-1]}/gray.jpeg", jpeg_bytes(15, 25, 3, mode="L"))):
+            write(root / rel, data)
+            good.append(rel)
+        whole = jpeg_bytes(40, 40, 4)
+        for rel, data in ((f"{first}/truncated.jpg", whole[: len(whole) // 2]),
+                          (f"{classes[1]}/empty.jpg", b""),
+                          (f"{classes[-1]}/notes.txt", b"not an image\n")):
+            write(root / rel, data)
+            bad.append(rel)
+    return {"good": sorted(good), "bad": sorted(bad)}
+
+
+def imagenet_tree(root: pathlib.Path, synsets: int = 1000) -> list[str]:
+    """<synset>/<file> symlinks to the real ImageNet samples; returns the relpaths."""
+    samples = shared_data("imagenet-samples")
+    rels = []
+    for path in sorted(samples.iterdir())[:synsets]:
+        rel = f"{path.name.split('_')[0]}/{path.name}"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(path, root / rel)
+        rels.append(rel)
+    return rels

@@ -1,0 +1,56 @@
+import tensorflow as tf
+import pytest
+
+from inception_data import schema
+from tests import fabricate
+
+
+def _record(**overrides):
+    fields = dict(encoded=fabricate.jpeg_bytes(), height=24, width=32, label=3, text="dogs",
+                  filename="a.jpg")
+    fields.update(overrides)
+    return schema.ImageRecord(**fields)
+
+
+def test_round_trip_through_tf_parse_spec():
+    record = _record()
+    parsed = tf.io.parse_single_example(schema.to_example(record), schema.parse_spec())
+    assert parsed[schema.ENCODED].numpy() == record.encoded
+    assert int(parsed[schema.HEIGHT]) == 24 and int(parsed[schema.WIDTH]) == 32
+    assert int(parsed[schema.LABEL]) == 3
+    assert parsed[schema.TEXT].numpy() == b"dogs"
+    assert parsed[schema.FILENAME].numpy() == b"a.jpg"
+    assert parsed[schema.COLORSPACE].numpy() == b"RGB"
+    assert int(parsed[schema.CHANNELS]) == 3
+    assert parsed[schema.FORMAT].numpy() == b"JPEG"
+    assert tf.sparse.to_dense(parsed[schema.BBOX_XMIN]).shape == (0,)
+
+
+def test_original_keys_and_types():
+    fields = schema.from_example(schema.to_example(_record()))
+    assert sorted(fields) == sorted([
+        "image/encoded", "image/height", "image/width", "image/colorspace", "image/channels",
+        "image/class/label", "image/class/text", "image/format", "image/filename"])
+    assert isinstance(fields["image/height"], int) and isinstance(fields["image/encoded"], bytes)
+
+
+def test_imagenet_fields_and_boxes():
+    record = _record(synset="n01440764", boxes=[(0.1, 0.2, 0.5, 0.6), (0.0, 0.0, 1.0, 1.0)])
+    parsed = tf.io.parse_single_example(schema.to_example(record), schema.parse_spec())
+    assert parsed[schema.SYNSET].numpy() == b"n01440764"
+    assert tf.sparse.to_dense(parsed[schema.BBOX_XMIN]).numpy().tolist() == pytest.approx([0.1, 0.0])
+    assert tf.sparse.to_dense(parsed[schema.BBOX_YMAX]).numpy().tolist() == pytest.approx([0.6, 1.0])
+    assert tf.sparse.to_dense(parsed[schema.BBOX_LABEL]).numpy().tolist() == [3, 3]
+
+
+def test_serialization_is_deterministic():
+    assert schema.to_example(_record()) == schema.to_example(_record())
+
+
+def test_missing_required_key_is_named():
+    from tensorflow.core.example import example_pb2
+
+    example = example_pb2.Example()
+    example.features.feature[schema.ENCODED].bytes_list.value.append(b"x")
+    with pytest.raises(ValueError, match="image/height"):
+        schema.from_example(example.SerializeToString())

@@ -1,0 +1,60 @@
+import collections
+
+from inception_data import sharding
+
+
+def _assign_all(classes, num_shards, seed=0):
+    counts = {label: len(paths) for label, paths in classes.items()}
+    offsets = sharding.class_offsets(counts)
+    out = []
+    for label, paths in classes.items():
+        for shard, key, rel in sharding.assign(paths, seed=seed, offset=offsets[label],
+                                               num_shards=num_shards):
+            out.append((shard, key, rel, label))
+    return out
+
+
+def _classes(sizes):
+    return {label: [f"c{label}/img{i}.jpg" for i in range(n)] for label, n in enumerate(sizes, 1)}
+
+
+def test_sizes_differ_by_at_most_one_and_every_path_once():
+    classes = _classes([37, 5, 101, 1, 60])
+    assigned = _assign_all(classes, num_shards=7)
+    sizes = collections.Counter(shard for shard, *_ in assigned)
+    assert len(sizes) == 7 and max(sizes.values()) - min(sizes.values()) <= 1
+    assert sorted(rel for _, _, rel, _ in assigned) == sorted(sum(classes.values(), []))
+
+
+def test_every_shard_mixes_classes():
+    assigned = _assign_all(_classes([40, 40, 40]), num_shards=4)
+    for shard in range(4):
+        labels = collections.Counter(label for s, _, _, label in assigned if s == shard)
+        assert set(labels) == {1, 2, 3}
+        assert max(labels.values()) - min(labels.values()) <= 1
+
+
+def test_deterministic_and_seeded():
+    classes = _classes([20, 30])
+    assert _assign_all(classes, 3, seed=1) == _assign_all(classes, 3, seed=1)
+    assert _assign_all(classes, 3, seed=1) != _assign_all(classes, 3, seed=2)
+    # the same paths given in another order land in the same shards
+    reversed_classes = {label: list(reversed(paths)) for label, paths in classes.items()}
+    assert sorted(_assign_all(reversed_classes, 3, 1)) == sorted(_assign_all(classes, 3, 1))
+
+
+def test_path_key_is_stable_across_processes():
+    # A fixed value: Python's hash() would change with PYTHONHASHSEED, blake2b does not.
+    assert sharding.path_key(0, "cats/a.jpg") == sharding.path_key(0, "cats/a.jpg")
+    assert sharding.path_key(0, "cats/a.jpg") == int.from_bytes(
+        __import__("hashlib").blake2b(b"0\x00cats/a.jpg", digest_size=8).digest(), "big")
+
+
+def test_auto_shards_and_names():
+    assert sharding.auto_shards(0) == 1
+    assert sharding.auto_shards(1024) == 1
+    assert sharding.auto_shards(1025) == 2
+    assert sharding.auto_shards(1_281_167) == 1252
+    assert sharding.shard_name("train", 3, 128) == "train-00003-of-00128"
+    assert sharding.parse_shard_name("train-00003-of-00128") == ("train", 3, 128)
+    assert sharding.parse_shard_name(".tmp-train-00003-of-00128-abc") is None
