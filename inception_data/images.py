@@ -93,9 +93,10 @@ def _decode(image: Image.Image, fmt: str) -> None:
 
 def _orientation(image: Image.Image) -> int:
     try:
-        return int(image.getexif().get(_EXIF_ORIENTATION, 1))
+        value = int(image.getexif().get(_EXIF_ORIENTATION, 1))
     except Exception:  # unreadable EXIF: decoders ignore it, and so do we
         return 1
+    return value if 2 <= value <= 8 else 1  # real ImageNet files carry an invalid 0
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -1,0 +1,93 @@
+"""Beam TestPipeline tests of the shared transforms."""
+
+import apache_beam as beam
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+import pytest
+import tensorflow as tf
+
+from inception_data import schema, sharding
+from pipelines import image_folder, transforms
+from tests import fabricate
+
+
+def test_list_images_splits_files_hidden_and_unlisted(tmp_path):
+    fabricate.write(tmp_path / "a" / "x.jpg", b"1")
+    fabricate.write(tmp_path / "a" / "y.png", b"2")
+    fabricate.write(tmp_path / "a" / ".DS_Store", b"3")
+    fabricate.write(tmp_path / "zz" / "z.jpg", b"4")
+    (tmp_path / "a" / "folder.jpg").mkdir()  # a directory named like an image
+    (tmp_path / "a" / "loop").symlink_to(tmp_path / "a" / "loop")  # a symlink loop
+    root = str(tmp_path)
+    sources = [transforms.ClassDir("train", root, "a", 1), transforms.ClassDir("train", root, "zz", None)]
+    with TestPipeline() as p:
+        out = p | beam.Create(sources) | transforms.ListImages()
+        assert_that(out.listed, equal_to([("train", 1, ["a/x.jpg", "a/y.png"])]), label="listed")
+        assert_that(out[transforms.REJECTS] | beam.Map(lambda r: (r["path"][len(root):], r["kind"])),
+                    equal_to([("/a/.DS_Store", "hidden file"), ("/zz/z.jpg", "unlisted directory")]),
+                    label="rejects")
+        assert_that(out[transforms.FOUND], equal_to([("train", 3), ("train", 1)]), label="found")
+
+
+def test_assign_shards_balanced_complete_and_with_empty_shards():
+    listed = [("train", 1, [f"a/{i}.jpg" for i in range(5)]), ("train", 2, ["b/0.jpg"]),
+              ("validation", 1, ["a/v.jpg"])]
+    with TestPipeline() as p:
+        out = (p | beam.Create(listed)
+               | transforms.AssignShards({"train": 4, "validation": 3}, seed=0))
+        keys = out | beam.Map(lambda kv: (kv[0], kv[1][1] if kv[1] else None))
+        expected_train = [((("train", s, 4), rel)) for s, _, rel in
+                          sharding.assign([f"a/{i}.jpg" for i in range(5)], seed=0, offset=0, num_shards=4)]
+        expected_train += [(("train", s, 4), rel) for s, _, rel in
+                           sharding.assign(["b/0.jpg"], seed=0, offset=5, num_shards=4)]
+        expected = expected_train + [(("validation", 0, 3), "a/v.jpg")]
+        expected += [(("train", i, 4), None) for i in range(4)]
+        expected += [(("validation", i, 3), None) for i in range(3)]
+        assert_that(keys, equal_to(expected))
+
+
+def test_write_shard_commits_records_and_rejects(tmp_path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    out.mkdir()
+    good = fabricate.jpeg_bytes(30, 20)
+    fabricate.write(src / "a" / "good.jpg", good)
+    fabricate.write(src / "a" / "bad.jpg", b"nope")
+    make = image_folder.FolderRecords(("a",))
+    fn = transforms.WriteShardFn(str(out), {"train": str(src)}, make, "fast", "apply")
+    items = [(2, "a/bad.jpg", 1), (1, "a/good.jpg", 1), None]
+    with TestPipeline() as p:
+        result = (p | beam.Create([(("train", 0, 1), items)])
+                  | beam.ParDo(fn).with_outputs(transforms.REJECTS, main="stats"))
+        assert_that(result.stats | beam.Map(lambda kv: (kv[1]["records"], kv[1]["assigned"])),
+                    equal_to([(1, 2)]), label="stats")
+        assert_that(result[transforms.REJECTS] | beam.Map(lambda r: r["kind"]),
+                    equal_to(["not an image"]), label="rejects")
+    assert sorted(p.name for p in out.iterdir()) == ["train-00000-of-00001"]
+    records = list(tf.data.TFRecordDataset(str(out / "train-00000-of-00001")).as_numpy_iterator())
+    fields = schema.from_example(records[0])
+    assert len(records) == 1 and fields[schema.ENCODED] == good
+    assert (fields[schema.WIDTH], fields[schema.HEIGHT], fields[schema.TEXT]) == (30, 20, b"a")
+
+
+def test_failed_shard_leaves_no_file_behind(tmp_path, monkeypatch):
+    src, out = tmp_path / "src", tmp_path / "out"
+    out.mkdir()
+    for i in range(3):
+        fabricate.write(src / "a" / f"{i}.jpg", fabricate.jpeg_bytes(seed=i))
+    calls = {"n": 0}
+    real = transforms.images.normalise
+
+    def dies_from_third_call(data, **kwargs):
+        calls["n"] += 1
+        if calls["n"] >= 3:  # the runner retries the bundle: keep failing
+            raise MemoryError("simulated worker death mid-shard")
+        return real(data, **kwargs)
+
+    monkeypatch.setattr(transforms.images, "normalise", dies_from_third_call)
+    fn = transforms.WriteShardFn(str(out), {"train": str(src)}, image_folder.FolderRecords(("a",)),
+                                 "fast", "apply")
+    items = [(i, f"a/{i}.jpg", 1) for i in range(3)]
+    with pytest.raises(Exception, match="simulated worker death"):
+        with TestPipeline(runner="BundleBasedDirectRunner") as p:
+            _ = p | beam.Create([(("train", 0, 1), items)]) | beam.ParDo(fn)
+    assert list(out.iterdir()) == []  # neither a finished-looking shard nor a temporary file
