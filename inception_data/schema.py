@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
+from inception_data import example_proto
+
 SCHEMA_VERSION = 1
 
 # Feature keys, exactly as the original scripts wrote them.
@@ -52,27 +54,19 @@ class ImageRecord:
 
 
 def _bytes(values):
-    from tensorflow.core.example import feature_pb2
-
-    return feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=values))
+    return example_proto.Feature(bytes_list=example_proto.BytesList(value=values))
 
 
 def _ints(values):
-    from tensorflow.core.example import feature_pb2
-
-    return feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=values))
+    return example_proto.Feature(int64_list=example_proto.Int64List(value=values))
 
 
 def _floats(values):
-    from tensorflow.core.example import feature_pb2
-
-    return feature_pb2.Feature(float_list=feature_pb2.FloatList(value=values))
+    return example_proto.Feature(float_list=example_proto.FloatList(value=values))
 
 
 def to_example(record: ImageRecord) -> bytes:
     """Serializes `record` to tf.train.Example bytes, deterministically (map keys sorted)."""
-    from tensorflow.core.example import example_pb2, feature_pb2
-
     feature = {
         ENCODED: _bytes([record.encoded]),
         HEIGHT: _ints([record.height]),
@@ -90,7 +84,7 @@ def to_example(record: ImageRecord) -> bytes:
         for key, column in zip((BBOX_XMIN, BBOX_YMIN, BBOX_XMAX, BBOX_YMAX), columns):
             feature[key] = _floats(column)
         feature[BBOX_LABEL] = _ints([record.label] * len(record.boxes))
-    example = example_pb2.Example(features=feature_pb2.Features(feature=feature))
+    example = example_proto.Example(features=example_proto.Features(feature=feature))
     return example.SerializeToString(deterministic=True)
 
 
@@ -127,9 +121,7 @@ def from_example(serialized: bytes) -> dict:
     Raises:
         ValueError: a required key is missing; the message names it.
     """
-    from tensorflow.core.example import example_pb2
-
-    example = example_pb2.Example.FromString(serialized)
+    example = example_proto.Example.FromString(serialized)
     features = example.features.feature
     missing = [key for key in REQUIRED_KEYS if key not in features]
     if missing:

@@ -54,3 +54,25 @@ def test_missing_required_key_is_named():
     example.features.feature[schema.ENCODED].bytes_list.value.append(b"x")
     with pytest.raises(ValueError, match="image/height"):
         schema.from_example(example.SerializeToString())
+
+
+def test_wire_format_identical_to_tensorflows_own_classes():
+    from tensorflow.core.example import example_pb2
+
+    record = _record(synset="n01440764", boxes=[(0.1, 0.2, 0.5, 0.6)])
+    ours = schema.to_example(record)
+    theirs = example_pb2.Example.FromString(ours)
+    assert theirs.SerializeToString(deterministic=True) == ours
+    assert theirs.features.feature[schema.HEIGHT].int64_list.value == [24]
+    assert list(theirs.features.feature[schema.BBOX_XMAX].float_list.value) == pytest.approx([0.5])
+
+
+def test_schema_does_not_import_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys; from inception_data import schema, images; schema.to_example("
+            "schema.ImageRecord(b'x', 1, 1, 1, 't', 'f')); print('tensorflow' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "False"

@@ -1,0 +1,99 @@
+"""Build the same image trees two ways in one run and print images/s and the ratios.
+
+Ours: `inception-data build` (default settings, then --verify decode). Baseline:
+original_style_build.py (the original scripts' way). Both run as whole processes (start-up
+included) on two tree sizes built from the real ImageNet samples in ../shared/data (hard links
+under new names), so the steady-state rate - (N2 - N1) / (t2 - t1), which cancels start-up - and
+the whole-process rate at the larger size are both reported.
+
+Usage: python benchmarks/bench_build.py [--sizes 12000 50000] [--workdir /tmp/bench-build]
+"""
+
+import argparse
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+SAMPLES = HERE.parent.parent / "shared" / "data" / "imagenet-samples"
+
+
+def make_tree(root: pathlib.Path, size: int, classes: int = 100) -> None:
+    """`size` files in `classes` class directories, real JPEGs hard-linked under new names."""
+    if root.exists():
+        return
+    samples = sorted(SAMPLES.iterdir())
+    for i in range(size):
+        source = samples[i % len(samples)]
+        target = root / f"class{i % classes:03d}" / f"{i:07d}_{source.name}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(source, target)
+
+
+def timed(command) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    return time.perf_counter() - start
+
+
+def run_all(sizes, workdir: pathlib.Path, cores: int):
+    tool = shutil.which("inception-data") or str(pathlib.Path(sys.executable).parent /
+                                                 "inception-data")
+    variants = {
+        "original-style": lambda tree, out, n: [sys.executable,
+                                                str(HERE / "original_style_build.py"),
+                                                str(tree), str(out), str(max(1, n // 1024)),
+                                                str(cores)],
+        "ours (default)": lambda tree, out, n: [tool, "build", "--no-progress", "--train-dir",
+                                                str(tree), "--output-dir", str(out),
+                                                "--overwrite"],
+        "ours --verify decode": lambda tree, out, n: [tool, "build", "--no-progress",
+                                                      "--verify", "decode", "--train-dir",
+                                                      str(tree), "--output-dir", str(out),
+                                                      "--overwrite"],
+    }
+    seconds = {}
+    for size in sizes:
+        tree = workdir / f"tree-{size}"
+        make_tree(tree, size)
+        for name, command in variants.items():
+            out = workdir / f"out-{size}-{name.split()[0]}"
+            shutil.rmtree(out, ignore_errors=True)
+            seconds[name, size] = timed(command(tree, out, size))
+            print(f"{name:22s} {size:7d} images {seconds[name, size]:7.1f} s "
+                  f"{size / seconds[name, size]:8.1f} images/s", flush=True)
+    return seconds
+
+
+def report(seconds, sizes):
+    small, large = sizes
+    base = "original-style"
+
+    def steady(name):
+        return (large - small) / (seconds[name, large] - seconds[name, small])
+
+    print(f"\nsteady state (images {small}->{large}) and whole process at {large}:")
+    for name in ("original-style", "ours (default)", "ours --verify decode"):
+        print(f"{name:22s} steady {steady(name):8.1f} images/s (x{steady(name) / steady(base):.2f})"
+              f"   whole {large / seconds[name, large]:8.1f} images/s "
+              f"(x{seconds[base, large] / seconds[name, large]:.2f})")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs=2, default=[12000, 50000])
+    parser.add_argument("--workdir", type=pathlib.Path, default=pathlib.Path("/tmp/bench-build"))
+    parser.add_argument("--cores", type=int, default=os.cpu_count())
+    args = parser.parse_args()
+    if not SAMPLES.exists():
+        sys.exit(f"needs the real samples in {SAMPLES}")
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    report(run_all(args.sizes, args.workdir, args.cores), args.sizes)
+
+
+if __name__ == "__main__":
+    main()
