@@ -142,3 +142,29 @@ def inspect(patterns, verify, samples):
     if verify:
         click.echo(f"verify: {len(problems)} problem(s)")
     sys.exit(1 if problems else 0)
+
+
+@main.command(context_settings=_BEAM)
+@click.argument("annotations_dir")
+@click.option("--output", required=True, help="The CSV to write (local or gs://).")
+@click.option("--synsets", "synsets_file", default=None,
+              help="Keep only boxes of these synsets (default: the packaged 1000 ILSVRC-2012 "
+                   "synsets; pass 'all' to keep every synset).")
+@click.option("--workers", type=int, help="Local worker processes (default: one per core).")
+@click.pass_context
+def boxes(ctx, annotations_dir, output, synsets_file, workers):
+    """ILSVRC XML annotations -> `name,xmin,ymin,xmax,ymax` CSV of normalised boxes."""
+    from inception_data import labels as labels_lib
+    from pipelines import bounding_boxes
+
+    if synsets_file == "all":
+        synsets = None
+    else:
+        text = (_read_text(synsets_file) if synsets_file
+                else labels_lib.packaged_file(labels_lib.SYNSETS_FILE))
+        synsets = labels_lib.parse_labels(text, synsets_file or labels_lib.SYNSETS_FILE).names
+    summary = bounding_boxes.run(annotations_dir, output, synsets, ctx.args, workers)
+    click.echo(f"{summary['xml_files']} XML files: wrote {summary['boxes']} boxes for "
+               f"{summary['images_with_boxes']} images to {output}; dropped "
+               f"{summary['dropped_boxes']} boxes, {summary['unreadable_files']} unreadable "
+               f"files (see {bounding_boxes.report_path(output)})")

@@ -19,6 +19,9 @@ import importlib.resources
 from typing import Iterable, Sequence
 
 BACKGROUND = 0
+SYNSETS_FILE = "imagenet_lsvrc_2015_synsets.txt"
+METADATA_FILE = "imagenet_metadata.txt"
+VALIDATION_FILE = "imagenet_2012_validation_synset_labels.txt"
 
 
 class LabelError(ValueError):
