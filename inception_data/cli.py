@@ -168,3 +168,42 @@ def boxes(ctx, annotations_dir, output, synsets_file, workers):
                f"{summary['images_with_boxes']} images to {output}; dropped "
                f"{summary['dropped_boxes']} boxes, {summary['unreadable_files']} unreadable "
                f"files (see {bounding_boxes.report_path(output)})")
+
+
+@main.command("relabel-validation")
+@click.argument("val_dir")
+@click.option("--labels", "labels_file", default=None,
+              help="Validation labels, line i = synset of ILSVRC2012_val_%08d.JPEG (default: "
+                   "the packaged ILSVRC-2012 file).")
+@click.option("--mode", type=click.Choice(["move", "copy", "link"]), default="move",
+              show_default=True)
+@click.option("--dry-run", is_flag=True, help="Print what would be done; change nothing.")
+def relabel_validation(val_dir, labels_file, mode, dry_run):
+    """Sort a flat ImageNet validation folder into synset sub-folders (idempotent)."""
+    from inception_data import labels as labels_lib
+    from inception_data import relabel
+
+    text = _read_text(labels_file) if labels_file else labels_lib.packaged_file(
+        labels_lib.VALIDATION_FILE)
+    synsets = [line.strip() for line in text.splitlines() if line.strip()]
+    plan = relabel.plan(val_dir, synsets)
+    for name in plan.missing[:10]:
+        click.secho(f"missing: {name}", fg="yellow", err=True)
+    for path in plan.unexpected[:10]:
+        click.secho(f"unexpected (left alone): {path}", fg="yellow", err=True)
+    click.echo(f"{len(synsets)} labelled images: {plan.in_place} already in place, "
+               f"{len(plan.actions)} to {mode} ({plan.misplaced} in a wrong folder), "
+               f"{len(plan.missing)} missing; {len(plan.unexpected)} unexpected file(s)")
+    if not plan.actions:
+        click.echo("nothing to do")
+        return
+    if dry_run:
+        for source, destination in plan.actions[:20]:
+            click.echo(f"would {mode} {source} -> {destination}")
+        click.echo("dry run: nothing changed")
+        return
+    try:
+        done = relabel.apply(plan.actions, mode, val_dir)
+    except (FileExistsError, ValueError) as err:
+        _fail(str(err))
+    click.echo(f"placed {done} file(s)")
