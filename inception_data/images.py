@@ -153,15 +153,19 @@ def normalise(data: bytes, *, verify: str = "fast", exif: str = "apply") -> Norm
         raise ImageRejected("not an image", f"not a JPEG or PNG image (starts with {data[:8]!r})")
     image = _open(data, fmt)
     if getattr(image, "n_frames", 1) > 1:
-        raise ImageRejected("animated", f"animated {fmt} with {image.n_frames} frames; save the frame you "
-                            f"want as JPEG or PNG")
+        raise ImageRejected("animated", f"animated {fmt} with {image.n_frames} frames; save "
+                                        f"the frame you want as JPEG or PNG")
     if fmt == "JPEG":
         orientation = _orientation(image)
         reason = _keep_reason(image, orientation, exif)
         if reason is None:
+            width, height = image.size  # from the header; draft mode below shrinks .size
             if verify == "decode" or not _ends_with_eoi(data):
-                _decode(image, fmt)  # no end marker: a decode tells trailing junk from truncation
-            width, height = image.size
+                # No end marker: a decode tells trailing junk from truncation. Draft mode
+                # (DCT scaling to 1/8) still entropy-decodes every coefficient, so it finds
+                # truncated and corrupt data, but skips most of the inverse DCT: ~1.5x faster.
+                image.draft(image.mode, (1, 1))
+                _decode(image, fmt)
             return NormalisedImage(data, height, width, fmt, None)
     else:
         orientation, reason = 1, f"{fmt} image"

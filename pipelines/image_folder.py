@@ -69,10 +69,10 @@ class FolderRecords:
 
     names: tuple[str, ...]
 
-    def __call__(self, split, relpath, label, image) -> schema.ImageRecord:
+    def __call__(self, split, item, image) -> schema.ImageRecord:
         return schema.ImageRecord(encoded=image.encoded, height=image.height, width=image.width,
-                                  label=label, text=self.names[label - 1],
-                                  filename=relpath.rsplit("/", 1)[-1])
+                                  label=item.label, text=self.names[item.label - 1],
+                                  filename=item.relpath.rsplit("/", 1)[-1])
 
 
 def build(pipeline, config: BuildConfig, sources: Sequence[transforms.ClassDir],
@@ -84,9 +84,9 @@ def build(pipeline, config: BuildConfig, sources: Sequence[transforms.ClassDir],
               | "ClassDirs" >> beam.Create(list(sources))  # ClassDir
               | "ListImages" >> transforms.ListImages())  # (split, label, [relpath])
     assigned = listed.listed | "AssignShards" >> transforms.AssignShards(
-        config.shards, config.seed)  # ((split, shard, num), (key, relpath, label) | None)
+        config.shards, config.seed)  # ((split, shard, num), Item | None)
     written = (assigned
-               | "GroupByShard" >> beam.GroupByKey()  # ((split, shard, num), [item]) - paths only
+               | "GroupByShard" >> beam.GroupByKey()  # ((split, shard, num), [Item]) - paths only
                | "WriteShards" >> beam.ParDo(transforms.WriteShardFn(
                    config.output_dir, config.roots, make_record, config.verify, config.exif)
                ).with_outputs(transforms.REJECTS, main="stats"))  # (split, shard stats)

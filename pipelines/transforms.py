@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
-from typing import Callable, Mapping
+from typing import Callable, Mapping, NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -37,6 +37,17 @@ class ClassDir:
     label: int | None
 
 
+class Item(NamedTuple):
+    """One image on its way to a shard: paths and small metadata only, never pixels."""
+
+    key: int  # seeded sort key (sharding.path_key)
+    relpath: str  # relative to the split's root: "<class>/<file>"
+    label: int
+    boxes: tuple = ()  # ((xmin, ymin, xmax, ymax), ...) normalised, ImageNet only
+    offset: int = -1  # >= 0: the bytes live in the split's tar archive at this offset
+    size: int = -1
+
+
 def reject(split: str, path: str, kind: str, reason: str) -> dict:
     """A rejects-report row: `kind` is a short category, `reason` says what to do."""
     return {"split": split, "path": path, "kind": kind, "reason": reason}
@@ -46,8 +57,8 @@ FOUND = "found"
 
 
 def list_class(source: ClassDir):
-    """For one class directory yields (split, label, relpaths) of the files to convert, tagged
-    rejects, and a tagged (split, number of files found)."""
+    """For one class directory yields (split, label, [(relpath, offset, size)]) of the files to
+    convert (offset -1: a plain file), tagged rejects, and a tagged (split, files found)."""
     pattern = FileSystems.join(source.root, source.name, "*")
     found = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
     yield beam.pvalue.TaggedOutput(FOUND, (source.split, len(found)))
@@ -62,13 +73,13 @@ def list_class(source: ClassDir):
             yield beam.pvalue.TaggedOutput(REJECTS, reject(source.split, path, "hidden file",
                                                            "hidden file, not read"))
         else:
-            keep.append(path[len(source.root):].lstrip("/"))
+            keep.append((path[len(source.root):].lstrip("/"), -1, -1))
     if source.label is not None:
         yield source.split, source.label, keep
 
 
 class ListImages(beam.PTransform):
-    """ClassDirs -> (split, label, [relpath, ...]) per class, plus REJECTS and FOUND outputs."""
+    """ClassDirs -> (split, label, [(relpath, offset, size)]) per class, + REJECTS and FOUND."""
 
     def expand(self, sources):
         return (sources
@@ -82,13 +93,15 @@ def _shard_count(split: str, counts: Mapping[int, int], shards: Mapping[str, int
 
 
 def _assign(listed, counts_by_split, shards, seed):
-    split, label, relpaths = listed
+    split, label, entries = listed
     counts = counts_by_split[split]
     offset = sharding.class_offsets(counts)[label]
     num = _shard_count(split, counts, shards)
-    for index, key, relpath in sharding.assign(relpaths, seed=seed, offset=offset,
+    locators = {relpath: (start, size) for relpath, start, size in entries}
+    for index, key, relpath in sharding.assign(locators, seed=seed, offset=offset,
                                                num_shards=num):
-        yield (split, index, num), (key, relpath, label)
+        start, size = locators[relpath]
+        yield (split, index, num), Item(key, relpath, label, offset=start, size=size)
 
 
 def _all_shards(split_counts, shards):
@@ -99,7 +112,7 @@ def _all_shards(split_counts, shards):
 
 
 class AssignShards(beam.PTransform):
-    """(split, label, relpaths) -> ((split, shard, num_shards), (key, relpath, label)).
+    """(split, label, entries) -> ((split, shard, num_shards), Item).
 
     Also emits ((split, shard, num_shards), None) for every shard, so shards that receive no
     image are still written (empty) and a split always has its full set of files.
@@ -137,11 +150,24 @@ def temp_name(output_dir: str, name: str) -> str:
     return FileSystems.join(output_dir, f".tmp-{name}-{uuid.uuid4().hex}")
 
 
-class WriteShardFn(beam.DoFn):
-    """((split, shard, num), [items]) -> shard stats; the shard is committed only when complete.
+def _read(root: str, item: Item, archive) -> bytes:
+    if item.offset < 0:
+        with FileSystems.open(FileSystems.join(root, item.relpath)) as handle:
+            return handle.read()
+    archive.seek(item.offset)
+    data = archive.read(item.size)
+    if len(data) != item.size:
+        raise OSError(f"archive {root} ends before {item.relpath} ({len(data)} of {item.size} "
+                      f"bytes); the tar is truncated")
+    return data
 
-    `make_record(split, relpath, label, normalised)` builds the schema.ImageRecord, so the
-    generic and the ImageNet builds share this writer.
+
+class WriteShardFn(beam.DoFn):
+    """((split, shard, num), [Item | None]) -> (split, shard stats); the shard is committed
+    only when complete, rejects go to the REJECTS output.
+
+    `make_record(split, item, normalised)` builds the schema.ImageRecord, so the generic and the
+    ImageNet builds share this writer. A split whose root is a tar archive is read by offset.
     """
 
     def __init__(self, output_dir: str, roots: Mapping[str, str],
@@ -149,18 +175,18 @@ class WriteShardFn(beam.DoFn):
         self._output_dir, self._roots = output_dir, dict(roots)
         self._make_record, self._verify, self._exif = make_record, verify, exif
 
-    def _encode(self, split, relpath, label):
-        path = FileSystems.join(self._roots[split], relpath)
+    def _encode(self, split, item, archive):
+        root = self._roots[split]
+        path = FileSystems.join(root, item.relpath) if item.offset < 0 else \
+            f"{root}#{item.relpath}"
         try:
-            with FileSystems.open(path) as handle:
-                data = handle.read()
-            image = images.normalise(data, verify=self._verify, exif=self._exif)
+            image = images.normalise(_read(root, item, archive), verify=self._verify,
+                                     exif=self._exif)
         except images.ImageRejected as err:
             return None, reject(split, path, err.kind, str(err))
         except (OSError, IOError) as err:  # unreadable: permissions, a directory, a vanished file
             return None, reject(split, path, "cannot read", f"cannot read: {err}")
-        record = self._make_record(split, relpath, label, image)
-        return schema.to_example(record), None
+        return schema.to_example(self._make_record(split, item, image)), None
 
     def process(self, element):
         (split, index, num), items = element
@@ -169,19 +195,25 @@ class WriteShardFn(beam.DoFn):
         tmp = temp_name(self._output_dir, name)
         per_class: dict[int, int] = {}
         rejects = []
+        archive = None
         try:
+            if any(item.offset >= 0 for item in items):
+                archive = FileSystems.open(self._roots[split])  # one handle for the shard
             with FileSystems.create(tmp) as handle:
-                for _, relpath, label in items:
-                    example, rejected = self._encode(split, relpath, label)
+                for item in items:
+                    example, rejected = self._encode(split, item, archive)
                     if rejected:
                         rejects.append(rejected)
                         continue
                     _TFRecordUtil.write_record(handle, example)
-                    per_class[label] = per_class.get(label, 0) + 1
+                    per_class[item.label] = per_class.get(item.label, 0) + 1
             commit(tmp, FileSystems.join(self._output_dir, name))
         except BaseException:
             _delete_quietly(tmp)  # a failed attempt leaves nothing behind (and no final name)
             raise
+        finally:
+            if archive is not None:
+                archive.close()
         for rejected in rejects:
             yield beam.pvalue.TaggedOutput(REJECTS, rejected)
         yield split, {"shard": name, "index": index, "num_shards": num,

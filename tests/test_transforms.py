@@ -22,7 +22,8 @@ def test_list_images_splits_files_hidden_and_unlisted(tmp_path):
     sources = [transforms.ClassDir("train", root, "a", 1), transforms.ClassDir("train", root, "zz", None)]
     with TestPipeline() as p:
         out = p | beam.Create(sources) | transforms.ListImages()
-        assert_that(out.listed, equal_to([("train", 1, ["a/x.jpg", "a/y.png"])]), label="listed")
+        assert_that(out.listed, equal_to([("train", 1, [("a/x.jpg", -1, -1), ("a/y.png", -1, -1)])]),
+                    label="listed")
         assert_that(out[transforms.REJECTS] | beam.Map(lambda r: (r["path"][len(root):], r["kind"])),
                     equal_to([("/a/.DS_Store", "hidden file"), ("/zz/z.jpg", "unlisted directory")]),
                     label="rejects")
@@ -30,20 +31,21 @@ def test_list_images_splits_files_hidden_and_unlisted(tmp_path):
 
 
 def test_assign_shards_balanced_complete_and_with_empty_shards():
-    listed = [("train", 1, [f"a/{i}.jpg" for i in range(5)]), ("train", 2, ["b/0.jpg"]),
-              ("validation", 1, ["a/v.jpg"])]
+    a_files = [f"a/{i}.jpg" for i in range(5)]
+    listed = [("train", 1, [(p, -1, -1) for p in a_files]), ("train", 2, [("b/0.jpg", -1, -1)]),
+              ("validation", 1, [("a/v.jpg", 7, 9)])]
     with TestPipeline() as p:
         out = (p | beam.Create(listed)
                | transforms.AssignShards({"train": 4, "validation": 3}, seed=0))
-        keys = out | beam.Map(lambda kv: (kv[0], kv[1][1] if kv[1] else None))
-        expected_train = [((("train", s, 4), rel)) for s, _, rel in
-                          sharding.assign([f"a/{i}.jpg" for i in range(5)], seed=0, offset=0, num_shards=4)]
-        expected_train += [(("train", s, 4), rel) for s, _, rel in
-                           sharding.assign(["b/0.jpg"], seed=0, offset=5, num_shards=4)]
-        expected = expected_train + [(("validation", 0, 3), "a/v.jpg")]
+        expected = [(("train", s, 4), transforms.Item(k, rel, 1))
+                    for s, k, rel in sharding.assign(a_files, seed=0, offset=0, num_shards=4)]
+        expected += [(("train", s, 4), transforms.Item(k, rel, 2))
+                     for s, k, rel in sharding.assign(["b/0.jpg"], seed=0, offset=5, num_shards=4)]
+        expected += [(("validation", 0, 3), transforms.Item(sharding.path_key(0, "a/v.jpg"),
+                                                            "a/v.jpg", 1, offset=7, size=9))]
         expected += [(("train", i, 4), None) for i in range(4)]
         expected += [(("validation", i, 3), None) for i in range(3)]
-        assert_that(keys, equal_to(expected))
+        assert_that(out, equal_to(expected))
 
 
 def test_write_shard_commits_records_and_rejects(tmp_path):
@@ -54,7 +56,7 @@ def test_write_shard_commits_records_and_rejects(tmp_path):
     fabricate.write(src / "a" / "bad.jpg", b"nope")
     make = image_folder.FolderRecords(("a",))
     fn = transforms.WriteShardFn(str(out), {"train": str(src)}, make, "fast", "apply")
-    items = [(2, "a/bad.jpg", 1), (1, "a/good.jpg", 1), None]
+    items = [transforms.Item(2, "a/bad.jpg", 1), transforms.Item(1, "a/good.jpg", 1), None]
     with TestPipeline() as p:
         result = (p | beam.Create([(("train", 0, 1), items)])
                   | beam.ParDo(fn).with_outputs(transforms.REJECTS, main="stats"))
@@ -86,7 +88,7 @@ def test_failed_shard_leaves_no_file_behind(tmp_path, monkeypatch):
     monkeypatch.setattr(transforms.images, "normalise", dies_from_third_call)
     fn = transforms.WriteShardFn(str(out), {"train": str(src)}, image_folder.FolderRecords(("a",)),
                                  "fast", "apply")
-    items = [(i, f"a/{i}.jpg", 1) for i in range(3)]
+    items = [transforms.Item(i, f"a/{i}.jpg", 1) for i in range(3)]
     with pytest.raises(Exception, match="simulated worker death"):
         with TestPipeline(runner="BundleBasedDirectRunner") as p:
             _ = p | beam.Create([(("train", 0, 1), items)]) | beam.ParDo(fn)
