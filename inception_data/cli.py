@@ -105,6 +105,12 @@ def build(ctx, train_dir, validation_dir, output_dir, labels_file, shards, valid
     except (labels_lib.LabelError, launch.OutputExists, report.TooManyRejects,
             FileNotFoundError) as err:
         _fail(str(err))
+    _print_summary(manifest, output_dir)
+
+
+def _print_summary(manifest: dict, output_dir: str) -> None:
+    from pipelines import launch
+
     for split, summary in manifest["splits"].items():
         click.echo(f"{split}: {summary['written']} written to {summary['num_shards']} shard(s), "
                    f"{summary['rejected']} rejected (see {output_dir}/{summary['rejects_file']})")
@@ -207,3 +213,69 @@ def relabel_validation(val_dir, labels_file, mode, dry_run):
     except (FileExistsError, ValueError) as err:
         _fail(str(err))
     click.echo(f"placed {done} file(s)")
+
+
+@main.command(context_settings=_BEAM)
+@click.option("--train-dir", help="ILSVRC train/<synset>/*.JPEG tree.")
+@click.option("--train-tar", help="ILSVRC2012_img_train.tar (a tar of per-synset tars), read "
+                                  "without extracting.")
+@click.option("--validation-dir", help="Flat folder of ILSVRC2012_val_*.JPEG or synset "
+                                       "sub-folders (detected).")
+@click.option("--validation-tar", help="ILSVRC2012_img_val.tar, read without extracting.")
+@click.option("--bounding-boxes", help="CSV written by `inception-data boxes`.")
+@click.option("--output-dir", required=True)
+@click.option("--train-shards", type=ShardCount(), default="1024", show_default=True)
+@click.option("--validation-shards", type=ShardCount(), default="128", show_default=True)
+@click.option("--synsets-file", help="Default: the packaged 1000 ILSVRC-2012 synsets.")
+@click.option("--metadata-file", help="synset<TAB>text; default: the packaged file.")
+@click.option("--validation-labels-file", help="Default: the packaged ILSVRC-2012 file.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--verify", type=click.Choice(["fast", "decode"]), default="fast",
+              show_default=True)
+@click.option("--exif-orientation", type=click.Choice(["apply", "ignore"]), default="apply",
+              show_default=True)
+@click.option("--max-rejects", type=float)
+@click.option("--overwrite", is_flag=True)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--workers", type=int)
+@click.pass_context
+def imagenet(ctx, train_dir, train_tar, validation_dir, validation_tar, bounding_boxes,
+             output_dir, train_shards, validation_shards, synsets_file, metadata_file,
+             validation_labels_file, seed, verify, exif_orientation, max_rejects, overwrite,
+             progress, workers):
+    """Build ImageNet TFRecords (synsets, human text, boxes) from trees or the original tars."""
+    from inception_data import labels as labels_lib
+    from pipelines import image_folder, imagenet as imagenet_lib, launch, report
+
+    if train_dir and train_tar or validation_dir and validation_tar:
+        _fail("give either --train-dir or --train-tar (and either --validation-dir or "
+              "--validation-tar), not both")
+    train, validation = train_dir or train_tar, validation_dir or validation_tar
+    if not train and not validation:
+        _fail("nothing to build: give --train-dir/--train-tar and/or "
+              "--validation-dir/--validation-tar")
+
+    def text_of(path, packaged):
+        return _read_text(path) if path else labels_lib.packaged_file(packaged)
+
+    try:
+        label_map = labels_lib.parse_labels(text_of(synsets_file, labels_lib.SYNSETS_FILE),
+                                            synsets_file or labels_lib.SYNSETS_FILE)
+        texts = imagenet_lib.parse_metadata(text_of(metadata_file, labels_lib.METADATA_FILE))
+        val_synsets = text_of(validation_labels_file, labels_lib.VALIDATION_FILE).split()
+        roots = {s: r for s, r in (("train", train), ("validation", validation)) if r}
+        shards = {"train": train_shards, "validation": validation_shards}
+        config = image_folder.BuildConfig(
+            output_dir=output_dir.rstrip("/"), roots=roots, label_map=label_map,
+            shards={s: shards[s] for s in roots}, seed=seed, verify=verify,
+            exif=exif_orientation, max_rejects=max_rejects)
+        inputs = imagenet_lib.ImagenetInputs(train, bool(train_tar), validation,
+                                             bool(validation_tar), bounding_boxes)
+        manifest = imagenet_lib.run_imagenet(
+            config, inputs, texts, val_synsets, ctx.args, overwrite=overwrite,
+            progress=progress, workers=workers,
+            warn=lambda m: click.secho(f"warning: {m}", fg="yellow", err=True))
+    except (labels_lib.LabelError, launch.OutputExists, report.TooManyRejects,
+            FileNotFoundError) as err:
+        _fail(str(err))
+    _print_summary(manifest, output_dir)

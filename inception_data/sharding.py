@@ -48,9 +48,17 @@ def class_offsets(counts: Mapping[int, int]) -> dict[int, int]:
     return offsets
 
 
-def assign(relpaths: Iterable[str], *, seed: int, offset: int, num_shards: int):
-    """Yields (shard index, key, relpath) for one class's files."""
-    keyed = sorted((path_key(seed, p), p) for p in relpaths)
+def assign(relpaths: Iterable[str], *, seed: int, offset: int, num_shards: int,
+           by_basename: bool = False):
+    """Yields (shard index, key, relpath) for one class's files.
+
+    With `by_basename` the key ignores folders, so the same images laid out differently (a flat
+    ImageNet validation folder, a sorted one, a tar) land in the same shards.
+    """
+    def name(path):
+        return path.rsplit("/", 1)[-1] if by_basename else path
+
+    keyed = sorted((path_key(seed, name(p)), p) for p in relpaths)
     for position, (key, relpath) in enumerate(keyed):
         yield (offset + position) % num_shards, key, relpath
 

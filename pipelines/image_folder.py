@@ -75,23 +75,30 @@ class FolderRecords:
                                   filename=item.relpath.rsplit("/", 1)[-1])
 
 
-def build(pipeline, config: BuildConfig, sources: Sequence[transforms.ClassDir],
-          make_record=None) -> None:
-    """Adds the whole conversion to `pipeline`."""
+def build(pipeline, config: BuildConfig, sources: Sequence, make_record=None, *,
+          list_images=None, attach=None, by_basename: bool = False) -> None:
+    """Adds the whole conversion to `pipeline`.
+
+    `list_images` turns the sources into listed classes (default: class directories);
+    `attach` may add metadata to the assigned items before they are grouped (ImageNet boxes).
+    """
     splits = list(config.roots)
     make_record = make_record or FolderRecords(config.label_map.names)
     listed = (pipeline
-              | "ClassDirs" >> beam.Create(list(sources))  # ClassDir
-              | "ListImages" >> transforms.ListImages())  # (split, label, [relpath])
+              | "Sources" >> beam.Create(list(sources))  # ClassDir or another source
+              | "ListImages" >> (list_images or transforms.ListImages())
+              )  # (split, label, [(relpath, offset, size)])
     assigned = listed.listed | "AssignShards" >> transforms.AssignShards(
-        config.shards, config.seed)  # ((split, shard, num), Item | None)
+        config.shards, config.seed, by_basename)  # ((split, shard, num), Item | None)
+    if attach is not None:
+        assigned = assigned | "Attach" >> attach
     written = (assigned
                | "GroupByShard" >> beam.GroupByKey()  # ((split, shard, num), [Item]) - paths only
                | "WriteShards" >> beam.ParDo(transforms.WriteShardFn(
                    config.output_dir, config.roots, make_record, config.verify, config.exif)
                ).with_outputs(transforms.REJECTS, main="stats"))  # (split, shard stats)
     reject_infos = ((listed[transforms.REJECTS], written[transforms.REJECTS])
-                    | "AllRejects" >> beam.Flatten()  # {split, path, reason}
+                    | "AllRejects" >> beam.Flatten()  # {split, path, kind, reason}
                     | "WriteRejects" >> transforms.WriteRejects(config.output_dir, splits))
     manifest_config = {"splits": splits, "labels": list(config.label_map.names),
                        "tool_version": inception_data.__version__,
@@ -101,28 +108,42 @@ def build(pipeline, config: BuildConfig, sources: Sequence[transforms.ClassDir],
                                                    config.max_rejects))
 
 
+def launch_build(config: BuildConfig, build_fn, total: int, beam_args: Sequence[str], *,
+                 overwrite: bool, progress: bool, workers: int | None) -> dict:
+    """Prepares the output directory, writes labels.txt, runs `build_fn(pipeline)`."""
+    launch.prepare_output(config.output_dir, list(config.roots), overwrite)
+    transforms.write_text(FileSystems.join(config.output_dir, "labels.txt"),
+                          config.label_map.to_text())
+    runner, options = launch.pipeline_options(beam_args, workers)
+    return launch.run(build_fn, options, runner, output_dir=config.output_dir,
+                      splits=list(config.roots), total_images=total, progress=progress)
+
+
+def directory_sources(split: str, root: str, label_map: labels_lib.LabelMap,
+                      warn=log.warning) -> tuple[list[transforms.ClassDir], int]:
+    """ClassDirs of one split's class-per-directory tree and its file count; warns about labels
+    without a directory and directories without a label."""
+    present = class_directories(root)
+    if not present:
+        raise labels_lib.LabelError(f"{split}: no files found in sub-directories of {root}; "
+                                    f"expected {root}/<label>/<image>")
+    check = labels_lib.reconcile(label_map, list(present))
+    for name in check.missing:
+        warn(f"{split}: label {name!r} has no images under {root}/{name}; it keeps label "
+             f"{label_map.index(name)} with 0 examples")
+    for name in check.unlisted:
+        warn(f"{split}: directory {root}/{name} is not in the labels file; its "
+             f"{present[name]} file(s) are listed in rejects-{split}.jsonl")
+    return class_sources(split, root, label_map, list(present)), sum(present.values())
+
+
 def run_build(config: BuildConfig, beam_args: Sequence[str] = (), *, overwrite: bool = False,
               progress: bool = True, workers: int | None = None, warn=log.warning) -> dict:
     """Checks the inputs, prepares the output directory, runs the build; returns the manifest."""
     sources, total = [], 0
     for split, root in config.roots.items():
-        present = class_directories(root)
-        if not present:
-            raise labels_lib.LabelError(f"{split}: no files found in sub-directories of {root}; "
-                                        f"expected {root}/<label>/<image>")
-        check = labels_lib.reconcile(config.label_map, list(present))
-        for name in check.missing:
-            warn(f"{split}: label {name!r} has no images under {root}/{name}; it keeps label "
-                 f"{config.label_map.index(name)} with 0 examples")
-        for name in check.unlisted:
-            warn(f"{split}: directory {root}/{name} is not in the labels file; its "
-                 f"{present[name]} file(s) are listed in rejects-{split}.jsonl")
-        sources += class_sources(split, root, config.label_map, list(present))
-        total += sum(present.values())
-    launch.prepare_output(config.output_dir, list(config.roots), overwrite)
-    transforms.write_text(FileSystems.join(config.output_dir, "labels.txt"),
-                          config.label_map.to_text())
-    runner, options = launch.pipeline_options(beam_args, workers)
-    return launch.run(lambda p: build(p, config, sources), options, runner,
-                      output_dir=config.output_dir, splits=list(config.roots),
-                      total_images=total, progress=progress)
+        split_sources, count = directory_sources(split, root, config.label_map, warn)
+        sources += split_sources
+        total += count
+    return launch_build(config, lambda p: build(p, config, sources), total, beam_args,
+                        overwrite=overwrite, progress=progress, workers=workers)

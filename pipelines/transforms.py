@@ -92,14 +92,14 @@ def _shard_count(split: str, counts: Mapping[int, int], shards: Mapping[str, int
     return shards.get(split) or sharding.auto_shards(sum(counts.values()))
 
 
-def _assign(listed, counts_by_split, shards, seed):
+def _assign(listed, counts_by_split, shards, seed, by_basename):
     split, label, entries = listed
     counts = counts_by_split[split]
     offset = sharding.class_offsets(counts)[label]
     num = _shard_count(split, counts, shards)
     locators = {relpath: (start, size) for relpath, start, size in entries}
     for index, key, relpath in sharding.assign(locators, seed=seed, offset=offset,
-                                               num_shards=num):
+                                               num_shards=num, by_basename=by_basename):
         start, size = locators[relpath]
         yield (split, index, num), Item(key, relpath, label, offset=start, size=size)
 
@@ -118,9 +118,9 @@ class AssignShards(beam.PTransform):
     image are still written (empty) and a split always has its full set of files.
     """
 
-    def __init__(self, shards: Mapping[str, int | None], seed: int):
+    def __init__(self, shards: Mapping[str, int | None], seed: int, by_basename: bool = False):
         super().__init__()
-        self._shards, self._seed = dict(shards), seed
+        self._shards, self._seed, self._by_basename = dict(shards), seed, by_basename
 
     def expand(self, listed):
         counts = (listed
@@ -128,7 +128,7 @@ class AssignShards(beam.PTransform):
                   | "GroupCounts" >> beam.GroupByKey()  # (split, [(label, n), ...])
                   | "ToDict" >> beam.MapTuple(lambda split, pairs: (split, dict(pairs))))
         assigned = listed | "Assign" >> beam.FlatMap(
-            _assign, beam.pvalue.AsDict(counts), self._shards, self._seed)
+            _assign, beam.pvalue.AsDict(counts), self._shards, self._seed, self._by_basename)
         every = counts | "EveryShard" >> beam.FlatMap(_all_shards, self._shards)
         return (assigned, every) | "Merge" >> beam.Flatten()
 
