@@ -115,8 +115,20 @@ def launch_build(config: BuildConfig, build_fn, total: int, beam_args: Sequence[
     transforms.write_text(FileSystems.join(config.output_dir, "labels.txt"),
                           config.label_map.to_text())
     runner, options = launch.pipeline_options(beam_args, workers)
+    counts = list(config.shards.values())
+    total_shards = sum(counts) if all(counts) else None
     return launch.run(build_fn, options, runner, output_dir=config.output_dir,
-                      splits=list(config.roots), total_images=total, progress=progress)
+                      splits=list(config.roots), total_images=total, total_shards=total_shards,
+                      progress=progress)
+
+
+def warn_each(warn, messages: Sequence[str], limit: int = 5) -> None:
+    """Warns with the first `limit` messages and a count of the rest (a 10-class subset of
+    ImageNet must not print 990 lines)."""
+    for message in messages[:limit]:
+        warn(message)
+    if len(messages) > limit:
+        warn(f"... and {len(messages) - limit} more like these")
 
 
 def directory_sources(split: str, root: str, label_map: labels_lib.LabelMap,
@@ -128,12 +140,11 @@ def directory_sources(split: str, root: str, label_map: labels_lib.LabelMap,
         raise labels_lib.LabelError(f"{split}: no files found in sub-directories of {root}; "
                                     f"expected {root}/<label>/<image>")
     check = labels_lib.reconcile(label_map, list(present))
-    for name in check.missing:
-        warn(f"{split}: label {name!r} has no images under {root}/{name}; it keeps label "
-             f"{label_map.index(name)} with 0 examples")
-    for name in check.unlisted:
-        warn(f"{split}: directory {root}/{name} is not in the labels file; its "
-             f"{present[name]} file(s) are listed in rejects-{split}.jsonl")
+    warn_each(warn, [f"{split}: label {name!r} has no images under {root}/{name}; it keeps "
+                     f"label {label_map.index(name)} with 0 examples" for name in check.missing])
+    warn_each(warn, [f"{split}: directory {root}/{name} is not in the labels file; its "
+                     f"{present[name]} file(s) are listed in rejects-{split}.jsonl"
+                     for name in check.unlisted])
     return class_sources(split, root, label_map, list(present)), sum(present.values())
 
 

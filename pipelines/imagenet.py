@@ -211,8 +211,9 @@ def train_tar_sources(split: str, tar_path: str, label_map, warn) -> tuple[list,
         label = label_map.index(synset) if synset in label_map else None
         sources.append(InnerTar(split, tar_path, synset, label, offset, size))
     present = [s.name for s in sources]
-    for name in labels_lib.reconcile(label_map, present).missing:
-        warn(f"{split}: synset {name} has no tar in {tar_path}; it keeps its label with 0 images")
+    image_folder.warn_each(warn, [
+        f"{split}: synset {name} has no tar in {tar_path}; it keeps its label with 0 images"
+        for name in labels_lib.reconcile(label_map, present).missing])
     return sources, 0  # image count unknown until the workers index the inner tars
 
 

@@ -64,7 +64,8 @@ def prepare_output(output_dir: str, splits: Sequence[str], overwrite: bool) -> N
     that are gone; shards of every shard count are removed, so no stale `-of-00128` shard
     survives next to a new `-of-00064` set.
     """
-    FileSystems.mkdirs(output_dir) if not FileSystems.exists(output_dir) else None
+    if not FileSystems.exists(output_dir):
+        FileSystems.mkdirs(output_dir)
     existing = _existing_outputs(output_dir, splits)
     if not existing:
         return
@@ -73,9 +74,10 @@ def prepare_output(output_dir: str, splits: Sequence[str], overwrite: bool) -> N
             f"{output_dir} already holds {len(existing)} output file(s) of an earlier build (e.g. "
             f"{existing[0]}); pass --overwrite to replace them or choose another --output-dir")
     manifest = [p for p in existing if p.endswith(report.MANIFEST)]
-    FileSystems.delete(manifest) if manifest else None
     rest = [p for p in existing if p not in manifest]
-    FileSystems.delete(rest) if rest else None
+    for paths in (manifest, rest):
+        if paths:
+            FileSystems.delete(paths)
 
 
 class ShardProgress:
@@ -83,38 +85,45 @@ class ShardProgress:
 
     The local runner executes DoFns in worker processes, so the launcher cannot count records
     directly; a shard appears under its final name only once complete, which makes committed
-    shards an honest progress measure.
+    shards an honest progress measure. With a known image count the bar counts images
+    (committed fraction of each split's shards times the images listed); when the count is
+    unknown until the workers have listed everything (tar archives) it counts shards.
     """
 
     def __init__(self, output_dir: str, splits: Sequence[str], total_images: int,
-                 interval: float = 1.0):
+                 total_shards: int | None = None, interval: float = 1.0):
         self._patterns = [FileSystems.join(output_dir, f"{s}-*-of-*") for s in splits]
-        self._total, self._interval = total_images, interval
+        self._total_images, self._total_shards = total_images, total_shards
+        self._interval = interval
         self._stop = threading.Event()
+        self._completed = False
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _count(self) -> tuple[int, int]:
-        shards = expected = 0
+    def _position(self) -> float:
+        shards = fraction = 0.0
         for result in FileSystems.match(self._patterns):
             for meta in result.metadata_list:
                 parsed = sharding.parse_shard_name(meta.path.rsplit("/", 1)[-1])
                 if parsed:
                     shards += 1
-                    expected += 1.0 / parsed[2]
-        return shards, expected
+                    fraction += 1.0 / parsed[2]
+        if self._total_images:
+            return fraction / len(self._patterns) * self._total_images
+        return shards
 
     def _run(self) -> None:
         from tqdm import tqdm
 
-        with tqdm(total=self._total, unit="img", desc="converting", smoothing=0.1) as bar:
+        by_image = bool(self._total_images)
+        total = self._total_images if by_image else self._total_shards
+        with tqdm(total=total, unit="img" if by_image else "shard", desc="converting",
+                  smoothing=0.1) as bar:
             while not self._stop.wait(self._interval):
-                _, fraction = self._count()
-                split_share = fraction / max(len(self._patterns), 1)
-                bar.update(max(0, round(split_share * self._total) - bar.n))
-            bar.update(max(0, self._total - bar.n) if self._completed else 0)
+                bar.update(max(0, round(self._position()) - bar.n))
+            if self._completed and total:
+                bar.update(max(0, total - bar.n))
 
     def __enter__(self):
-        self._completed = False
         self._thread.start()
         return self
 
@@ -124,7 +133,8 @@ class ShardProgress:
         self._thread.join()
 
 
-def run(build, options, runner, *, output_dir, splits, total_images, progress=True) -> dict:
+def run(build, options, runner, *, output_dir, splits, total_images, total_shards=None,
+        progress=True) -> dict:
     """Builds the pipeline with `build(pipeline)`, runs it, returns the manifest dict.
 
     Raises report.TooManyRejects with the pipeline's message when --max-rejects was exceeded.
@@ -134,7 +144,7 @@ def run(build, options, runner, *, output_dir, splits, total_images, progress=Tr
     build(pipeline)
     try:
         if progress and runner is not None:
-            with ShardProgress(output_dir, splits, total_images):
+            with ShardProgress(output_dir, splits, total_images, total_shards):
                 pipeline.run().wait_until_finish()
         else:
             pipeline.run().wait_until_finish()
