@@ -279,3 +279,75 @@ def imagenet(ctx, train_dir, train_tar, validation_dir, validation_tar, bounding
             FileNotFoundError) as err:
         _fail(str(err))
     _print_summary(manifest, output_dir)
+
+
+@main.group()
+def download():
+    """Fetch flowers, or check the ILSVRC-2012 archives you downloaded."""
+
+
+@download.command("flowers")
+@click.argument("out_dir")
+@click.option("--url", default=None, help="Default: the flower_photos.tgz the original used.")
+@click.option("--sha256", help="Also check the archive against this digest.")
+@click.option("--validation-per-class", type=int, default=100, show_default=True)
+@click.option("--build", "then_build", is_flag=True,
+              help="Then build shards into OUT_DIR/tfrecords.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.pass_context
+def download_flowers(ctx, out_dir, url, sha256, validation_per_class, then_build, progress):
+    """Download the flower photos and split them into train/ and validation/."""
+    from inception_data import download as download_lib
+
+    os.makedirs(out_dir, exist_ok=True)
+    if os.path.exists(os.path.join(out_dir, "labels.txt")):
+        click.echo(f"{out_dir} already holds the split flowers (labels.txt exists)")
+    else:
+        archive = os.path.join(out_dir, "flower_photos.tgz")
+        try:
+            download_lib.fetch(url or download_lib.FLOWERS_URL, archive, sha256=sha256,
+                               expected_size=None if url else download_lib.FLOWERS_SIZE,
+                               progress=progress)
+            extracted = download_lib.extract(archive, out_dir)
+            counts = download_lib.split_classes(extracted, out_dir, validation_per_class)
+        except download_lib.DownloadError as err:
+            _fail(str(err))
+        import shutil
+
+        shutil.rmtree(extracted)
+        for name, (train, val) in counts.items():
+            click.echo(f"  {name}: {train} train, {val} validation")
+        click.echo(f"{sum(t for t, _ in counts.values())} train and "
+                   f"{sum(v for _, v in counts.values())} validation images in {out_dir}")
+    if then_build:
+        ctx.invoke(build, train_dir=os.path.join(out_dir, "train"),
+                   validation_dir=os.path.join(out_dir, "validation"),
+                   output_dir=os.path.join(out_dir, "tfrecords"),
+                   labels_file=os.path.join(out_dir, "labels.txt"), shards=None,
+                   validation_shards=None, seed=0, verify="fast", exif_orientation="apply",
+                   max_rejects=None, overwrite=True, progress=progress, workers=None)
+
+
+@download.command("imagenet")
+@click.argument("folder", required=False)
+@click.option("--md5/--no-md5", default=True, show_default=True,
+              help="Check MD5 digests (minutes for the 138 GB training tar).")
+def download_imagenet(folder, md5):
+    """Say which ILSVRC-2012 archives to get, and check the ones in FOLDER."""
+    from inception_data import download as download_lib
+
+    click.echo("ImageNet needs a registered account: sign in at image-net.org, accept the terms, "
+               "and download these ILSVRC-2012 archives (do not extract them):")
+    for archive in download_lib.IMAGENET_ARCHIVES:
+        digest = f"md5 {archive.md5}" if archive.md5 else "md5 not published here"
+        click.echo(f"  {archive.name:34s} {archive.what} ({digest})")
+    click.echo("then: inception-data imagenet --train-tar ILSVRC2012_img_train.tar "
+               "--validation-tar ILSVRC2012_img_val.tar --output-dir OUT")
+    if not folder:
+        return
+    bad = 0
+    for archive, status in download_lib.check_imagenet(folder, md5):
+        bad += status.startswith("BAD")
+        click.echo(f"{archive.name}: {status}")
+    if bad:
+        sys.exit(1)
