@@ -3,10 +3,12 @@
 Ours: `inception-data build` (default settings, then --verify decode). Baseline:
 original_style_build.py (the original scripts' way). Both run as whole processes (start-up
 included) on two tree sizes built from the real ImageNet samples in ../shared/data (hard links
-under new names), so the steady-state rate - (N2 - N1) / (t2 - t1), which cancels start-up - and
+under new names; outputs go to RAM, /dev/shm, by default so that the disk's write speed does not
+cap both sides at the same rate), so the steady-state rate - (N2 - N1) / (t2 - t1), which cancels start-up - and
 the whole-process rate at the larger size are both reported.
 
 Usage: python benchmarks/bench_build.py [--sizes 12000 50000] [--workdir /tmp/bench-build]
+                                        [--output-root /dev/shm/bench-build]
 """
 
 import argparse
@@ -40,7 +42,7 @@ def timed(command) -> float:
     return time.perf_counter() - start
 
 
-def run_all(sizes, workdir: pathlib.Path, cores: int):
+def run_all(sizes, workdir: pathlib.Path, output_root: pathlib.Path, cores: int):
     tool = shutil.which("inception-data") or str(pathlib.Path(sys.executable).parent /
                                                  "inception-data")
     variants = {
@@ -61,9 +63,10 @@ def run_all(sizes, workdir: pathlib.Path, cores: int):
         tree = workdir / f"tree-{size}"
         make_tree(tree, size)
         for name, command in variants.items():
-            out = workdir / f"out-{size}-{name.split()[0]}"
+            out = output_root / f"out-{size}"
             shutil.rmtree(out, ignore_errors=True)
             seconds[name, size] = timed(command(tree, out, size))
+            shutil.rmtree(out, ignore_errors=True)
             print(f"{name:22s} {size:7d} images {seconds[name, size]:7.1f} s "
                   f"{size / seconds[name, size]:8.1f} images/s", flush=True)
     return seconds
@@ -87,12 +90,16 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs=2, default=[12000, 50000])
     parser.add_argument("--workdir", type=pathlib.Path, default=pathlib.Path("/tmp/bench-build"))
+    parser.add_argument("--output-root", type=pathlib.Path,
+                        default=pathlib.Path("/dev/shm/bench-build" if os.path.isdir("/dev/shm")
+                                             else "/tmp/bench-build/out"))
     parser.add_argument("--cores", type=int, default=os.cpu_count())
     args = parser.parse_args()
     if not SAMPLES.exists():
         sys.exit(f"needs the real samples in {SAMPLES}")
     args.workdir.mkdir(parents=True, exist_ok=True)
-    report(run_all(args.sizes, args.workdir, args.cores), args.sizes)
+    args.output_root.mkdir(parents=True, exist_ok=True)
+    report(run_all(args.sizes, args.workdir, args.output_root, args.cores), args.sizes)
 
 
 if __name__ == "__main__":

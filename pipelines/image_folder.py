@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -39,18 +39,28 @@ class BuildConfig:
                 "shards": {s: n or "auto" for s, n in self.shards.items()}}
 
 
-def class_directories(root: str) -> dict[str, int]:
-    """Sub-directory name -> number of files directly inside it, under `root`.
+class Size(NamedTuple):
+    """How much input a source holds: files (0 when unknown until workers list it) and bytes."""
+
+    files: int = 0
+    bytes: int = 0
+
+    def __add__(self, other):
+        return Size(self.files + other.files, self.bytes + other.bytes)
+
+
+def class_directories(root: str) -> dict[str, Size]:
+    """Sub-directory name -> files directly inside it and their bytes, under `root`.
 
     Listed through FileSystems (local or gs://): directories are inferred from file paths, as
     object stores have none, so an empty directory is not seen.
     """
-    counts: dict[str, int] = {}
+    sizes: dict[str, Size] = {}
     root = root.rstrip("/")
     for meta in FileSystems.match([FileSystems.join(root, "*", "*")])[0].metadata_list:
         name = meta.path[len(root):].lstrip("/").split("/", 1)[0]
-        counts[name] = counts.get(name, 0) + 1
-    return counts
+        sizes[name] = sizes.get(name, Size()) + Size(1, meta.size_in_bytes)
+    return sizes
 
 
 def class_sources(split: str, root: str, label_map: labels_lib.LabelMap,
@@ -108,18 +118,18 @@ def build(pipeline, config: BuildConfig, sources: Sequence, make_record=None, *,
                                                    config.max_rejects))
 
 
-def launch_build(config: BuildConfig, build_fn, total: int, beam_args: Sequence[str], *,
+def launch_build(config: BuildConfig, build_fn, size: Size, beam_args: Sequence[str], *,
                  overwrite: bool, progress: bool, workers: int | None) -> dict:
     """Prepares the output directory, writes labels.txt, runs `build_fn(pipeline)`."""
     launch.prepare_output(config.output_dir, list(config.roots), overwrite)
     transforms.write_text(FileSystems.join(config.output_dir, "labels.txt"),
                           config.label_map.to_text())
-    runner, options = launch.pipeline_options(beam_args, workers)
+    runner, options = launch.pipeline_options(beam_args, workers or launch.local_workers(size.bytes))
     counts = list(config.shards.values())
     total_shards = sum(counts) if all(counts) else None
     return launch.run(build_fn, options, runner, output_dir=config.output_dir,
-                      splits=list(config.roots), total_images=total, total_shards=total_shards,
-                      progress=progress)
+                      splits=list(config.roots), total_images=size.files,
+                      total_shards=total_shards, progress=progress)
 
 
 def warn_each(warn, messages: Sequence[str], limit: int = 5) -> None:
@@ -132,8 +142,8 @@ def warn_each(warn, messages: Sequence[str], limit: int = 5) -> None:
 
 
 def directory_sources(split: str, root: str, label_map: labels_lib.LabelMap,
-                      warn=log.warning) -> tuple[list[transforms.ClassDir], int]:
-    """ClassDirs of one split's class-per-directory tree and its file count; warns about labels
+                      warn=log.warning) -> tuple[list[transforms.ClassDir], Size]:
+    """ClassDirs of one split's class-per-directory tree and its size; warns about labels
     without a directory and directories without a label."""
     present = class_directories(root)
     if not present:
@@ -143,18 +153,18 @@ def directory_sources(split: str, root: str, label_map: labels_lib.LabelMap,
     warn_each(warn, [f"{split}: label {name!r} has no images under {root}/{name}; it keeps "
                      f"label {label_map.index(name)} with 0 examples" for name in check.missing])
     warn_each(warn, [f"{split}: directory {root}/{name} is not in the labels file; its "
-                     f"{present[name]} file(s) are listed in rejects-{split}.jsonl"
+                     f"{present[name].files} file(s) are listed in rejects-{split}.jsonl"
                      for name in check.unlisted])
-    return class_sources(split, root, label_map, list(present)), sum(present.values())
+    return class_sources(split, root, label_map, list(present)), sum(present.values(), Size())
 
 
 def run_build(config: BuildConfig, beam_args: Sequence[str] = (), *, overwrite: bool = False,
               progress: bool = True, workers: int | None = None, warn=log.warning) -> dict:
     """Checks the inputs, prepares the output directory, runs the build; returns the manifest."""
-    sources, total = [], 0
+    sources, total = [], Size()
     for split, root in config.roots.items():
-        split_sources, count = directory_sources(split, root, config.label_map, warn)
+        split_sources, size = directory_sources(split, root, config.label_map, warn)
         sources += split_sources
-        total += count
+        total += size
     return launch_build(config, lambda p: build(p, config, sources), total, beam_args,
                         overwrite=overwrite, progress=progress, workers=workers)

@@ -199,7 +199,7 @@ class ImagenetRecords:
                                   boxes=tuple(tuple(b) for b in item.boxes))
 
 
-def train_tar_sources(split: str, tar_path: str, label_map, warn) -> tuple[list, int]:
+def train_tar_sources(split: str, tar_path: str, label_map, warn):
     """InnerTars of the training tar, from its 1000 member headers."""
     sources = []
     for name, offset, size in tar_members(tar_path):
@@ -214,10 +214,11 @@ def train_tar_sources(split: str, tar_path: str, label_map, warn) -> tuple[list,
     image_folder.warn_each(warn, [
         f"{split}: synset {name} has no tar in {tar_path}; it keeps its label with 0 images"
         for name in labels_lib.reconcile(label_map, present).missing])
-    return sources, 0  # image count unknown until the workers index the inner tars
+    # the image count is unknown until the workers index the inner tars
+    return sources, image_folder.Size(0, sum(s.size for s in sources))
 
 
-def validation_sources(split: str, root: str, label_map, warn) -> tuple[list, int]:
+def validation_sources(split: str, root: str, label_map, warn):
     """A flat validation folder or synset sub-folders: detected from what is inside."""
     flat, nested = FileSystems.match([FileSystems.join(root, "*"),
                                       FileSystems.join(root, "*", "*")])
@@ -227,7 +228,8 @@ def validation_sources(split: str, root: str, label_map, warn) -> tuple[list, in
             f"`inception-data relabel-validation {root}` or remove the sub-folders")
     if nested.metadata_list:
         return image_folder.directory_sources(split, root, label_map, warn)
-    return [FlatSource(split, root.rstrip("/"), archive=False)], len(flat.metadata_list)
+    return [FlatSource(split, root.rstrip("/"), archive=False)], image_folder.Size(
+        len(flat.metadata_list), sum(m.size_in_bytes for m in flat.metadata_list))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,14 +247,16 @@ def run_imagenet(config: image_folder.BuildConfig, inputs: ImagenetInputs,
                  warn=image_folder.log.warning) -> dict:
     """Checks the inputs, lists them, runs the ImageNet build; returns the manifest."""
     label_map = config.label_map
-    sources, total = [], 0
+    sources, total = [], image_folder.Size()
     if inputs.train:
         make = train_tar_sources if inputs.train_is_tar else image_folder.directory_sources
         found, count = make("train", inputs.train, label_map, warn)
         sources, total = sources + found, total + count
     if inputs.validation:
         if inputs.validation_is_tar:
-            found, count = [FlatSource("validation", inputs.validation, archive=True)], 0
+            tar_bytes = FileSystems.match([inputs.validation])[0].metadata_list[0].size_in_bytes
+            found = [FlatSource("validation", inputs.validation, archive=True)]
+            count = image_folder.Size(0, tar_bytes)
         else:
             found, count = validation_sources("validation", inputs.validation, label_map, warn)
         sources, total = sources + found, total + count

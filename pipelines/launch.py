@@ -22,6 +22,19 @@ class OutputExists(RuntimeError):
     """The output directory already holds a build and --overwrite was not given."""
 
 
+PARALLEL_BYTES = 1 << 30
+
+
+def local_workers(input_bytes: int) -> int | None:
+    """Worker processes for a local run: one below ~1 GB of input, else one per core (None).
+
+    Measured on 2 cores (outputs in RAM): 1,000 ImageNet JPEGs (110 MB) take 2.4 s in one
+    process and 5.4 s with two, whose start-up and inter-process bundles cost more than they
+    save; 12,000 (1.3 GB) break even; 50,000 (5.5 GB) take 17.6 s in one and 12.9 s in two.
+    """
+    return 1 if input_bytes < PARALLEL_BYTES else None
+
+
 def pipeline_options(beam_args: Sequence[str], workers: int | None = None):
     """(runner, options) for `beam_args`, passed to Beam untouched.
 
