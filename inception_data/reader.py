@@ -1,0 +1,163 @@
+"""`input_fn`: TFRecord shards -> batches of (images, labels) for Inception, with tf.data.
+
+files (this replica's share) -> interleaved TFRecordDatasets -> shuffle -> parse with the schema
+-> decode (fused decode + crop) -> distort or centre-crop -> scale to [-1, 1] -> batch ->
+prefetch. Works on local paths and gs:// (TensorFlow's file I/O), on shards written by this
+project and by the original Inception scripts (same keys).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import tensorflow as tf
+
+from inception_data import preprocessing, schema
+
+_MISSING = -1
+
+
+def list_files(file_pattern: str | Sequence[str]) -> list[str]:
+    """Sorted files matching the pattern(s). Raises FileNotFoundError naming an empty pattern."""
+    patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
+    files = []
+    for pattern in patterns:
+        matched = tf.io.gfile.glob(pattern)
+        if not matched:
+            raise FileNotFoundError(f"{pattern} does not match any files")
+        files += matched
+    return sorted(set(files))
+
+
+def shard_files(files: list[str], input_context) -> list[str]:
+    """This input pipeline's files: every num_input_pipelines-th, starting at its id."""
+    if input_context is None or input_context.num_input_pipelines == 1:
+        return files
+    pipelines = input_context.num_input_pipelines
+    if len(files) < pipelines:
+        raise ValueError(
+            f"{len(files)} file(s) for {pipelines} input pipelines: each pipeline needs at least "
+            f"one file; write more shards (--shards) or use fewer workers")
+    return files[input_context.input_pipeline_id::pipelines]
+
+
+def _spec():
+    """The schema's spec, with sentinels for required keys so a missing one can be named."""
+    spec = schema.parse_spec()
+    spec[schema.ENCODED] = tf.io.FixedLenFeature([], tf.string, default_value=b"")
+    for key in (schema.HEIGHT, schema.WIDTH, schema.LABEL):
+        spec[key] = tf.io.FixedLenFeature([], tf.int64, default_value=_MISSING)
+    return spec
+
+
+def _check(condition, message: str, filename, value):
+    """An assertion whose error names the shard file and the offending value."""
+    return tf.debugging.Assert(condition, [message, "file:", filename, "value:", value],
+                               summarize=8)
+
+
+def decode_record(serialized, filename, num_classes: int | None = None) -> dict:
+    """Serialized Example -> dict of tensors; a bad record fails naming its file and value."""
+    fields = tf.io.parse_single_example(serialized, _spec())
+    label = fields[schema.LABEL]
+    checks = [_check(tf.strings.length(fields[schema.ENCODED]) > 0,
+                     f"a record lacks {schema.ENCODED}", filename, fields[schema.FILENAME])]
+    for key in (schema.LABEL, schema.HEIGHT, schema.WIDTH):
+        checks.append(_check(fields[key] != _MISSING, f"a record lacks {key}", filename,
+                             fields[key]))
+    checks.append(_check(label >= 0, "negative label", filename, label))
+    if num_classes is not None:
+        checks.append(_check(label <= num_classes,
+                             f"label above num_classes={num_classes} (1..N, 0 = background)",
+                             filename, label))
+    with tf.control_dependencies(checks):
+        out = {key: tf.identity(value) for key, value in fields.items()
+               if not isinstance(value, tf.SparseTensor)}
+        # [N, 4] as (ymin, xmin, ymax, xmax), the order tf.image's box ops use
+        out["boxes"] = tf.stack([tf.sparse.to_dense(fields[k]) for k in schema.BBOX_KEYS], -1)
+    out["source_file"] = filename
+    return out
+
+
+def input_fn(file_pattern: str | Sequence[str], is_training: bool, batch_size: int, *,
+             image_size: int = 299, shuffle_buffer: int = 10_000, repeat: bool | None = None,
+             drop_remainder: bool | None = None, seed: int | None = None,
+             deterministic: bool | None = None, cache: bool = False,
+             num_parallel_calls: int = tf.data.AUTOTUNE, distortions: str | None = "fast",
+             input_context=None, num_classes: int | None = None,
+             with_metadata: bool = False, cycle_length: int = 16) -> tf.data.Dataset:
+    """A tf.data.Dataset of (images, labels) batches, or (images, labels, metadata).
+
+    Args:
+        file_pattern: glob(s) of TFRecord shards, local or gs://.
+        is_training: random crops, flips and colour jitter, shuffled, repeated; otherwise the
+            central crop, in file order, each example exactly once.
+        batch_size: per replica when `input_context` is given (its global batch / replicas).
+        image_size: output height and width (299 for Inception v3).
+        shuffle_buffer: records in the shuffle buffer (training).
+        repeat: repeat forever; default True when training, False otherwise.
+        drop_remainder: default True when training (static batch shapes), False otherwise (the
+            final partial batch is kept, so evaluation sees every example).
+        seed: with `deterministic=True`, two runs give identical batches (stateless random ops,
+            seeded shuffles, deterministic interleave).
+        deterministic: default False when training (full speed), True otherwise.
+        cache: cache parsed records in memory after the first epoch (small datasets).
+        distortions: "fast" (default), "inception" (TF's colour ops) or None (crop/flip only);
+            see preprocessing.py for the difference.
+        input_context: a tf.distribute.InputContext: this pipeline reads every
+            num_input_pipelines-th file; fewer files than pipelines is an error.
+        num_classes: when given, a label above it fails naming the file.
+        with_metadata: also yield a dict with file name, text, synset, size and boxes (ragged).
+    """
+    repeat = is_training if repeat is None else repeat
+    drop_remainder = is_training if drop_remainder is None else drop_remainder
+    deterministic = (not is_training) if deterministic is None else deterministic
+    files = shard_files(list_files(file_pattern), input_context)
+
+    dataset = tf.data.Dataset.from_tensor_slices(files)
+    if is_training:
+        dataset = dataset.shuffle(len(files), seed=seed)
+    dataset = dataset.interleave(
+        lambda f: tf.data.TFRecordDataset(f).map(lambda r: (r, f)),
+        cycle_length=min(cycle_length, len(files)), num_parallel_calls=num_parallel_calls,
+        deterministic=deterministic)
+    if cache:
+        dataset = dataset.cache()
+    if is_training:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed)
+    if repeat:
+        dataset = dataset.repeat()
+    seeds = tf.data.Dataset.random(seed=seed).batch(2)  # a stateless seed pair per example
+    dataset = tf.data.Dataset.zip((dataset, seeds))
+
+    def prepare(record_and_file, example_seed):
+        fields = decode_record(*record_and_file, num_classes=num_classes)
+        if is_training:
+            image = preprocessing.preprocess_train(
+                fields[schema.ENCODED], fields["boxes"], example_seed, image_size=image_size,
+                distortions=distortions)
+        else:
+            image = preprocessing.preprocess_eval(fields[schema.ENCODED], image_size=image_size)
+        label = tf.cast(fields[schema.LABEL], tf.int32)
+        if not with_metadata:
+            return image, label
+        return image, label, _metadata(fields)
+
+    dataset = dataset.map(prepare, num_parallel_calls=num_parallel_calls,
+                          deterministic=deterministic)
+    if with_metadata:
+        dataset = dataset.ragged_batch(batch_size, drop_remainder=drop_remainder)
+    else:
+        dataset = dataset.batch(batch_size, drop_remainder=drop_remainder,
+                                num_parallel_calls=num_parallel_calls,
+                                deterministic=deterministic)
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def _metadata(fields) -> dict:
+    return {"filename": fields[schema.FILENAME], "text": fields[schema.TEXT],
+            "synset": fields[schema.SYNSET], "height": fields[schema.HEIGHT],
+            "width": fields[schema.WIDTH], "boxes": fields["boxes"],
+            "source_file": fields["source_file"]}
