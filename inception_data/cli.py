@@ -351,3 +351,32 @@ def download_imagenet(folder, md5):
         click.echo(f"{archive.name}: {status}")
     if bad:
         sys.exit(1)
+
+
+@main.command("benchmark-input")
+@click.argument("pattern")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--image-size", type=int, default=299, show_default=True)
+@click.option("--distortions", type=click.Choice(["fast", "inception", "none"]), default="fast",
+              show_default=True)
+@click.option("--eval", "evaluation", is_flag=True, help="Measure the evaluation pipeline.")
+@click.option("--batches", type=int, default=50, show_default=True)
+def benchmark_input(pattern, batch_size, image_size, distortions, evaluation, batches):
+    """Images/s of input_fn on your shards: will your input pipeline keep accelerators fed?"""
+    from inception_data import reader, throughput
+
+    try:
+        dataset = reader.input_fn(pattern, is_training=not evaluation, batch_size=batch_size,
+                                  image_size=image_size, repeat=True,
+                                  distortions=None if distortions == "none" else distortions)
+    except (FileNotFoundError, ValueError) as err:
+        _fail(str(err))
+    rate, images = throughput.images_per_second(dataset, batches=batches)
+    cores = os.cpu_count() or 1
+    mode = "eval" if evaluation else f"train, distortions={distortions}"
+    click.echo(f"{rate:.1f} images/s ({rate / cores:.1f} per core, {cores} cores) over {images} "
+               f"images; {mode}, batch {batch_size}, image size {image_size}")
+
+
+if __name__ == "__main__":
+    main()

@@ -8,6 +8,7 @@ project and by the original Inception scripts (same keys).
 
 from __future__ import annotations
 
+import secrets
 from typing import Sequence
 
 import tensorflow as tf
@@ -41,38 +42,41 @@ def shard_files(files: list[str], input_context) -> list[str]:
     return files[input_context.input_pipeline_id::pipelines]
 
 
-def _spec():
-    """The schema's spec, with sentinels for required keys so a missing one can be named."""
-    spec = schema.parse_spec()
+def _spec(keys) -> dict:
+    """The schema's spec for `keys`, with sentinels for the required ones so that a missing one
+    is reported (with its file) instead of failing inside parse_single_example."""
+    full = schema.parse_spec()
+    spec = {key: full[key] for key in keys}
     spec[schema.ENCODED] = tf.io.FixedLenFeature([], tf.string, default_value=b"")
-    for key in (schema.HEIGHT, schema.WIDTH, schema.LABEL):
-        spec[key] = tf.io.FixedLenFeature([], tf.int64, default_value=_MISSING)
+    spec[schema.LABEL] = tf.io.FixedLenFeature([], tf.int64, default_value=_MISSING)
     return spec
 
 
-def _check(condition, message: str, filename, value):
-    """An assertion whose error names the shard file and the offending value."""
-    return tf.debugging.Assert(condition, [message, "file:", filename, "value:", value],
-                               summarize=8)
+_TRAIN_KEYS = (schema.ENCODED, schema.LABEL) + schema.BBOX_KEYS
+_EVAL_KEYS = (schema.ENCODED, schema.LABEL)
+_METADATA_KEYS = (schema.FILENAME, schema.TEXT, schema.SYNSET, schema.HEIGHT, schema.WIDTH)
 
 
-def decode_record(serialized, filename, num_classes: int | None = None) -> dict:
-    """Serialized Example -> dict of tensors; a bad record fails naming its file and value."""
-    fields = tf.io.parse_single_example(serialized, _spec())
-    label = fields[schema.LABEL]
-    checks = [_check(tf.strings.length(fields[schema.ENCODED]) > 0,
-                     f"a record lacks {schema.ENCODED}", filename, fields[schema.FILENAME])]
-    for key in (schema.LABEL, schema.HEIGHT, schema.WIDTH):
-        checks.append(_check(fields[key] != _MISSING, f"a record lacks {key}", filename,
-                             fields[key]))
-    checks.append(_check(label >= 0, "negative label", filename, label))
-    if num_classes is not None:
-        checks.append(_check(label <= num_classes,
-                             f"label above num_classes={num_classes} (1..N, 0 = background)",
-                             filename, label))
-    with tf.control_dependencies(checks):
+def decode_record(serialized, filename, *, num_classes: int | None = None,
+                  boxes: bool = True, metadata: bool = False) -> dict:
+    """Serialized Example -> dict of the tensors the reader needs (only those are parsed).
+
+    A record without `image/encoded` or `image/class/label`, or with a label outside
+    0..num_classes, fails with an error that names the values and the shard file.
+    """
+    keys = (_TRAIN_KEYS if boxes or metadata else _EVAL_KEYS) + (_METADATA_KEYS if metadata else ())
+    fields = tf.io.parse_single_example(serialized, _spec(keys))
+    label, length = fields[schema.LABEL], tf.strings.length(fields[schema.ENCODED])
+    highest = num_classes if num_classes is not None else tf.int64.max
+    check = tf.debugging.Assert(
+        (length > 0) & (label >= 0) & (label <= highest),
+        [f"bad record: it needs {schema.ENCODED} (non-empty) and {schema.LABEL} in 0..{highest} "
+         f"(1..N, 0 = background; -1 means the key is missing). {schema.LABEL}:", label,
+         f"{schema.ENCODED} bytes:", length, "in file", filename])
+    with tf.control_dependencies([check]):
         out = {key: tf.identity(value) for key, value in fields.items()
                if not isinstance(value, tf.SparseTensor)}
+    if boxes or metadata:
         # [N, 4] as (ymin, xmin, ymax, xmax), the order tf.image's box ops use
         out["boxes"] = tf.stack([tf.sparse.to_dense(fields[k]) for k in schema.BBOX_KEYS], -1)
     out["source_file"] = filename
@@ -127,11 +131,15 @@ def input_fn(file_pattern: str | Sequence[str], is_training: bool, batch_size: i
         dataset = dataset.shuffle(shuffle_buffer, seed=seed)
     if repeat:
         dataset = dataset.repeat()
-    seeds = tf.data.Dataset.random(seed=seed).batch(2)  # a stateless seed pair per example
-    dataset = tf.data.Dataset.zip((dataset, seeds))
+    # A stateless seed pair per example: (run seed, position in the stream). Without a seed the
+    # run seed is drawn here, so unseeded runs differ.
+    run_seed = seed if seed is not None else secrets.randbits(63)
+    dataset = dataset.enumerate()
 
-    def prepare(record_and_file, example_seed):
-        fields = decode_record(*record_and_file, num_classes=num_classes)
+    def prepare(position, record_and_file):
+        example_seed = tf.stack([tf.constant(run_seed, tf.int64), position])
+        fields = decode_record(*record_and_file, num_classes=num_classes, boxes=is_training,
+                               metadata=with_metadata)
         if is_training:
             image = preprocessing.preprocess_train(
                 fields[schema.ENCODED], fields["boxes"], example_seed, image_size=image_size,
