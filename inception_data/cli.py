@@ -75,11 +75,15 @@ def main():
 @click.option("--max-rejects", type=float, help="Fail when more files are rejected per split: "
                                                "a count (>= 1) or a fraction (< 1).")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier build in --output-dir.")
+@click.option("--resume", is_flag=True, help="Finish an interrupted build: keep its committed "
+                                             "shards, write the missing ones.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-@click.option("--workers", type=int, help="Local worker processes (default: one per core).")
+@click.option("--workers", type=int, help="Local worker processes (default: one process below "
+                                          "~1 GB of input, one per core above).")
 @click.pass_context
 def build(ctx, train_dir, validation_dir, output_dir, labels_file, shards, validation_shards,
-          seed, verify, exif_orientation, max_rejects, overwrite, progress, workers):
+          seed, verify, exif_orientation, max_rejects, overwrite, progress, workers,
+          resume=False):
     """Convert class-per-directory image trees into sharded tf.Example TFRecords."""
     from inception_data import labels as labels_lib
     from pipelines import image_folder, launch, report
@@ -97,7 +101,7 @@ def build(ctx, train_dir, validation_dir, output_dir, labels_file, shards, valid
         config = image_folder.BuildConfig(
             output_dir=output_dir.rstrip("/"), roots=roots, label_map=label_map,
             shards=split_shards, seed=seed, verify=verify, exif=exif_orientation,
-            max_rejects=max_rejects)
+            max_rejects=max_rejects, resume=resume)
         manifest = image_folder.run_build(config, ctx.args, overwrite=overwrite,
                                           progress=progress, workers=workers,
                                           warn=lambda m: click.secho(f"warning: {m}",
@@ -236,13 +240,14 @@ def relabel_validation(val_dir, labels_file, mode, dry_run):
               show_default=True)
 @click.option("--max-rejects", type=float)
 @click.option("--overwrite", is_flag=True)
+@click.option("--resume", is_flag=True, help="Finish an interrupted build.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.option("--workers", type=int)
 @click.pass_context
 def imagenet(ctx, train_dir, train_tar, validation_dir, validation_tar, bounding_boxes,
              output_dir, train_shards, validation_shards, synsets_file, metadata_file,
              validation_labels_file, seed, verify, exif_orientation, max_rejects, overwrite,
-             progress, workers):
+             resume, progress, workers):
     """Build ImageNet TFRecords (synsets, human text, boxes) from trees or the original tars."""
     from inception_data import labels as labels_lib
     from pipelines import image_folder, imagenet as imagenet_lib, launch, report
@@ -268,7 +273,7 @@ def imagenet(ctx, train_dir, train_tar, validation_dir, validation_tar, bounding
         config = image_folder.BuildConfig(
             output_dir=output_dir.rstrip("/"), roots=roots, label_map=label_map,
             shards={s: shards[s] for s in roots}, seed=seed, verify=verify,
-            exif=exif_orientation, max_rejects=max_rejects)
+            exif=exif_orientation, max_rejects=max_rejects, resume=resume)
         inputs = imagenet_lib.ImagenetInputs(train, bool(train_tar), validation,
                                              bool(validation_tar), bounding_boxes)
         manifest = imagenet_lib.run_imagenet(

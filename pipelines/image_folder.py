@@ -32,6 +32,7 @@ class BuildConfig:
     verify: str = "fast"
     exif: str = "apply"
     max_rejects: float | None = None
+    resume: bool = False  # reuse the committed shards of an interrupted identical build
 
     def settings(self) -> dict:
         return {"seed": self.seed, "verify": self.verify, "exif": self.exif,
@@ -105,7 +106,8 @@ def build(pipeline, config: BuildConfig, sources: Sequence, make_record=None, *,
     written = (assigned
                | "GroupByShard" >> beam.GroupByKey()  # ((split, shard, num), [Item]) - paths only
                | "WriteShards" >> beam.ParDo(transforms.WriteShardFn(
-                   config.output_dir, config.roots, make_record, config.verify, config.exif)
+                   config.output_dir, config.roots, make_record, config.verify, config.exif,
+                   config.resume)
                ).with_outputs(transforms.REJECTS, main="stats"))  # (split, shard stats)
     reject_infos = ((listed[transforms.REJECTS], written[transforms.REJECTS])
                     | "AllRejects" >> beam.Flatten()  # {split, path, kind, reason}
@@ -121,7 +123,13 @@ def build(pipeline, config: BuildConfig, sources: Sequence, make_record=None, *,
 def launch_build(config: BuildConfig, build_fn, size: Size, beam_args: Sequence[str], *,
                  overwrite: bool, progress: bool, workers: int | None) -> dict:
     """Prepares the output directory, writes labels.txt, runs `build_fn(pipeline)`."""
-    launch.prepare_output(config.output_dir, list(config.roots), overwrite)
+    fingerprint = {"settings": config.settings(), "roots": dict(config.roots),
+                   "labels": list(config.label_map.names)}
+    if not launch.prepare_output(config.output_dir, list(config.roots), overwrite, fingerprint,
+                                 config.resume):
+        manifest = launch.read_manifest(config.output_dir)
+        manifest["seconds"] = 0.0
+        return manifest  # --resume of a build that had already finished: nothing to do
     transforms.write_text(FileSystems.join(config.output_dir, "labels.txt"),
                           config.label_map.to_text())
     runner, options = launch.pipeline_options(beam_args, workers or launch.local_workers(size.bytes))

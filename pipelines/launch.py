@@ -15,7 +15,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from inception_data import sharding
-from pipelines import report
+from pipelines import report, transforms
 
 
 class OutputExists(RuntimeError):
@@ -56,41 +56,67 @@ def pipeline_options(beam_args: Sequence[str], workers: int | None = None):
     return FnApiRunner(), options
 
 
+SETTINGS = ".build-settings.json"
+
+
 def _existing_outputs(output_dir: str, splits: Sequence[str]) -> list[str]:
     patterns = [FileSystems.join(output_dir, f"{split}-*-of-*") for split in splits]
     patterns += [FileSystems.join(output_dir, name) for name in
-                 (report.MANIFEST, ".tmp-*", *(f"rejects-{s}.jsonl" for s in splits))]
+                 (report.MANIFEST, SETTINGS, ".tmp-*", ".stats-*",
+                  *(f"rejects-{s}.jsonl" for s in splits))]
     found = []
     for result in FileSystems.match(patterns):
         for meta in result.metadata_list:
             name = meta.path.rsplit("/", 1)[-1]
-            if name.startswith(".tmp-") or name == report.MANIFEST or name.startswith("rejects-") \
-                    or sharding.parse_shard_name(name):
+            if name.startswith((".tmp-", ".stats-", "rejects-")) or name in (
+                    report.MANIFEST, SETTINGS) or sharding.parse_shard_name(name):
                 found.append(meta.path)
     return sorted(set(found))
 
 
-def prepare_output(output_dir: str, splits: Sequence[str], overwrite: bool) -> None:
-    """Refuses to mix two builds; with `overwrite`, removes the earlier build's files first.
+def _delete(paths: Sequence[str]) -> None:
+    if paths:
+        FileSystems.delete(list(paths))
 
-    The manifest goes first, so an interrupted clean-up never leaves a manifest describing shards
-    that are gone; shards of every shard count are removed, so no stale `-of-00128` shard
-    survives next to a new `-of-00064` set.
+
+def _read_json(path: str):
+    with FileSystems.open(path) as handle:
+        return json.loads(handle.read().decode())
+
+
+def prepare_output(output_dir: str, splits: Sequence[str], overwrite: bool, settings: dict,
+                   resume: bool = False) -> bool:
+    """Readies `output_dir`; returns False when a resumed build has nothing left to do.
+
+    Without a flag an earlier build is never touched (error). `overwrite` removes it first: the
+    manifest goes first, so an interrupted clean-up never leaves a manifest describing shards
+    that are gone, and shards of every shard count go, so no stale `-of-00128` shard survives
+    next to a new `-of-00064` set. `resume` keeps the committed shards of an interrupted build
+    with the same settings and removes only its temporary files.
     """
     if not FileSystems.exists(output_dir):
         FileSystems.mkdirs(output_dir)
     existing = _existing_outputs(output_dir, splits)
-    if not existing:
-        return
-    if not overwrite:
+    settings_path = FileSystems.join(output_dir, SETTINGS)
+    if resume and existing:
+        if settings_path in existing and _read_json(settings_path) != settings:
+            raise OutputExists(f"{output_dir} holds a build made with other settings, inputs or "
+                               f"labels than this one; --resume needs the same command (or "
+                               f"pass --overwrite to start again)")
+        if any(p.endswith("/" + report.MANIFEST) for p in existing):
+            return False
+        _delete([p for p in existing if p.rsplit("/", 1)[-1].startswith(".tmp-")])
+    elif existing and not overwrite:
         raise OutputExists(
             f"{output_dir} already holds {len(existing)} output file(s) of an earlier build (e.g. "
-            f"{existing[0]}); pass --overwrite to replace them or choose another --output-dir")
-    manifest = [p for p in existing if p.endswith(report.MANIFEST)]
-    rest = [p for p in existing if p not in manifest]
-    for paths in (manifest, rest):
-        if paths:
-            FileSystems.delete(paths)
+            f"{existing[0]}); pass --overwrite to replace them, --resume to finish an interrupted "
+            f"build, or choose another --output-dir")
+    elif existing:
+        manifest = [p for p in existing if p.endswith("/" + report.MANIFEST)]
+        _delete(manifest)
+        _delete([p for p in existing if p not in manifest])
+    transforms.write_text(settings_path, json.dumps(settings, sort_keys=True))
+    return True
 
 
 class ShardProgress:

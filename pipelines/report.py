@@ -46,6 +46,7 @@ def _split_summary(split, found, shards, rejects, label_names):
         "reject_reasons": rejects["reasons"],
         "rejects_file": f"rejects-{split}.jsonl",
         "num_shards": shards[0]["num_shards"] if shards else 0,
+        "shards_resumed": sum(1 for s in shards if s.get("resumed")),
         "shards": {s["shard"]: s["records"] for s in shards},
         "per_class": {label_names[label - 1]: per_class.get(label, 0)
                       for label in range(1, len(label_names) + 1)},

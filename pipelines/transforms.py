@@ -171,9 +171,10 @@ class WriteShardFn(beam.DoFn):
     """
 
     def __init__(self, output_dir: str, roots: Mapping[str, str],
-                 make_record: Callable, verify: str, exif: str):
+                 make_record: Callable, verify: str, exif: str, resume: bool = False):
         self._output_dir, self._roots = output_dir, dict(roots)
         self._make_record, self._verify, self._exif = make_record, verify, exif
+        self._resume = resume
 
     def _encode(self, split, item, archive):
         root = self._roots[split]
@@ -192,6 +193,11 @@ class WriteShardFn(beam.DoFn):
         (split, index, num), items = element
         items = sorted(item for item in items if item is not None)
         name = sharding.shard_name(split, index, num)
+        final = FileSystems.join(self._output_dir, name)
+        record = FileSystems.join(self._output_dir, stats_name(name))
+        if self._resume and FileSystems.exists(final) and FileSystems.exists(record):
+            yield from _replay(split, record)  # committed by an earlier, interrupted run
+            return
         tmp = temp_name(self._output_dir, name)
         per_class: dict[int, int] = {}
         rejects = []
@@ -207,7 +213,12 @@ class WriteShardFn(beam.DoFn):
                         continue
                     _TFRecordUtil.write_record(handle, example)
                     per_class[item.label] = per_class.get(item.label, 0) + 1
-            commit(tmp, FileSystems.join(self._output_dir, name))
+            stats = {"shard": name, "index": index, "num_shards": num, "assigned": len(items),
+                     "records": sum(per_class.values()), "per_class": per_class}
+            # The shard's stats and rejects are committed before the shard itself, so --resume
+            # can account for every committed shard without reading it again.
+            write_text(record, json.dumps({"stats": stats, "rejects": rejects}, sort_keys=True))
+            commit(tmp, final)
         except BaseException:
             _delete_quietly(tmp)  # a failed attempt leaves nothing behind (and no final name)
             raise
@@ -216,9 +227,22 @@ class WriteShardFn(beam.DoFn):
                 archive.close()
         for rejected in rejects:
             yield beam.pvalue.TaggedOutput(REJECTS, rejected)
-        yield split, {"shard": name, "index": index, "num_shards": num,
-                      "assigned": len(items), "records": sum(per_class.values()),
-                      "per_class": per_class}
+        yield split, stats
+
+
+def stats_name(shard: str) -> str:
+    """The hidden per-shard record of counts and rejects that makes --resume possible."""
+    return f".stats-{shard}.json"
+
+
+def _replay(split: str, path: str):
+    with FileSystems.open(path) as handle:
+        saved = json.loads(handle.read().decode())
+    for rejected in saved["rejects"]:
+        yield beam.pvalue.TaggedOutput(REJECTS, rejected)
+    stats = dict(saved["stats"], resumed=True)
+    stats["per_class"] = {int(label): n for label, n in stats["per_class"].items()}
+    yield split, stats
 
 
 def write_text(path: str, text: str) -> None:

@@ -1,5 +1,7 @@
 """Beam TestPipeline tests of the shared transforms."""
 
+import json
+
 import apache_beam as beam
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
@@ -64,7 +66,11 @@ def test_write_shard_commits_records_and_rejects(tmp_path):
                     equal_to([(1, 2)]), label="stats")
         assert_that(result[transforms.REJECTS] | beam.Map(lambda r: r["kind"]),
                     equal_to(["not an image"]), label="rejects")
-    assert sorted(p.name for p in out.iterdir()) == ["train-00000-of-00001"]
+    assert sorted(p.name for p in out.iterdir()) == [".stats-train-00000-of-00001.json",
+                                                     "train-00000-of-00001"]
+    saved = json.loads((out / ".stats-train-00000-of-00001.json").read_text())
+    assert saved["stats"]["records"] == 1 and [r["kind"] for r in saved["rejects"]] == [
+        "not an image"]
     records = list(tf.data.TFRecordDataset(str(out / "train-00000-of-00001")).as_numpy_iterator())
     fields = schema.from_example(records[0])
     assert len(records) == 1 and fields[schema.ENCODED] == good
