@@ -389,10 +389,9 @@ def benchmark(args) -> dict:
     rates = {}
     for name, data in (("real input", training_data(args, strategy, num_classes)),
                        ("synthetic input", strategy.distribute_datasets_from_function(synthetic))):
-        iterator = iter(data)
-        model.fit(iterator, epochs=1, steps_per_epoch=2, verbose=0)  # warm up, trace
+        model.fit(data, epochs=1, steps_per_epoch=2, verbose=0)  # warm up, trace
         start = time.perf_counter()
-        model.fit(iterator, epochs=1, steps_per_epoch=args.benchmark_steps, verbose=0)
+        model.fit(data, epochs=1, steps_per_epoch=args.benchmark_steps, verbose=0)
         rates[name] = args.benchmark_steps * args.batch_size / (time.perf_counter() - start)
         print(f"{name:16s} {rates[name]:8.1f} images/s", flush=True)
     bound = "input pipeline" if rates["real input"] < 0.9 * rates["synthetic input"] else "model"

@@ -133,9 +133,21 @@ class AssignShards(beam.PTransform):
         return (assigned, every) | "Merge" >> beam.Flatten()
 
 
+# Object stores make an object visible only when its upload completes, and a failed upload
+# leaves nothing, so there the final name is written directly: a rename would be a copy and a
+# delete (twice the I/O, through batch calls that storage emulators do not support). Local and
+# other filesystems write a temporary name and rename it, which is atomic.
+OBJECT_STORES = ("gs", "s3", "azfs")
+
+
+def _is_object_store(path: str) -> bool:
+    return path.split("://", 1)[0] in OBJECT_STORES if "://" in path else False
+
+
 def commit(tmp_path: str, final_path: str) -> None:
     """Makes a fully written temporary file visible under its final name."""
-    FileSystems.rename([tmp_path], [final_path])
+    if tmp_path != final_path:
+        FileSystems.rename([tmp_path], [final_path])
 
 
 def _delete_quietly(path: str) -> None:
@@ -146,7 +158,10 @@ def _delete_quietly(path: str) -> None:
 
 
 def temp_name(output_dir: str, name: str) -> str:
-    """A temporary name in `output_dir` that no `train-*` style pattern matches."""
+    """Where to write `name` before commit(): a hidden temporary name in `output_dir` that no
+    `train-*` style pattern matches, or the final name itself on object stores."""
+    if _is_object_store(output_dir):
+        return FileSystems.join(output_dir, name)
     return FileSystems.join(output_dir, f".tmp-{name}-{uuid.uuid4().hex}")
 
 
