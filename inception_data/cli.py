@@ -112,9 +112,13 @@ def build(ctx, train_dir, validation_dir, output_dir, labels_file, shards, valid
     _print_summary(manifest, output_dir)
 
 
-def _print_summary(manifest: dict, output_dir: str) -> None:
+def _print_summary(manifest: dict | None, output_dir: str) -> None:
     from pipelines import launch
 
+    if manifest is None:
+        click.echo(f"the runner returned before the build finished (a template, or a job that "
+                   f"runs on); {output_dir}/manifest.json appears when it is done")
+        return
     for split, summary in manifest["splits"].items():
         click.echo(f"{split}: {summary['written']} written to {summary['num_shards']} shard(s), "
                    f"{summary['rejected']} rejected (see {output_dir}/{summary['rejects_file']})")

@@ -193,6 +193,8 @@ def run(build, options, runner, *, output_dir, splits, total_images, total_shard
             line = next(l for l in text.splitlines() if report.TOO_MANY_REJECTS + ":" in l)
             raise report.TooManyRejects(line.split(report.TOO_MANY_REJECTS + ": ", 1)[1]) from err
         raise
+    if runner is None and not FileSystems.exists(FileSystems.join(output_dir, report.MANIFEST)):
+        return None  # a remote runner that did not wait (e.g. a Dataflow template was written)
     manifest = read_manifest(output_dir)
     manifest["seconds"] = time.monotonic() - start
     return manifest
