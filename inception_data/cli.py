@@ -131,10 +131,10 @@ def _print_summary(manifest: dict | None, output_dir: str) -> None:
 @click.option("--samples", type=int, default=2, show_default=True, help="Records to print.")
 def inspect(patterns, verify, samples):
     """Counts per shard and per class of TFRecord shards, a few samples, and checks."""
-    from inception_data import inspection
+    from inception_data import inspection, reader
 
     try:
-        files = inspection.expand(patterns)
+        files = reader.list_files(list(patterns))
     except FileNotFoundError as err:
         _fail(str(err))
     totals: dict = {}

@@ -7,8 +7,6 @@ Out: a `ShardReport` per shard and a list of problems; nothing is written.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable
-
 from inception_data import schema
 
 
@@ -19,19 +17,6 @@ class ShardReport:
     per_class: dict = dataclasses.field(default_factory=dict)  # (label, text) -> count
     samples: list = dataclasses.field(default_factory=list)
     problems: list = dataclasses.field(default_factory=list)
-
-
-def expand(patterns: Iterable[str]) -> list[str]:
-    """Sorted files matching `patterns`. Raises FileNotFoundError naming a pattern with none."""
-    import tensorflow as tf
-
-    files = []
-    for pattern in patterns:
-        matched = tf.io.gfile.glob(pattern)
-        if not matched:
-            raise FileNotFoundError(f"{pattern} does not match any files")
-        files += matched
-    return sorted(set(files))
 
 
 def check_record(fields: dict) -> list[str]:
