@@ -35,6 +35,28 @@ def local_workers(input_bytes: int) -> int | None:
     return 1 if input_bytes < PARALLEL_BYTES else None
 
 
+STAGING_OPTIONS = ("--setup_file", "--extra_package", "--extra_packages",
+                   "--sdk_container_image", "--requirements_file")
+
+
+def with_staging(options, beam_args: Sequence[str]):
+    """Remote workers need this project installed: unless the user chose how (a staging option
+    above), stage it from this source tree with --setup_file. An installed wheel has no source
+    tree; then say how to stage it."""
+    runner = str(options.view_as(StandardOptions).runner)
+    if "Direct" in runner or "FnApi" in runner or any(
+            a.split("=")[0] in STAGING_OPTIONS for a in beam_args):
+        return options
+    setup = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "setup.py")
+    if not os.path.exists(setup):
+        raise OutputExists(  # a usage problem the CLI reports plainly
+            f"--runner {runner} needs this project on its workers, and no source tree with "
+            f"setup.py is next to the installed package: run from a clone (it passes "
+            f"--setup_file itself), or pass --extra_package with a wheel built by "
+            f"`pip wheel --no-deps .`, or --sdk_container_image with a custom container")
+    return PipelineOptions(list(beam_args) + ["--setup_file", setup])
+
+
 def pipeline_options(beam_args: Sequence[str], workers: int | None = None):
     """(runner, options) for `beam_args`, passed to Beam untouched.
 
@@ -44,7 +66,7 @@ def pipeline_options(beam_args: Sequence[str], workers: int | None = None):
     """
     options = PipelineOptions(list(beam_args))
     if options.view_as(StandardOptions).runner:
-        return None, options
+        return None, with_staging(options, beam_args)
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
     direct = options.view_as(DirectOptions)
