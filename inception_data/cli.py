@@ -106,7 +106,7 @@ def build(ctx, train_dir, validation_dir, output_dir, labels_file, shards, valid
                                           progress=progress, workers=workers,
                                           warn=lambda m: click.secho(f"warning: {m}",
                                                                      fg="yellow", err=True))
-    except (labels_lib.LabelError, launch.OutputExists, report.TooManyRejects,
+    except (labels_lib.LabelError, launch.LaunchError, report.TooManyRejects,
             FileNotFoundError) as err:
         _fail(str(err))
     _print_summary(manifest, output_dir)
@@ -284,7 +284,7 @@ def imagenet(ctx, train_dir, train_tar, validation_dir, validation_tar, bounding
             config, inputs, texts, val_synsets, ctx.args, overwrite=overwrite,
             progress=progress, workers=workers,
             warn=lambda m: click.secho(f"warning: {m}", fg="yellow", err=True))
-    except (labels_lib.LabelError, launch.OutputExists, report.TooManyRejects,
+    except (labels_lib.LabelError, launch.LaunchError, report.TooManyRejects,
             FileNotFoundError) as err:
         _fail(str(err))
     _print_summary(manifest, output_dir)

@@ -18,7 +18,11 @@ from inception_data import sharding
 from pipelines import report, transforms
 
 
-class OutputExists(RuntimeError):
+class LaunchError(RuntimeError):
+    """A problem with how the build was asked for; the message says what to do."""
+
+
+class OutputExists(LaunchError):
     """The output directory already holds a build and --overwrite was not given."""
 
 
@@ -49,7 +53,7 @@ def with_staging(options, beam_args: Sequence[str]):
         return options
     setup = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "setup.py")
     if not os.path.exists(setup):
-        raise OutputExists(  # a usage problem the CLI reports plainly
+        raise LaunchError(
             f"--runner {runner} needs this project on its workers, and no source tree with "
             f"setup.py is next to the installed package: run from a clone (it passes "
             f"--setup_file itself), or pass --extra_package with a wheel built by "
