@@ -32,6 +32,16 @@ def download(env, prefix):
             for name, data in json.loads(in_env(env, code).strip().splitlines()[-1]).items()}
 
 
+def assert_same_shards(remote: dict, local, argv) -> None:
+    """Builds locally with `argv` and checks the 4 shards equal the gs:// ones byte for byte."""
+    result = CliRunner().invoke(cli.main, argv)
+    assert result.exit_code == 0, result.output
+    shards = sorted(p.name for p in local.iterdir() if sharding.parse_shard_name(p.name))
+    assert len(shards) == 4
+    for name in shards:
+        assert remote[name] == (local / name).read_bytes(), name
+
+
 def run_cli(env, *argv):
     in_env(env, f"import sys; from inception_data import cli; sys.argv = {['inception-data', *argv]!r}; cli.main()")
 
@@ -61,15 +71,10 @@ def test_build_from_and_to_gcs_matches_local_build(gcs, tmp_path):
     remote = download(gcs, "gs://bucket/out/")
 
     local = tmp_path / "local"
-    result = CliRunner().invoke(cli.main, [
+    assert_same_shards(remote, local, [
         "build", "--no-progress", "--workers", "1", "--train-dir", str(tree / "train"),
         "--validation-dir", str(tree / "val"), "--output-dir", str(local), "--shards", "2",
         "--validation-shards", "2"])
-    assert result.exit_code == 0, result.output
-    shards = sorted(p.name for p in local.iterdir() if sharding.parse_shard_name(p.name))
-    assert len(shards) == 4
-    for name in shards:
-        assert remote[name] == (local / name).read_bytes(), name
     manifest = json.loads(remote["manifest.json"])
     assert manifest["splits"]["train"]["written"] == len(info["good"])
     assert manifest["splits"]["train"]["rejected"] == len(info["bad"])
@@ -93,14 +98,9 @@ def test_imagenet_build_from_and_to_gcs_matches_local(gcs, tmp_path):
             "gs://bucket/ilsvrc/val", "--output-dir", "gs://bucket/imagenet-out", *common)
     remote = download(gcs, "gs://bucket/imagenet-out/")
     local = tmp_path / "local"
-    result = CliRunner().invoke(cli.main, ["imagenet", "--train-dir", str(tree / "train"),
-                                           "--validation-dir", str(tree / "val"),
-                                           "--output-dir", str(local), *common])
-    assert result.exit_code == 0, result.output
-    shards = sorted(p.name for p in local.iterdir() if sharding.parse_shard_name(p.name))
-    assert len(shards) == 4
-    for name in shards:
-        assert remote[name] == (local / name).read_bytes(), name
+    assert_same_shards(remote, local, ["imagenet", "--train-dir", str(tree / "train"),
+                                       "--validation-dir", str(tree / "val"),
+                                       "--output-dir", str(local), *common])
     manifest = json.loads(remote["manifest.json"])
     assert manifest["splits"]["train"]["written"] == 6
     assert manifest["splits"]["validation"]["written"] == 4
