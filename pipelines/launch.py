@@ -227,8 +227,7 @@ def run(build, options, runner, *, output_dir, splits, total_images, total_shard
 
 
 def read_manifest(output_dir: str) -> dict:
-    with FileSystems.open(FileSystems.join(output_dir, report.MANIFEST)) as handle:
-        return json.loads(handle.read().decode())
+    return _read_json(FileSystems.join(output_dir, report.MANIFEST))
 
 
 def summary_line(manifest: dict) -> str:
