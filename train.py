@@ -75,7 +75,8 @@ def training_data(args, strategy, num_classes: int):
     def make(context):
         dataset = inception_data.input_fn(
             pattern, is_training=True, batch_size=batch, image_size=args.image_size,
-            input_context=context, seed=args.seed, num_classes=num_classes - 1,
+            input_context=context, seed=args.seed, deterministic=args.seed is not None,
+            num_classes=num_classes - 1,
             distortions=None if args.distortions == "none" else args.distortions)
         return dataset.map(lambda images, labels: (images, _targets(labels, num_classes)))
 
@@ -428,7 +429,7 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint-steps", type=int, default=1000)
     p.add_argument("--keep-checkpoints", type=int, default=5)
     p.add_argument("--log-every", type=int, default=100)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="seeded, reproducible input order and distortions")
     p.add_argument("--distortions", choices=["fast", "inception", "none"], default="fast")
     p.add_argument("--mixed-precision", action="store_true", help="float16 compute on GPUs")
     p.add_argument("--jit-compile", choices=["auto", "on", "off"], default="auto",

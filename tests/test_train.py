@@ -114,11 +114,13 @@ def per_step_losses(output):
 def test_train_resume_evaluate_and_fine_tune(tmp_path):
     data = build_shards(tmp_path / "three", classes=3, per_class=6, offset=0)
     runs = tmp_path / "runs"
-    common = ["--data-dir", data, "--train-dir", runs, "--image-size", 75, "--batch-size", 4,
+    # global batch 12 = the whole training split each step: the loss then tracks fitting, not
+    # which 4 random crops a step happened to draw
+    common = ["--data-dir", data, "--train-dir", runs, "--image-size", 75, "--batch-size", 12,
               "--distortions", "none", "--initial-learning-rate", 0.001, "--log-every", 1,
               "--keep-checkpoints", 2, "--seed", 1]
     output = run_train(*common, "--num-towers", 2, "--max-steps", 16, "--checkpoint-steps", 8)
-    assert "2 tower(s), global batch 4, 4 classes" in output
+    assert "2 tower(s), global batch 12, 4 classes" in output
     losses = per_step_losses(output)
     assert len(losses) == 16 and all(math.isfinite(l) for l in losses)
     assert np.mean(losses[-4:]) < np.mean(losses[:4]), losses  # it overfits 12 images
