@@ -124,9 +124,8 @@ def list_source(source, synset_of_image: Mapping[str, str], label_of: Mapping[st
     for name, where, entry in _flat_entries(source):
         found += 1
         synset = synset_of_image.get(name)
-        if name.startswith("."):
-            yield beam.pvalue.TaggedOutput(transforms.REJECTS, transforms.reject(
-                source.split, where, "hidden file", "hidden file, not read"))
+        if transforms.is_hidden(name):
+            yield transforms.hidden_reject(source.split, where)
         elif synset is None or synset not in label_of:
             yield beam.pvalue.TaggedOutput(transforms.REJECTS, transforms.reject(
                 source.split, where, "not in validation labels",

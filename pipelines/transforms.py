@@ -56,6 +56,16 @@ def reject(split: str, path: str, kind: str, reason: str) -> dict:
 FOUND = "found"
 
 
+def is_hidden(basename: str) -> bool:
+    return basename.startswith(".")
+
+
+def hidden_reject(split: str, path: str):
+    """Hidden files (.DS_Store, editor swap files) are reported, never read."""
+    return beam.pvalue.TaggedOutput(REJECTS, reject(split, path, "hidden file",
+                                                    "hidden file, not read"))
+
+
 def list_class(source: ClassDir):
     """For one class directory yields (split, label, [(relpath, offset, size)]) of the files to
     convert (offset -1: a plain file), tagged rejects, and a tagged (split, files found)."""
@@ -67,11 +77,11 @@ def list_class(source: ClassDir):
         basename = path.rsplit("/", 1)[-1]
         if source.label is None:
             yield beam.pvalue.TaggedOutput(REJECTS, reject(
-                source.split, path, "unlisted directory", f"directory {source.name!r} is not in the labels file; add "
-                                    f"it to the file or move it out of {source.root}"))
-        elif basename.startswith("."):
-            yield beam.pvalue.TaggedOutput(REJECTS, reject(source.split, path, "hidden file",
-                                                           "hidden file, not read"))
+                source.split, path, "unlisted directory",
+                f"directory {source.name!r} is not in the labels file; add it to the file or "
+                f"move it out of {source.root}"))
+        elif is_hidden(basename):
+            yield hidden_reject(source.split, path)
         else:
             keep.append((path[len(source.root):].lstrip("/"), -1, -1))
     if source.label is not None:
@@ -88,25 +98,26 @@ class ListImages(beam.PTransform):
                                                                     main="listed"))
 
 
-def _shard_count(split: str, counts: Mapping[int, int], shards: Mapping[str, int | None]) -> int:
-    return shards.get(split) or sharding.auto_shards(sum(counts.values()))
+def _layout(split_pairs, shards):
+    """(split, (label -> offset, shard count)): computed once per split from class counts."""
+    split, pairs = split_pairs
+    counts = dict(pairs)
+    num = shards.get(split) or sharding.auto_shards(sum(counts.values()))
+    return split, (sharding.class_offsets(counts), num)
 
 
-def _assign(listed, counts_by_split, shards, seed, by_basename):
+def _assign(listed, layouts, seed, by_basename):
     split, label, entries = listed
-    counts = counts_by_split[split]
-    offset = sharding.class_offsets(counts)[label]
-    num = _shard_count(split, counts, shards)
+    offsets, num = layouts[split]
     locators = {relpath: (start, size) for relpath, start, size in entries}
-    for index, key, relpath in sharding.assign(locators, seed=seed, offset=offset,
+    for index, key, relpath in sharding.assign(locators, seed=seed, offset=offsets[label],
                                                num_shards=num, by_basename=by_basename):
         start, size = locators[relpath]
         yield (split, index, num), Item(key, relpath, label, offset=start, size=size)
 
 
-def _all_shards(split_counts, shards):
-    split, counts = split_counts
-    num = _shard_count(split, counts, shards)
+def _all_shards(split_layout):
+    split, (_, num) = split_layout
     for index in range(num):
         yield (split, index, num), None
 
@@ -123,13 +134,14 @@ class AssignShards(beam.PTransform):
         self._shards, self._seed, self._by_basename = dict(shards), seed, by_basename
 
     def expand(self, listed):
-        counts = (listed
-                  | "CountClass" >> beam.Map(lambda e: (e[0], (e[1], len(e[2]))))
-                  | "GroupCounts" >> beam.GroupByKey()  # (split, [(label, n), ...])
-                  | "ToDict" >> beam.MapTuple(lambda split, pairs: (split, dict(pairs))))
+        layouts = (listed
+                   | "CountClass" >> beam.Map(lambda e: (e[0], (e[1], len(e[2]))))
+                   | "GroupCounts" >> beam.GroupByKey()  # (split, [(label, n), ...])
+                   | "Layout" >> beam.Map(_layout, self._shards)
+                   )  # (split, ({label: offset}, num_shards))
         assigned = listed | "Assign" >> beam.FlatMap(
-            _assign, beam.pvalue.AsDict(counts), self._shards, self._seed, self._by_basename)
-        every = counts | "EveryShard" >> beam.FlatMap(_all_shards, self._shards)
+            _assign, beam.pvalue.AsDict(layouts), self._seed, self._by_basename)
+        every = layouts | "EveryShard" >> beam.FlatMap(_all_shards)
         return (assigned, every) | "Merge" >> beam.Flatten()
 
 
