@@ -54,7 +54,12 @@ def decode_only(pattern, batch_size, image_size):
 
 
 def original_recipe(pattern, batch_size, image_size):
-    """image_processing.py's way: full decode, float, crop, resize, stateful TF colour ops."""
+    """image_processing.py's way: full decode, float, crop, resize, stateful TF colour ops.
+
+    Like the original, the resize method cycles through bilinear, nearest, bicubic and area and
+    the colour ops run in one of two orders (it picked both by preprocessing thread,
+    `thread_id % 4` and `thread_id % 2`, so each was used equally; here each image draws them).
+    """
     def fn(fields):
         image = tf.image.convert_image_dtype(
             tf.io.decode_jpeg(fields[schema.ENCODED], channels=3), tf.float32)
@@ -64,12 +69,23 @@ def original_recipe(pattern, batch_size, image_size):
             aspect_ratio_range=(0.75, 1.33), area_range=(0.05, 1.0), max_attempts=100,
             use_image_if_no_bounding_boxes=True)
         image = tf.slice(image, begin, size)
-        image = tf.image.resize(image, [image_size, image_size], method="bilinear")
+        method = tf.random.uniform([], 0, len(preprocessing.RESIZE_METHODS), tf.int32)
+        image = tf.switch_case(method, [
+            lambda m=m: tf.image.resize(image, [image_size, image_size], method=m)
+            for m in preprocessing.RESIZE_METHODS])
         image = tf.image.random_flip_left_right(image)
-        image = tf.image.random_brightness(image, max_delta=32.0 / 255.0)
-        image = tf.image.random_saturation(image, lower=0.5, upper=1.5)
-        image = tf.image.random_hue(image, max_delta=0.2)
-        image = tf.image.random_contrast(image, lower=0.5, upper=1.5)
+
+        def colour(order):
+            image_ = tf.image.random_brightness(image, max_delta=32.0 / 255.0)
+            if order == 0:
+                image_ = tf.image.random_saturation(image_, lower=0.5, upper=1.5)
+                image_ = tf.image.random_hue(image_, max_delta=0.2)
+                return tf.image.random_contrast(image_, lower=0.5, upper=1.5)
+            image_ = tf.image.random_contrast(image_, lower=0.5, upper=1.5)
+            image_ = tf.image.random_saturation(image_, lower=0.5, upper=1.5)
+            return tf.image.random_hue(image_, max_delta=0.2)
+
+        image = tf.cond(tf.random.uniform([]) < 0.5, lambda: colour(0), lambda: colour(1))
         return (preprocessing.to_unit_range(tf.clip_by_value(image, 0.0, 1.0)),)
     return _records(pattern, batch_size, fn)
 
