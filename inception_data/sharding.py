@@ -48,9 +48,8 @@ def class_offsets(counts: Mapping[int, int]) -> dict[int, int]:
     return offsets
 
 
-def assign(relpaths: Iterable[str], *, seed: int, offset: int, num_shards: int,
-           by_basename: bool = False):
-    """Yields (shard index, key, relpath) for one class's files.
+def ordered(relpaths: Iterable[str], *, seed: int, by_basename: bool = False):
+    """[(key, relpath)] of one class, in the order its files are dealt to the shards.
 
     With `by_basename` the key ignores folders, so the same images laid out differently (a flat
     ImageNet validation folder, a sorted one, a tar) land in the same shards.
@@ -58,9 +57,33 @@ def assign(relpaths: Iterable[str], *, seed: int, offset: int, num_shards: int,
     def name(path):
         return path.rsplit("/", 1)[-1] if by_basename else path
 
-    keyed = sorted((path_key(seed, name(p)), p) for p in relpaths)
+    return sorted((path_key(seed, name(p)), p) for p in relpaths)
+
+
+def assign(relpaths: Iterable[str], *, seed: int, offset: int, num_shards: int,
+           by_basename: bool = False):
+    """Yields (shard index, key, relpath) for one class's files."""
+    keyed = ordered(relpaths, seed=seed, by_basename=by_basename)
     for position, (key, relpath) in enumerate(keyed):
         yield (offset + position) % num_shards, key, relpath
+
+
+def positions(shard: int, *, offset: int, num_shards: int, count: int) -> range:
+    """Positions in a class's `ordered` list of the files that `assign` deals to `shard`: a
+    shard's files of one class are found without looking at the others."""
+    return range((shard - offset) % num_shards, count, num_shards)
+
+
+def shard_groups(num_shards: int, num_images: int, images_per_group: int,
+                 min_groups: int = 64):
+    """Yields [first, end) ranges of consecutive shards: groups of about `images_per_group`
+    images (bounding what one worker holds), and at least `min_groups` groups when there are
+    that many shards. Beam's local runner hands each worker one contiguous part of the groups,
+    so small datasets get one shard per group to keep the parts even."""
+    per_shard = max(1.0, num_images / num_shards)
+    size = max(1, min(round(images_per_group / per_shard), num_shards // min_groups))
+    for first in range(0, num_shards, size):
+        yield first, min(num_shards, first + size)
 
 
 def shard_name(split: str, index: int, count: int) -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
+import tempfile
 from typing import Mapping, NamedTuple, Sequence
 
 import apache_beam as beam
@@ -53,14 +55,18 @@ class Size(NamedTuple):
 def class_directories(root: str) -> dict[str, Size]:
     """Sub-directory name -> files directly inside it and their bytes, under `root`.
 
-    Listed through FileSystems (local or gs://): directories are inferred from file paths, as
-    object stores have none, so an empty directory is not seen.
+    Listed through Beam's filesystems (local or gs://): directories are inferred from file
+    paths, as object stores have none, so an empty directory is not seen. The listing streams:
+    FileSystems.match would first build a list of every file's metadata (hundreds of MB for
+    ImageNet), so this iterates the filesystem's `_list` generator, on which match itself is
+    built, and keeps only per-directory counts.
     """
     sizes: dict[str, Size] = {}
-    root = root.rstrip("/")
-    for meta in FileSystems.match([FileSystems.join(root, "*", "*")])[0].metadata_list:
-        name = meta.path[len(root):].lstrip("/").split("/", 1)[0]
-        sizes[name] = sizes.get(name, Size()) + Size(1, meta.size_in_bytes)
+    prefix = root.rstrip("/") + "/"
+    for meta in FileSystems.get_filesystem(prefix)._list(prefix):  # noqa: SLF001 (see above)
+        parts = meta.path[len(prefix):].lstrip("/").split("/")
+        if len(parts) == 2:  # what match("root/*/*") finds: files directly in a sub-directory
+            sizes[parts[0]] = sizes.get(parts[0], Size()) + Size(1, meta.size_in_bytes)
     return sizes
 
 
@@ -87,11 +93,15 @@ class FolderRecords:
 
 
 def build(pipeline, config: BuildConfig, sources: Sequence, make_record=None, *,
-          list_images=None, attach=None, by_basename: bool = False) -> None:
+          list_images=None, boxes_csv: str | None = None, by_basename: bool = False,
+          spill_dir: str | None = None) -> None:
     """Adds the whole conversion to `pipeline`.
 
     `list_images` turns the sources into listed classes (default: class directories);
-    `attach` may add metadata to the assigned items before they are grouped (ImageNet boxes).
+    `boxes_csv` adds each image's boxes (ImageNet). With `spill_dir` (a local scratch directory,
+    local runners only) shards are written from spilled listings without a per-image shuffle,
+    so memory does not grow with the dataset; without it images are grouped by shard with a
+    GroupByKey, which is what distributed runners scale with. Both write identical bytes.
     """
     splits = list(config.roots)
     make_record = make_record or FolderRecords(config.label_map.names)
@@ -99,16 +109,20 @@ def build(pipeline, config: BuildConfig, sources: Sequence, make_record=None, *,
               | "Sources" >> beam.Create(list(sources))  # ClassDir or another source
               | "ListImages" >> (list_images or transforms.ListImages())
               )  # (split, label, [(relpath, offset, size)])
-    assigned = listed.listed | "AssignShards" >> transforms.AssignShards(
-        config.shards, config.seed, by_basename)  # ((split, shard, num), Item | None)
-    if attach is not None:
-        assigned = assigned | "Attach" >> attach
-    written = (assigned
-               | "GroupByShard" >> beam.GroupByKey()  # ((split, shard, num), [Item]) - paths only
-               | "WriteShards" >> beam.ParDo(transforms.WriteShardFn(
-                   config.output_dir, config.roots, make_record, config.verify, config.exif,
-                   config.resume)
-               ).with_outputs(transforms.REJECTS, main="stats"))  # (split, shard stats)
+    writer = transforms.WriteShardFn(config.output_dir, config.roots, make_record,
+                                     config.verify, config.exif, config.resume)
+    if spill_dir is not None:
+        written = listed.listed | "WriteShardGroups" >> transforms.WriteShardGroups(
+            config.shards, config.seed, by_basename, spill_dir, writer, boxes_csv)
+    else:
+        assigned = listed.listed | "AssignShards" >> transforms.AssignShards(
+            config.shards, config.seed, by_basename)  # ((split, shard, num), Item | None)
+        if boxes_csv:
+            assigned = assigned | "AttachBoxes" >> transforms.AttachBoxes(boxes_csv)
+        written = (assigned
+                   | "GroupByShard" >> beam.GroupByKey()  # ((split, shard, num), [Item])
+                   | "WriteShards" >> beam.ParDo(writer).with_outputs(
+                       transforms.REJECTS, main="stats"))  # (split, shard stats)
     reject_infos = ((listed[transforms.REJECTS], written[transforms.REJECTS])
                     | "AllRejects" >> beam.Flatten()  # {split, path, kind, reason}
                     | "WriteRejects" >> transforms.WriteRejects(config.output_dir, splits))
@@ -122,7 +136,9 @@ def build(pipeline, config: BuildConfig, sources: Sequence, make_record=None, *,
 
 def launch_build(config: BuildConfig, build_fn, size: Size, beam_args: Sequence[str], *,
                  overwrite: bool, progress: bool, workers: int | None) -> dict:
-    """Prepares the output directory, writes labels.txt, runs `build_fn(pipeline)`."""
+    """Prepares the output directory, writes labels.txt, runs `build_fn(pipeline, spill_dir)`:
+    a local runner gets a scratch directory for the listings (removed afterwards), a remote
+    runner None."""
     fingerprint = {"settings": config.settings(), "roots": dict(config.roots),
                    "labels": list(config.label_map.names)}
     if not launch.prepare_output(config.output_dir, list(config.roots), overwrite, fingerprint,
@@ -135,9 +151,15 @@ def launch_build(config: BuildConfig, build_fn, size: Size, beam_args: Sequence[
     runner, options = launch.pipeline_options(beam_args, workers or launch.local_workers(size.bytes))
     counts = list(config.shards.values())
     total_shards = sum(counts) if all(counts) else None
-    return launch.run(build_fn, options, runner, output_dir=config.output_dir,
-                      splits=list(config.roots), total_images=size.files,
-                      total_shards=total_shards, progress=progress)
+    spill_dir = tempfile.mkdtemp(prefix="inception-data-listings-") if runner else None
+    try:
+        return launch.run(lambda pipeline: build_fn(pipeline, spill_dir), options, runner,
+                          output_dir=config.output_dir, splits=list(config.roots),
+                          total_images=size.files, total_shards=total_shards,
+                          progress=progress)
+    finally:
+        if spill_dir:
+            shutil.rmtree(spill_dir, ignore_errors=True)
 
 
 def warn_each(warn, messages: Sequence[str], limit: int = 5) -> None:
@@ -174,5 +196,6 @@ def run_build(config: BuildConfig, beam_args: Sequence[str] = (), *, overwrite: 
         split_sources, size = directory_sources(split, root, config.label_map, warn)
         sources += split_sources
         total += size
-    return launch_build(config, lambda p: build(p, config, sources), total, beam_args,
-                        overwrite=overwrite, progress=progress, workers=workers)
+    return launch_build(config, lambda p, spill: build(p, config, sources, spill_dir=spill),
+                        total, beam_args, overwrite=overwrite, progress=progress,
+                        workers=workers)

@@ -20,7 +20,6 @@ from typing import Mapping, Sequence
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from inception_data import boxes as boxes_lib
 from inception_data import labels as labels_lib
 from inception_data import schema
 from pipelines import image_folder, transforms
@@ -151,38 +150,6 @@ class ListImageNet(beam.PTransform):
                                                         main="listed"))
 
 
-def _with_boxes(joined):
-    _, grouped = joined
-    found = tuple(coords for group in grouped["boxes"] for coords in group)
-    for shard, item in grouped["items"]:
-        yield shard, item._replace(boxes=found)
-
-
-class AttachBoxes(beam.PTransform):
-    """((split, shard, num), Item) + the boxes CSV -> the same with each image's boxes.
-
-    A join on the image file name (CoGroupByKey), so no worker holds all 615k boxes.
-    """
-
-    def __init__(self, csv_path: str):
-        super().__init__()
-        self._csv_path = csv_path
-
-    def expand(self, assigned):
-        boxes = (assigned.pipeline
-                 | "ReadCsv" >> beam.io.ReadFromText(self._csv_path)
-                 | "ParseCsv" >> beam.Map(boxes_lib.parse_csv_line)  # (name, coords)
-                 | "GroupBoxes" >> beam.GroupByKey())  # (name, [coords])
-        placeholders = assigned | "Placeholders" >> beam.Filter(lambda kv: kv[1] is None)
-        items = (assigned
-                 | "Items" >> beam.Filter(lambda kv: kv[1] is not None)
-                 | "ByName" >> beam.Map(lambda kv: (kv[1].relpath.rsplit("/", 1)[-1], kv)))
-        joined = ({"items": items, "boxes": boxes}
-                  | "Join" >> beam.CoGroupByKey()
-                  | "Attach" >> beam.FlatMap(_with_boxes))
-        return (joined, placeholders) | "Merge" >> beam.Flatten()
-
-
 @dataclasses.dataclass(frozen=True)
 class ImagenetRecords:
     """Builds build_imagenet_data.py's record for an image (picklable for workers)."""
@@ -263,12 +230,11 @@ def run_imagenet(config: image_folder.BuildConfig, inputs: ImagenetInputs,
                        for i, s in enumerate(validation_synsets, start=1)}
     label_of = label_map.as_dict()
     make_record = ImagenetRecords(label_map.names, dict(texts))
-    attach = AttachBoxes(inputs.boxes_csv) if inputs.boxes_csv else None
 
-    def build(pipeline):
+    def build(pipeline, spill_dir):
         image_folder.build(pipeline, config, sources, make_record,
-                           list_images=ListImageNet(synset_of_image, label_of), attach=attach,
-                           by_basename=True)
+                           list_images=ListImageNet(synset_of_image, label_of),
+                           boxes_csv=inputs.boxes_csv, by_basename=True, spill_dir=spill_dir)
 
     return image_folder.launch_build(config, build, total, beam_args, overwrite=overwrite,
                                      progress=progress, workers=workers)

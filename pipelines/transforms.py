@@ -11,7 +11,9 @@ Beam's FileSystems, so the same code reads and writes local paths and gs://.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
+import os
 import uuid
 from typing import Callable, Mapping, NamedTuple
 
@@ -22,6 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 # need a seeded, reproducible assignment and a per-shard atomic commit.
 from apache_beam.io.tfrecordio import _TFRecordUtil
 
+from inception_data import boxes as boxes_lib
 from inception_data import images, schema, sharding
 
 REJECTS = "rejects"
@@ -99,16 +102,26 @@ class ListImages(beam.PTransform):
 
 
 def _layout(split_pairs, shards):
-    """(split, (label -> offset, shard count)): computed once per split from class counts."""
+    """(split, (label -> offset, shard count, images)): computed once per split from class
+    counts."""
     split, pairs = split_pairs
     counts = dict(pairs)
-    num = shards.get(split) or sharding.auto_shards(sum(counts.values()))
-    return split, (sharding.class_offsets(counts), num)
+    total = sum(counts.values())
+    return split, (sharding.class_offsets(counts), shards.get(split) or sharding.auto_shards(total),
+                   total)
+
+
+@beam.ptransform_fn
+def Layouts(counts, shards: Mapping[str, int | None]):  # noqa: N802 (a PTransform)
+    """(split, (label, files)) per class -> (split, (offsets, num_shards, images)) per split."""
+    return (counts
+            | "GroupCounts" >> beam.GroupByKey()  # (split, [(label, n), ...])
+            | "Layout" >> beam.Map(_layout, dict(shards)))
 
 
 def _assign(listed, layouts, seed, by_basename):
     split, label, entries = listed
-    offsets, num = layouts[split]
+    offsets, num, _ = layouts[split]
     locators = {relpath: (start, size) for relpath, start, size in entries}
     for index, key, relpath in sharding.assign(locators, seed=seed, offset=offsets[label],
                                                num_shards=num, by_basename=by_basename):
@@ -117,7 +130,7 @@ def _assign(listed, layouts, seed, by_basename):
 
 
 def _all_shards(split_layout):
-    split, (_, num) = split_layout
+    split, (_, num, _) = split_layout
     for index in range(num):
         yield (split, index, num), None
 
@@ -134,14 +147,12 @@ class AssignShards(beam.PTransform):
         self._shards, self._seed, self._by_basename = dict(shards), seed, by_basename
 
     def expand(self, listed):
-        layouts = (listed
-                   | "CountClass" >> beam.Map(lambda e: (e[0], (e[1], len(e[2]))))
-                   | "GroupCounts" >> beam.GroupByKey()  # (split, [(label, n), ...])
-                   | "Layout" >> beam.Map(_layout, self._shards)
-                   )  # (split, ({label: offset}, num_shards))
+        layout = (listed
+                  | "CountClass" >> beam.Map(lambda e: (e[0], (e[1], len(e[2]))))
+                  | "Layouts" >> Layouts(self._shards))
         assigned = listed | "Assign" >> beam.FlatMap(
-            _assign, beam.pvalue.AsDict(layouts), self._seed, self._by_basename)
-        every = layouts | "EveryShard" >> beam.FlatMap(_all_shards)
+            _assign, beam.pvalue.AsDict(layout), self._seed, self._by_basename)
+        every = layout | "EveryShard" >> beam.FlatMap(_all_shards)
         return (assigned, every) | "Merge" >> beam.Flatten()
 
 
@@ -270,6 +281,138 @@ def _replay(split: str, path: str):
     stats = dict(saved["stats"], resumed=True)
     stats["per_class"] = {int(label): n for label, n in stats["per_class"].items()}
     yield split, stats
+
+
+def boxes_by_name(csv_path: str, names) -> dict[str, tuple]:
+    """Image file name -> its boxes (sorted), for the `names` wanted, streaming the CSV."""
+    found: dict[str, list] = {}
+    with FileSystems.open(csv_path) as raw:
+        for line in io.TextIOWrapper(raw, encoding="utf-8"):
+            if line.split(",", 1)[0] in names:
+                name, coords = boxes_lib.parse_csv_line(line, csv_path)
+                found.setdefault(name, []).append(coords)
+    return {name: tuple(sorted(coords)) for name, coords in found.items()}
+
+
+def _with_boxes(joined):
+    _, grouped = joined
+    # sorted: the order of grouped values is not defined, and reruns must be byte-identical
+    found = tuple(sorted(coords for group in grouped["boxes"] for coords in group))
+    for shard, item in grouped["items"]:
+        yield shard, item._replace(boxes=found)
+
+
+class AttachBoxes(beam.PTransform):
+    """((split, shard, num), Item) + a boxes CSV -> the same with each image's boxes.
+
+    A join on the image file name (CoGroupByKey), so no worker holds all 615k ImageNet boxes.
+    """
+
+    def __init__(self, csv_path: str):
+        super().__init__()
+        self._csv_path = csv_path
+
+    def expand(self, assigned):
+        boxes = (assigned.pipeline
+                 | "ReadCsv" >> beam.io.ReadFromText(self._csv_path)
+                 | "ParseCsv" >> beam.Map(boxes_lib.parse_csv_line)  # (name, coords)
+                 | "GroupBoxes" >> beam.GroupByKey())  # (name, [coords])
+        placeholders = assigned | "Placeholders" >> beam.Filter(lambda kv: kv[1] is None)
+        items = (assigned
+                 | "Items" >> beam.Filter(lambda kv: kv[1] is not None)
+                 | "ByName" >> beam.Map(lambda kv: (kv[1].relpath.rsplit("/", 1)[-1], kv)))
+        joined = ({"items": items, "boxes": boxes}
+                  | "Join" >> beam.CoGroupByKey()
+                  | "Attach" >> beam.FlatMap(_with_boxes))
+        return (joined, placeholders) | "Merge" >> beam.Flatten()
+
+
+# Local builds write shards without a per-image shuffle. Beam's local runner (FnApiRunner) holds
+# every PCollection that crosses a stage in memory, so grouping images by shard costs memory in
+# proportion to the dataset (measured: ~3.7 KB per image over the launcher and two workers, i.e.
+# ~5 GB for ImageNet). Instead each class's listing is spilled, as it is listed, to a file in a
+# scratch directory on this machine (plain files: a local runner's workers share this disk), and
+# each group of a few shards picks its files out of those files with sharding.positions. Memory
+# then depends on the group size, not on the dataset. Remote runners keep AssignShards +
+# GroupByKey: their shuffle is distributed and fans out to any number of workers.
+GROUP_IMAGES = 4096  # images per shard group: a few MB of paths per worker
+
+
+def _spill_path(spill_dir: str, split: str, label: int) -> str:
+    return os.path.join(spill_dir, f"{split}-{label}.jsonl")
+
+
+def spill_class(listed, spill_dir: str, seed: int, by_basename: bool):
+    """(split, label, entries) -> its files in dealing order, one JSON line each
+    [key, relpath, offset, size], in the spill directory -> (split, (label, files))."""
+    split, label, entries = listed
+    locators = {relpath: (start, size) for relpath, start, size in entries}
+    keyed = sharding.ordered(locators, seed=seed, by_basename=by_basename)
+    # "x": a class listed twice would be a bug in a lister; fail instead of losing one listing
+    with open(_spill_path(spill_dir, split, label), "x", encoding="utf-8") as handle:
+        for key, relpath in keyed:
+            handle.write(json.dumps([key, relpath, *locators[relpath]]) + "\n")
+    return split, (label, len(keyed))
+
+
+def _groups(split_layout, images_per_group: int):
+    split, (_, num, total) = split_layout
+    for first, end in sharding.shard_groups(num, total, images_per_group):
+        yield split, first, end
+
+
+class WriteGroupFn(beam.DoFn):
+    """(split, first shard, end shard) -> the shards' stats (and REJECTS), written by
+    `writer` (a WriteShardFn) from the spilled listings."""
+
+    def __init__(self, spill_dir: str, writer: WriteShardFn, boxes_csv: str | None = None):
+        self._spill_dir, self._writer, self._boxes_csv = spill_dir, writer, boxes_csv
+
+    def process(self, group, layouts):
+        split, first, end = group
+        offsets, num, _ = layouts[split]
+        items: dict[int, list[Item]] = {shard: [] for shard in range(first, end)}
+        for label, offset in offsets.items():
+            with open(_spill_path(self._spill_dir, split, label), "rb") as handle:
+                lines = handle.read().split(b"\n")  # only the picked lines are parsed
+            for shard in items:
+                for position in sharding.positions(shard, offset=offset, num_shards=num,
+                                                   count=len(lines) - 1):
+                    key, relpath, start, size = json.loads(lines[position])
+                    items[shard].append(Item(key, relpath, label, offset=start, size=size))
+        if self._boxes_csv:
+            wanted = {item.relpath.rsplit("/", 1)[-1] for shard in items.values()
+                      for item in shard}
+            boxes = boxes_by_name(self._boxes_csv, wanted)
+            items = {shard: [item._replace(boxes=boxes.get(item.relpath.rsplit("/", 1)[-1], ()))
+                             for item in shard_items] for shard, shard_items in items.items()}
+        for shard, shard_items in items.items():
+            yield from self._writer.process(((split, shard, num), shard_items))
+
+
+class WriteShardGroups(beam.PTransform):
+    """Listed classes -> written shards' (split, stats) + REJECTS, without a per-image shuffle
+    (the local build; see above)."""
+
+    def __init__(self, shards: Mapping[str, int | None], seed: int, by_basename: bool,
+                 spill_dir: str, writer: WriteShardFn, boxes_csv: str | None = None,
+                 images_per_group: int | None = None):
+        super().__init__()
+        self._shards, self._seed, self._by_basename = dict(shards), seed, by_basename
+        self._spill_dir, self._writer, self._boxes_csv = spill_dir, writer, boxes_csv
+        self._images_per_group = images_per_group
+
+    def expand(self, listed):
+        layout = (listed
+                  | "Spill" >> beam.Map(spill_class, self._spill_dir, self._seed,
+                                        self._by_basename)  # (split, (label, n))
+                  | "Layouts" >> Layouts(self._shards))
+        return (layout
+                | "Groups" >> beam.FlatMap(_groups, self._images_per_group or GROUP_IMAGES)
+                | "SpreadGroups" >> beam.Reshuffle()
+                | "WriteGroups" >> beam.ParDo(
+                    WriteGroupFn(self._spill_dir, self._writer, self._boxes_csv),
+                    beam.pvalue.AsDict(layout)).with_outputs(REJECTS, main="stats"))
 
 
 def write_text(path: str, text: str) -> None:

@@ -109,3 +109,17 @@ def imagenet_tree(root: pathlib.Path, synsets: int = 1000) -> list[str]:
         os.symlink(path, root / rel)
         rels.append(rel)
     return rels
+
+
+SHUFFLING_RUNNER = ("--runner", "apache_beam.runners.portability.fn_api_runner.FnApiRunner")
+"""CLI arguments that run a build through the distributed design (per-image GroupByKey), as on
+Dataflow, instead of the local spilled-listing design: naming a runner selects it."""
+
+
+def same_outputs(one: pathlib.Path, two: pathlib.Path) -> list[str]:
+    """Asserts two output directories hold the same files, byte for byte; returns the names."""
+    names = sorted(p.name for p in one.iterdir())
+    assert names == sorted(p.name for p in two.iterdir())
+    for name in names:
+        assert (one / name).read_bytes() == (two / name).read_bytes(), name
+    return names

@@ -2,13 +2,15 @@
 
 import json
 import pathlib
+import tempfile
 
 import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 from PIL import Image
 
-from inception_data import cli, labels, schema
+from inception_data import cli, labels, schema, sharding
+from pipelines import transforms
 from tests import fabricate
 
 
@@ -181,3 +183,26 @@ def test_real_imagenet_samples_end_to_end(tmp_path):
     assert turned == 1  # n02951585_can_opener.JPEG
     manifest = json.loads((out / "manifest.json").read_text())["splits"]["train"]
     assert manifest["found"] == manifest["written"] == 1000 and manifest["rejected"] == 0
+
+
+def test_local_build_without_shuffle_writes_what_the_distributed_design_writes(
+        tree, monkeypatch):
+    # Local builds spill each class's listing and write groups of shards from it (flat memory);
+    # distributed runners group images by shard with a GroupByKey. Same bytes either way.
+    # Tiny groups (2 images) so that several groups on two worker processes share the work.
+    monkeypatch.setattr(transforms, "GROUP_IMAGES", 2)
+    scratch = tree["out"].parent / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    args = ["--train-dir", str(tree["train"]), "--validation-dir", str(tree["val"]),
+            "--labels-file", str(tree["labels"]), "--shards", "4", "--validation-shards", "3"]
+    (tree["train"] / "cats" / ".DS_Store").write_bytes(b"x")
+    fabricate.write(tree["train"] / "birds" / "b.jpg", fabricate.jpeg_bytes())  # unlisted
+    assert len(list(sharding.shard_groups(4, 15, 2))) == 4
+    build(*args, "--output-dir", str(tree["out"] / "local"), workers="2")
+    build(*args, "--output-dir", str(tree["out"] / "shuffled"), *fabricate.SHUFFLING_RUNNER)
+    names = fabricate.same_outputs(tree["out"] / "local", tree["out"] / "shuffled")
+    assert "train-00003-of-00004" in names and "validation-00002-of-00003" in names
+    rejects = (tree["out"] / "local" / "rejects-train.jsonl").read_text()
+    assert ".DS_Store" in rejects and "birds/b.jpg" in rejects and "truncated.jpg" in rejects
+    assert not list(scratch.iterdir())  # the spilled listings are gone

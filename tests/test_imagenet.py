@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from inception_data import cli, labels, schema
+from pipelines import transforms
 from tests import fabricate
 
 SYNSETS = labels.parse_labels(labels.packaged_file(labels.SYNSETS_FILE))
@@ -173,3 +174,24 @@ def test_unknown_synset_directory_is_reported_not_lost(ilsvrc, tmp_path):
     assert "synset 'n01443537' has no images" in result.output or "label 'n01443537' has no images" in result.output
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())["splits"]["train"]
     assert (manifest["found"], manifest["written"], manifest["rejected"]) == (2, 1, 1)
+
+
+def test_local_build_from_tars_writes_what_the_distributed_design_writes(
+        ilsvrc, tmp_path, monkeypatch):
+    # The local design (spilled listings, shard groups, boxes read per group) against the
+    # distributed one (GroupByKey, boxes joined with a CoGroupByKey), with an image that has two
+    # boxes listed in descending order: both give the same bytes, boxes in sorted order.
+    monkeypatch.setattr(transforms, "GROUP_IMAGES", 5)
+    csv = tmp_path / "boxes.csv"
+    csv.write_text((ilsvrc / "boxes.csv").read_text()
+                   + "n01440764_7.JPEG,0.5,0.5,0.9,0.9\nn01440764_7.JPEG,0.1,0.2,0.3,0.4\n")
+    args = ["imagenet", "--train-tar", ilsvrc / "train.tar", "--validation-tar",
+            ilsvrc / "val.tar", "--bounding-boxes", csv, "--train-shards", "3",
+            "--validation-shards", "2", "--no-progress"]
+    invoke(*args, "--output-dir", tmp_path / "local", "--workers", "2")
+    invoke(*args, "--output-dir", tmp_path / "shuffled", *fabricate.SHUFFLING_RUNNER)
+    fabricate.same_outputs(tmp_path / "local", tmp_path / "shuffled")
+    rows = {r[schema.FILENAME].decode(): r for r in parsed_records(tmp_path / "local", "train")}
+    assert rows["n01440764_7.JPEG"][schema.BBOX_XMIN] == pytest.approx([0.1, 0.5])
+    assert rows["n01440764_7.JPEG"][schema.BBOX_YMAX] == pytest.approx([0.4, 0.9])
+    assert rows["n01440764_96.JPEG"][schema.BBOX_XMIN] == pytest.approx([0.068])

@@ -20,8 +20,11 @@ def test_killed_build_resumes_to_identical_output(tmp_path):
     command = [sys.executable, "-m", "inception_data.cli", "build", "--no-progress",
                "--workers", "1", "--verify", "decode", "--train-dir", str(tree), "--shards", "50"]
     out = tmp_path / "killed"
+    scratch = tmp_path / "scratch"  # a killed build cannot remove its spilled listings
+    scratch.mkdir()
     process = subprocess.Popen(command + ["--output-dir", str(out)], start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env=dict(os.environ, TMPDIR=str(scratch)))
     deadline = time.monotonic() + 120
     while len(list(out.glob("train-*"))) < 5 and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -58,3 +58,28 @@ def test_auto_shards_and_names():
     assert sharding.shard_name("train", 3, 128) == "train-00003-of-00128"
     assert sharding.parse_shard_name("train-00003-of-00128") == ("train", 3, 128)
     assert sharding.parse_shard_name(".tmp-train-00003-of-00128-abc") is None
+
+
+def test_positions_pick_exactly_what_assign_deals_to_each_shard():
+    classes = _classes([37, 5, 101, 1, 60])
+    offsets = sharding.class_offsets({label: len(p) for label, p in classes.items()})
+    assigned = _assign_all(classes, num_shards=7)
+    for shard in range(7):
+        picked = []
+        for label, paths in classes.items():
+            keyed = sharding.ordered(paths, seed=0)
+            picked += [(shard, *keyed[p], label) for p in sharding.positions(
+                shard, offset=offsets[label], num_shards=7, count=len(keyed))]
+        assert sorted(picked) == sorted(a for a in assigned if a[0] == shard)
+
+
+def test_shard_groups_cover_every_shard_once_in_bounded_groups():
+    groups = list(sharding.shard_groups(1252, 1_281_167, images_per_group=4096))
+    assert [s for first, end in groups for s in range(first, end)] == list(range(1252))
+    assert max(end - first for first, end in groups) == 4  # ~1023 images per shard
+    assert list(sharding.shard_groups(3, 10, images_per_group=4096)) == [(0, 1), (1, 2), (2, 3)]
+    # fewer than 64 x 4 shards: one shard per group, so that local workers get even shares
+    assert len(list(sharding.shard_groups(50, 50_000, images_per_group=4096))) == 50
+    assert len(list(sharding.shard_groups(128, 131_072, images_per_group=4096))) == 64
+    assert list(sharding.shard_groups(5, 5 * 5000, images_per_group=4096)) == [
+        (0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]
