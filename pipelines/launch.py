@@ -34,7 +34,7 @@ def local_workers(input_bytes: int) -> int | None:
 
     Measured on 2 cores (outputs in RAM): 1,000 ImageNet JPEGs (110 MB) take 2.4 s in one
     process and 5.4 s with two, whose start-up and inter-process bundles cost more than they
-    save; 12,000 (1.3 GB) break even; 50,000 (5.5 GB) take 17.6 s in one and 12.9 s in two.
+    save; 12,000 (1.3 GB) break even; 50,000 (5.5 GB) take 22-24 s in one and 13-15 s in two.
     """
     return 1 if input_bytes < PARALLEL_BYTES else None
 
