@@ -99,3 +99,48 @@ def test_failed_shard_leaves_no_file_behind(tmp_path, monkeypatch):
         with TestPipeline(runner="BundleBasedDirectRunner") as p:
             _ = p | beam.Create([(("train", 0, 1), items)]) | beam.ParDo(fn)
     assert list(out.iterdir()) == []  # neither a finished-looking shard nor a temporary file
+
+
+class _Collect:
+    """Stands in for WriteShardFn: records what each shard would be written from."""
+
+    def __init__(self):
+        self.shards = {}
+
+    def process(self, element):
+        key, items = element
+        self.shards[key] = sorted(items)
+        yield key
+
+
+def test_spilled_listings_give_each_shard_group_what_assign_shards_gives(tmp_path):
+    # Plain functions, no pipeline: spill two classes, then write every group of shards.
+    listed = [("train", 1, [(f"a/{i}.jpg", -1, -1) for i in range(7)]),
+              ("train", 2, [("b/0.jpg", 10, 20), ("b/1.jpg", 30, 40)])]
+    counts = [transforms.spill_class(entry, str(tmp_path), 3, False) for entry in listed]
+    assert counts == [("train", (1, 7)), ("train", (2, 2))]
+    layout = dict([transforms._layout(("train", [c for _, c in counts]), {"train": 4})])
+    writer = _Collect()
+    fn = transforms.WriteGroupFn(str(tmp_path), writer)
+    assert list(transforms._groups(("train", layout["train"]), 4096)) == [
+        ("train", s, s + 1) for s in range(4)]  # few shards: one per group
+    for group in (("train", 0, 3), ("train", 3, 4)):  # and a group of several shards
+        list(fn.process(group, layout))
+    expected = {}
+    for entry in listed:
+        for key, item in transforms._assign(entry, layout, 3, False):
+            expected.setdefault(key, []).append(item)
+    assert writer.shards == {key: sorted(items) for key, items in expected.items()}
+    assert writer.shards[("train", 0, 4)][0].label in (1, 2) and len(writer.shards) == 4
+    with pytest.raises(FileExistsError):  # a class listed twice is a bug, not a silent merge
+        transforms.spill_class(listed[0], str(tmp_path), 3, False)
+
+
+def test_boxes_by_name_reads_only_wanted_names_sorted(tmp_path):
+    csv = tmp_path / "boxes.csv"
+    csv.write_text("x.JPEG,0.5,0.5,0.9,0.9\ny.JPEG,0.1,0.1,0.2,0.2\nx.JPEG,0.1,0.2,0.3,0.4\n"
+                   "z.JPEG,broken\n")
+    assert transforms.boxes_by_name(str(csv), {"x.JPEG", "w.JPEG"}) == {
+        "x.JPEG": ((0.1, 0.2, 0.3, 0.4), (0.5, 0.5, 0.9, 0.9))}
+    with pytest.raises(ValueError, match="boxes.csv"):  # a bad line names the file
+        transforms.boxes_by_name(str(csv), {"z.JPEG"})
