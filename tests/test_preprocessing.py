@@ -98,6 +98,21 @@ def test_resize_methods_all_used():
     assert seen == {0, 1, 2, 3}
 
 
+def test_nearest_by_gathers_equals_tensorflows_nearest_resize():
+    rng = np.random.default_rng(5)
+    sizes = [(1, 1), (1, 600), (299, 299), (300, 298), (598, 897)] + [
+        tuple(int(v) for v in rng.integers(1, 700, 2)) for _ in range(40)]
+    for height, width in sizes:
+        image = tf.constant(rng.integers(0, 256, (height, width, 3)), tf.uint8)
+        for size in (299, 37):
+            expected = tf.image.resize(image, [size, size], method="nearest")
+            assert np.array_equal(both_ways(P.resize_nearest, image, size), expected), (
+                height, width, size)
+            as_float = tf.cast(image, tf.float32)  # the training pipeline resizes float pixels
+            assert np.array_equal(P.resize_nearest(as_float, size),
+                                  tf.image.resize(as_float, [size, size], method="nearest"))
+
+
 def test_fast_colour_tracks_tensorflows_colour_ops():
     """Same seed, same random factors: the fused transform lands close to TF's exact ops -
     much closer than the jitter itself moves the image."""
