@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import xml.etree.ElementTree as ElementTree
-from typing import Iterable, Sequence
+from typing import Container, Iterable, Sequence
 
 CSV_DECIMALS = 4
 
@@ -133,11 +133,13 @@ def parse_csv_line(line: str, where: str = "boxes CSV") -> tuple[str, tuple[floa
     return parts[0], coords
 
 
-def group_csv(lines: Iterable[str]) -> dict[str, list[tuple[float, ...]]]:
-    """Image file name -> its boxes, from CSV lines (blank lines skipped)."""
+def group_csv(lines: Iterable[str], names: Container[str] | None = None,
+              where: str = "boxes CSV") -> dict[str, list[tuple[float, ...]]]:
+    """Image file name -> its boxes, from CSV lines (blank lines skipped); with `names`, only
+    the boxes of those images (other lines are not parsed)."""
     out: dict[str, list] = {}
     for number, line in enumerate(lines, start=1):
-        if line.strip():
-            name, coords = parse_csv_line(line, f"boxes CSV line {number}")
+        if line.strip() and (names is None or line.split(",", 1)[0] in names):
+            name, coords = parse_csv_line(line, f"{where} line {number}")
             out.setdefault(name, []).append(coords)
     return out

@@ -89,7 +89,7 @@ class FolderRecords:
     def __call__(self, split, item, image) -> schema.ImageRecord:
         return schema.ImageRecord(encoded=image.encoded, height=image.height, width=image.width,
                                   label=item.label, text=self.names[item.label - 1],
-                                  filename=item.relpath.rsplit("/", 1)[-1])
+                                  filename=item.name)
 
 
 def build(pipeline, config: BuildConfig, sources: Sequence, make_record=None, *,

@@ -161,7 +161,7 @@ class ImagenetRecords:
         synset = self.synsets[item.label - 1]
         return schema.ImageRecord(encoded=image.encoded, height=image.height, width=image.width,
                                   label=item.label, text=self.texts.get(synset, synset),
-                                  filename=item.relpath.rsplit("/", 1)[-1], synset=synset,
+                                  filename=item.name, synset=synset,
                                   boxes=tuple(tuple(b) for b in item.boxes))
 
 

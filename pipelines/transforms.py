@@ -50,6 +50,11 @@ class Item(NamedTuple):
     offset: int = -1  # >= 0: the bytes live in the split's tar archive at this offset
     size: int = -1
 
+    @property
+    def name(self) -> str:
+        """The file name, without folders: what records store and boxes are keyed by."""
+        return self.relpath.rsplit("/", 1)[-1]
+
 
 def reject(split: str, path: str, kind: str, reason: str) -> dict:
     """A rejects-report row: `kind` is a short category, `reason` says what to do."""
@@ -285,12 +290,8 @@ def _replay(split: str, path: str):
 
 def boxes_by_name(csv_path: str, names) -> dict[str, tuple]:
     """Image file name -> its boxes (sorted), for the `names` wanted, streaming the CSV."""
-    found: dict[str, list] = {}
     with FileSystems.open(csv_path) as raw:
-        for line in io.TextIOWrapper(raw, encoding="utf-8"):
-            if line.split(",", 1)[0] in names:
-                name, coords = boxes_lib.parse_csv_line(line, csv_path)
-                found.setdefault(name, []).append(coords)
+        found = boxes_lib.group_csv(io.TextIOWrapper(raw, encoding="utf-8"), names, csv_path)
     return {name: tuple(sorted(coords)) for name, coords in found.items()}
 
 
@@ -320,7 +321,7 @@ class AttachBoxes(beam.PTransform):
         placeholders = assigned | "Placeholders" >> beam.Filter(lambda kv: kv[1] is None)
         items = (assigned
                  | "Items" >> beam.Filter(lambda kv: kv[1] is not None)
-                 | "ByName" >> beam.Map(lambda kv: (kv[1].relpath.rsplit("/", 1)[-1], kv)))
+                 | "ByName" >> beam.Map(lambda kv: (kv[1].name, kv)))
         joined = ({"items": items, "boxes": boxes}
                   | "Join" >> beam.CoGroupByKey()
                   | "Attach" >> beam.FlatMap(_with_boxes))
@@ -381,11 +382,10 @@ class WriteGroupFn(beam.DoFn):
                     key, relpath, start, size = json.loads(lines[position])
                     items[shard].append(Item(key, relpath, label, offset=start, size=size))
         if self._boxes_csv:
-            wanted = {item.relpath.rsplit("/", 1)[-1] for shard in items.values()
-                      for item in shard}
-            boxes = boxes_by_name(self._boxes_csv, wanted)
-            items = {shard: [item._replace(boxes=boxes.get(item.relpath.rsplit("/", 1)[-1], ()))
-                             for item in shard_items] for shard, shard_items in items.items()}
+            boxes = boxes_by_name(self._boxes_csv, {item.name for shard in items.values()
+                                                    for item in shard})
+            items = {shard: [item._replace(boxes=boxes.get(item.name, ())) for item in shard_items]
+                     for shard, shard_items in items.items()}
         for shard, shard_items in items.items():
             yield from self._writer.process(((split, shard, num), shard_items))
 
