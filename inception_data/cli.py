@@ -45,6 +45,10 @@ def _read_text(path: str) -> str:
         return handle.read().decode()
 
 
+def _warn(message: str) -> None:
+    click.secho(f"warning: {message}", fg="yellow", err=True)
+
+
 def _fail(message: str) -> None:
     click.secho(f"error: {message}", fg="red", err=True)
     sys.exit(2)
@@ -94,18 +98,19 @@ def build(ctx, train_dir, validation_dir, output_dir, labels_file, shards, valid
         roots["validation"] = validation_dir
         split_shards["validation"] = validation_shards
     try:
+        listed = {}  # a tree listed here for its labels is not listed again
         if labels_file:
             label_map = labels_lib.parse_labels(_read_text(labels_file), labels_file)
         else:
-            label_map = labels_lib.from_directories(image_folder.class_directories(train_dir))
+            listed["train"] = image_folder.class_directories(train_dir)
+            label_map = labels_lib.from_directories(listed["train"])
         config = image_folder.BuildConfig(
             output_dir=output_dir.rstrip("/"), roots=roots, label_map=label_map,
             shards=split_shards, seed=seed, verify=verify, exif=exif_orientation,
             max_rejects=max_rejects, resume=resume)
         manifest = image_folder.run_build(config, ctx.args, overwrite=overwrite,
-                                          progress=progress, workers=workers,
-                                          warn=lambda m: click.secho(f"warning: {m}",
-                                                                     fg="yellow", err=True))
+                                          progress=progress, workers=workers, warn=_warn,
+                                          listed=listed)
     except (labels_lib.LabelError, launch.LaunchError, report.TooManyRejects,
             FileNotFoundError) as err:
         _fail(str(err))
@@ -282,8 +287,7 @@ def imagenet(ctx, train_dir, train_tar, validation_dir, validation_tar, bounding
                                              bool(validation_tar), bounding_boxes)
         manifest = imagenet_lib.run_imagenet(
             config, inputs, texts, val_synsets, ctx.args, overwrite=overwrite,
-            progress=progress, workers=workers,
-            warn=lambda m: click.secho(f"warning: {m}", fg="yellow", err=True))
+            progress=progress, workers=workers, warn=_warn)
     except (labels_lib.LabelError, launch.LaunchError, report.TooManyRejects,
             FileNotFoundError) as err:
         _fail(str(err))

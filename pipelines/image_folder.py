@@ -172,10 +172,12 @@ def warn_each(warn, messages: Sequence[str], limit: int = 5) -> None:
 
 
 def directory_sources(split: str, root: str, label_map: labels_lib.LabelMap,
-                      warn=log.warning) -> tuple[list[transforms.ClassDir], Size]:
+                      warn=log.warning, present: Mapping[str, Size] | None = None
+                      ) -> tuple[list[transforms.ClassDir], Size]:
     """ClassDirs of one split's class-per-directory tree and its size; warns about labels
-    without a directory and directories without a label."""
-    present = class_directories(root)
+    without a directory and directories without a label. `present`: the tree's
+    class_directories() when the caller has listed it already."""
+    present = class_directories(root) if present is None else present
     if not present:
         raise labels_lib.LabelError(f"{split}: no files found in sub-directories of {root}; "
                                     f"expected {root}/<label>/<image>")
@@ -189,11 +191,14 @@ def directory_sources(split: str, root: str, label_map: labels_lib.LabelMap,
 
 
 def run_build(config: BuildConfig, beam_args: Sequence[str] = (), *, overwrite: bool = False,
-              progress: bool = True, workers: int | None = None, warn=log.warning) -> dict:
-    """Checks the inputs, prepares the output directory, runs the build; returns the manifest."""
+              progress: bool = True, workers: int | None = None, warn=log.warning,
+              listed: Mapping[str, Mapping[str, Size]] | None = None) -> dict:
+    """Checks the inputs, prepares the output directory, runs the build; returns the manifest.
+    `listed`: split -> class_directories() of its root, for roots the caller has listed."""
     sources, total = [], Size()
     for split, root in config.roots.items():
-        split_sources, size = directory_sources(split, root, config.label_map, warn)
+        split_sources, size = directory_sources(split, root, config.label_map, warn,
+                                                (listed or {}).get(split))
         sources += split_sources
         total += size
     return launch_build(config, lambda p, spill: build(p, config, sources, spill_dir=spill),

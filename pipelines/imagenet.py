@@ -21,7 +21,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from inception_data import labels as labels_lib
-from inception_data import schema
+from inception_data import relabel, schema
 from pipelines import image_folder, transforms
 
 
@@ -186,14 +186,14 @@ def train_tar_sources(split: str, tar_path: str, label_map, warn):
 
 def validation_sources(split: str, root: str, label_map, warn):
     """A flat validation folder or synset sub-folders: detected from what is inside."""
-    flat, nested = FileSystems.match([FileSystems.join(root, "*"),
-                                      FileSystems.join(root, "*", "*")])
-    if flat.metadata_list and nested.metadata_list:
+    flat = FileSystems.match([FileSystems.join(root, "*")])[0]
+    nested = image_folder.class_directories(root)
+    if flat.metadata_list and nested:
         raise labels_lib.LabelError(
             f"{root} holds both files and synset sub-folders; finish sorting it with "
             f"`inception-data relabel-validation {root}` or remove the sub-folders")
-    if nested.metadata_list:
-        return image_folder.directory_sources(split, root, label_map, warn)
+    if nested:
+        return image_folder.directory_sources(split, root, label_map, warn, nested)
     return [FlatSource(split, root.rstrip("/"), archive=False)], image_folder.Size(
         len(flat.metadata_list), sum(m.size_in_bytes for m in flat.metadata_list))
 
@@ -226,7 +226,7 @@ def run_imagenet(config: image_folder.BuildConfig, inputs: ImagenetInputs,
         else:
             found, count = validation_sources("validation", inputs.validation, label_map, warn)
         sources, total = sources + found, total + count
-    synset_of_image = {f"ILSVRC2012_val_{i:08d}.JPEG": s
+    synset_of_image = {relabel.validation_name(i): s
                        for i, s in enumerate(validation_synsets, start=1)}
     label_of = label_map.as_dict()
     make_record = ImagenetRecords(label_map.names, dict(texts))
