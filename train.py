@@ -17,7 +17,6 @@ rate 0.1 x 0.16 every 30 epochs, weight EMA 0.9999) are flags.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import math
 import os
@@ -31,6 +30,7 @@ import tensorflow as tf  # noqa: E402
 import keras  # noqa: E402
 
 import inception_data  # noqa: E402
+from inception_data import labels as labels_lib  # noqa: E402
 
 LOGITS, AUX_LOGITS = "logits", "aux_logits"
 CHECKPOINT = re.compile(r"ckpt-(\d+)\.keras$")
@@ -45,8 +45,9 @@ class TrainingError(RuntimeError):
 def dataset_info(data_dir: str) -> tuple[list[str], dict]:
     """(label names, manifest) written by `inception-data build` / `imagenet`."""
     try:
-        with tf.io.gfile.GFile(os.path.join(data_dir, "labels.txt")) as handle:
-            names = [line.strip() for line in handle if line.strip()]
+        labels_path = os.path.join(data_dir, "labels.txt")
+        with tf.io.gfile.GFile(labels_path) as handle:
+            names = list(labels_lib.parse_labels(handle.read(), labels_path).names)
         with tf.io.gfile.GFile(os.path.join(data_dir, "manifest.json")) as handle:
             manifest = json.load(handle)
     except tf.errors.NotFoundError as err:

@@ -119,6 +119,7 @@ def _check(path: str, expected_size: int | None, sha256: str | None) -> None:
 
 
 def file_digest(path: str, algorithm: str) -> str:
+    # hashlib.file_digest does this from Python 3.11; we still support 3.10.
     digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         while chunk := handle.read(1 << 22):
