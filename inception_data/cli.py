@@ -89,6 +89,16 @@ def build(ctx, train_dir, validation_dir, output_dir, labels_file, shards, valid
           seed, verify, exif_orientation, max_rejects, overwrite, progress, workers,
           resume=False):
     """Convert class-per-directory image trees into sharded tf.Example TFRecords."""
+    _run_build(train_dir, validation_dir, output_dir, labels_file, ctx.args, shards=shards,
+               validation_shards=validation_shards, seed=seed, verify=verify,
+               exif_orientation=exif_orientation, max_rejects=max_rejects, overwrite=overwrite,
+               progress=progress, workers=workers, resume=resume)
+
+
+def _run_build(train_dir, validation_dir, output_dir, labels_file, beam_args, *, shards=None,
+               validation_shards=None, seed=0, verify="fast", exif_orientation="apply",
+               max_rejects=None, overwrite=False, progress=True, workers=None, resume=False):
+    """`build` with the defaults of its options: also what `download ... --build` runs."""
     from inception_data import labels as labels_lib
     from pipelines import image_folder, launch, report
 
@@ -108,13 +118,20 @@ def build(ctx, train_dir, validation_dir, output_dir, labels_file, shards, valid
             output_dir=output_dir.rstrip("/"), roots=roots, label_map=label_map,
             shards=split_shards, seed=seed, verify=verify, exif=exif_orientation,
             max_rejects=max_rejects, resume=resume)
-        manifest = image_folder.run_build(config, ctx.args, overwrite=overwrite,
+        manifest = image_folder.run_build(config, beam_args, overwrite=overwrite,
                                           progress=progress, workers=workers, warn=_warn,
                                           listed=listed)
     except (labels_lib.LabelError, launch.LaunchError, report.TooManyRejects,
             FileNotFoundError) as err:
         _fail(str(err))
     _print_summary(manifest, output_dir)
+
+
+def _build_downloaded(out_dir: str, progress: bool) -> None:
+    """OUT/train + OUT/validation + OUT/labels.txt -> shards in OUT/tfrecords."""
+    _run_build(os.path.join(out_dir, "train"), os.path.join(out_dir, "validation"),
+               os.path.join(out_dir, "tfrecords"), os.path.join(out_dir, "labels.txt"), [],
+               overwrite=True, progress=progress)
 
 
 def _print_summary(manifest: dict | None, output_dir: str) -> None:
@@ -296,7 +313,7 @@ def imagenet(ctx, train_dir, train_tar, validation_dir, validation_tar, bounding
 
 @main.group()
 def download():
-    """Fetch flowers, or check the ILSVRC-2012 archives you downloaded."""
+    """Fetch flowers, MNIST or CIFAR-10, or check the ILSVRC-2012 archives you downloaded."""
 
 
 @download.command("flowers")
@@ -307,8 +324,7 @@ def download():
 @click.option("--build", "then_build", is_flag=True,
               help="Then build shards into OUT_DIR/tfrecords.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-@click.pass_context
-def download_flowers(ctx, out_dir, url, sha256, validation_per_class, then_build, progress):
+def download_flowers(out_dir, url, sha256, validation_per_class, then_build, progress):
     """Download the flower photos and split them into train/ and validation/."""
     from inception_data import download as download_lib
 
@@ -333,12 +349,61 @@ def download_flowers(ctx, out_dir, url, sha256, validation_per_class, then_build
         click.echo(f"{sum(t for t, _ in counts.values())} train and "
                    f"{sum(v for _, v in counts.values())} validation images in {out_dir}")
     if then_build:
-        ctx.invoke(build, train_dir=os.path.join(out_dir, "train"),
-                   validation_dir=os.path.join(out_dir, "validation"),
-                   output_dir=os.path.join(out_dir, "tfrecords"),
-                   labels_file=os.path.join(out_dir, "labels.txt"), shards=None,
-                   validation_shards=None, seed=0, verify="fast", exif_orientation="apply",
-                   max_rejects=None, overwrite=True, progress=progress, workers=None)
+        _build_downloaded(out_dir, progress)
+
+
+def _classic(name: str, convert, out_dir: str, url: str | None, md5: bool, then_build: bool,
+             progress: bool) -> None:
+    from inception_data import download as download_lib
+
+    os.makedirs(out_dir, exist_ok=True)
+    if os.path.exists(os.path.join(out_dir, "labels.txt")):  # written last: the tree is complete
+        click.echo(f"{out_dir} already holds the {name} tree (labels.txt exists)")
+    else:
+        try:
+            counts = convert(out_dir, check_md5=md5, progress=progress,
+                             **({"url": url} if url else {}))
+        except download_lib.DownloadError as err:
+            _fail(str(err))
+        click.echo(f"{counts['train']} train and {counts['validation']} validation (the "
+                   f"official test set) {name} images in {out_dir}")
+    if then_build:
+        _build_downloaded(out_dir, progress)
+
+
+_CLASSIC_OPTIONS = [
+    click.argument("out_dir"),
+    click.option("--url", default=None, help="Another location of the original files."),
+    click.option("--md5/--no-md5", default=True, show_default=True,
+                 help="Check the published MD5 digests (--no-md5: for a mirror of other files)."),
+    click.option("--build", "then_build", is_flag=True,
+                 help="Then build shards into OUT_DIR/tfrecords."),
+    click.option("--progress/--no-progress", default=True, show_default=True),
+]
+
+
+def _classic_options(command):
+    for option in reversed(_CLASSIC_OPTIONS):
+        command = option(command)
+    return command
+
+
+@download.command("mnist")
+@_classic_options
+def download_mnist(out_dir, url, md5, then_build, progress):
+    """Download MNIST (idx files) into OUT_DIR/train|validation/<digit>/<index>.png."""
+    from inception_data import classic
+
+    _classic("MNIST", classic.mnist, out_dir, url, md5, then_build, progress)
+
+
+@download.command("cifar10")
+@_classic_options
+def download_cifar10(out_dir, url, md5, then_build, progress):
+    """Download CIFAR-10 (python tarball) into OUT_DIR/train|validation/<class>/<index>.png."""
+    from inception_data import classic
+
+    _classic("CIFAR-10", classic.cifar10, out_dir, url, md5, then_build, progress)
 
 
 @download.command("imagenet")
