@@ -214,7 +214,8 @@ def to_unit_range(image):
     return (image - 0.5) * 2.0
 
 
-def preprocess_train(encoded, boxes, seed, *, image_size=299, distortions="fast"):
+def preprocess_train(encoded, boxes, seed, *, image_size=299, distortions="fast",
+                     min_crop_area=0.05):
     """Encoded JPEG + boxes [N, 4] (ymin, xmin, ymax, xmax) -> float32 [size, size, 3] in [-1, 1].
 
     Work is ordered for speed without changing the distribution: only the crop is decoded, the
@@ -224,7 +225,8 @@ def preprocess_train(encoded, boxes, seed, *, image_size=299, distortions="fast"
     if distortions not in DISTORTIONS:
         raise ValueError(f"distortions={distortions!r}; expected one of {DISTORTIONS}")
     crop_seed, resize_seed, flip_seed, colour_seed = _seeds(seed, 4)
-    window = distorted_crop_window(image_shape(encoded), boxes, crop_seed)
+    window = distorted_crop_window(image_shape(encoded), boxes, crop_seed,
+                                   area_range=(min_crop_area, 1.0))
     crop = tf.image.stateless_random_flip_left_right(_decode_crop(encoded, window), flip_seed)
     image = random_resize(tf.cast(crop, tf.float32), image_size, resize_seed)  # 0..255
     image.set_shape([image_size, image_size, 3])
@@ -253,3 +255,45 @@ def preprocess_eval(encoded, *, image_size=299):
     image = tf.image.resize(image, [image_size, image_size], method="bilinear")
     image.set_shape([image_size, image_size, 3])
     return _scale_tail(image, False)
+
+
+# ---------------------------------------------------------------- small images (MNIST, CIFAR)
+
+SMALL_PAD = 4  # pixels of zero padding on each side before the random crop (He et al. 2015)
+
+
+def _decode_any(encoded):
+    return tf.io.decode_image(encoded, channels=3, expand_animations=False)
+
+
+def _to_size(image, image_size: int):
+    """uint8 [h, w, 3] -> float32 [size, size, 3] in 0..255 (bilinear when the size differs)."""
+    image = tf.cast(image, tf.float32)
+    shape = tf.shape(image)
+    same = tf.logical_and(shape[0] == image_size, shape[1] == image_size)
+    image = tf.cond(same, lambda: image,
+                    lambda: tf.image.resize(image, [image_size, image_size], "bilinear"))
+    image.set_shape([image_size, image_size, 3])
+    return image
+
+
+def preprocess_small_train(encoded, seed, *, image_size: int, flip: bool = True,
+                           pad: int = SMALL_PAD):
+    """The classic CIFAR augmentation: pad `pad` black pixels on each side, crop a random
+    window of the original size, flip left-right (unless `flip` is False, e.g. for digits),
+    then resize to `image_size` if it differs (networks with a minimum input size) and scale
+    to [-1, 1]."""
+    crop_seed, flip_seed = _seeds(seed, 2)
+    image = _decode_any(encoded)
+    shape = tf.shape(image)
+    padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
+    image = tf.image.stateless_random_crop(padded, shape, crop_seed)
+    if flip:
+        image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+    return to_unit_range(_to_size(image, image_size) / 255.0)
+
+
+def preprocess_small_eval(encoded, *, image_size: int):
+    """The whole image (no central crop: small images are already tightly framed), resized
+    to `image_size` if it differs, in [-1, 1]."""
+    return to_unit_range(_to_size(_decode_any(encoded), image_size) / 255.0)

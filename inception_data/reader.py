@@ -13,9 +13,11 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from inception_data import preprocessing, schema
+from inception_data import preprocessing as ops
+from inception_data import schema
 
 _MISSING = -1
+PREPROCESSING = ("inception", "small")
 
 
 def list_files(file_pattern: str | Sequence[str]) -> list[str]:
@@ -89,7 +91,9 @@ def input_fn(file_pattern: str | Sequence[str], is_training: bool, batch_size: i
              deterministic: bool | None = None, cache: bool = False,
              num_parallel_calls: int = tf.data.AUTOTUNE, distortions: str | None = "fast",
              input_context=None, num_classes: int | None = None,
-             with_metadata: bool = False, cycle_length: int = 16) -> tf.data.Dataset:
+             with_metadata: bool = False, cycle_length: int = 16,
+             preprocessing: str = "inception", flip: bool = True,
+             min_crop_area: float = 0.05) -> tf.data.Dataset:
     """A tf.data.Dataset of (images, labels) batches, or (images, labels, metadata).
 
     Args:
@@ -112,7 +116,15 @@ def input_fn(file_pattern: str | Sequence[str], is_training: bool, batch_size: i
             num_input_pipelines-th file; fewer files than pipelines is an error.
         num_classes: when given, a label above it fails naming the file.
         with_metadata: also yield a dict with file name, text, synset, size and boxes (ragged).
+        preprocessing: "inception" (the crops above, for photos) or "small" (for MNIST/CIFAR-
+            size images: pad 4 px and crop at random plus flip for training, the whole image
+            for evaluation; resized to image_size when it differs).
+        flip: random left-right flips in training with the "small" preset (off for digits).
+        min_crop_area: the smallest share of the image a training crop covers (the original's
+            0.05; larger values make short runs on small datasets learn faster).
     """
+    if preprocessing not in PREPROCESSING:
+        raise ValueError(f"preprocessing={preprocessing!r}; expected one of {PREPROCESSING}")
     repeat = is_training if repeat is None else repeat
     drop_remainder = is_training if drop_remainder is None else drop_remainder
     deterministic = (not is_training) if deterministic is None else deterministic
@@ -140,12 +152,8 @@ def input_fn(file_pattern: str | Sequence[str], is_training: bool, batch_size: i
         example_seed = tf.stack([tf.constant(run_seed, tf.int64), position])
         fields = decode_record(*record_and_file, num_classes=num_classes, boxes=is_training,
                                metadata=with_metadata)
-        if is_training:
-            image = preprocessing.preprocess_train(
-                fields[schema.ENCODED], fields["boxes"], example_seed, image_size=image_size,
-                distortions=distortions)
-        else:
-            image = preprocessing.preprocess_eval(fields[schema.ENCODED], image_size=image_size)
+        image = _preprocess(fields, example_seed, is_training, image_size, distortions,
+                            preprocessing, flip, min_crop_area)
         label = tf.cast(fields[schema.LABEL], tf.int32)
         if not with_metadata:
             return image, label
@@ -162,6 +170,18 @@ def input_fn(file_pattern: str | Sequence[str], is_training: bool, batch_size: i
     options = tf.data.Options()
     options.deterministic = deterministic
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def _preprocess(fields, seed, is_training, image_size, distortions, preset, flip, min_area):
+    encoded = fields[schema.ENCODED]
+    if preset == "small":
+        if is_training:
+            return ops.preprocess_small_train(encoded, seed, image_size=image_size, flip=flip)
+        return ops.preprocess_small_eval(encoded, image_size=image_size)
+    if is_training:
+        return ops.preprocess_train(encoded, fields["boxes"], seed, image_size=image_size,
+                                    distortions=distortions, min_crop_area=min_area)
+    return ops.preprocess_eval(encoded, image_size=image_size)
 
 
 def _metadata(fields) -> dict:

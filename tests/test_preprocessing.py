@@ -152,3 +152,60 @@ def test_compiled_tails_equal_their_unfused_reference():
     compiled = both_ways(P._fast_tail, image255, P._fast_factors(seed))
     np.testing.assert_allclose(compiled, reference, atol=1e-5)
     np.testing.assert_allclose(P._scale_tail(image255, False), image255 / 127.5 - 1.0, atol=1e-5)
+
+
+# ---------------------------------------------------------------- the "small" preset
+
+def _numbered_png(height=6, width=5):
+    """A PNG whose pixel (y, x) holds 1 + y * width + x in every channel: a crop window can be
+    read back from its values (0 = padding)."""
+    import io
+    from PIL import Image
+
+    values = (1 + np.arange(height * width, dtype=np.uint8).reshape(height, width))
+    out = io.BytesIO()
+    Image.fromarray(np.stack([values] * 3, -1)).save(out, "PNG")
+    return tf.constant(out.getvalue()), values
+
+
+def _to_pixels(image):
+    return np.rint((np.asarray(image) + 1.0) * 127.5).astype(int)
+
+
+@pytest.mark.parametrize("seed", [[0, 1], [5, 9], [7, 3], [2, 2]])
+def test_small_train_is_a_window_of_the_4px_zero_padded_image(seed):
+    encoded, values = _numbered_png(6, 6)
+    image = both_ways(lambda e, s: P.preprocess_small_train(e, s, image_size=6, flip=False),
+                      encoded, tf.constant(seed, tf.int64))
+    assert image.shape == (6, 6, 3)
+    got = _to_pixels(image)[:, :, 0]
+    assert (got == _to_pixels(image)[:, :, 2]).all()
+    padded = np.pad(values, P.SMALL_PAD).astype(int)
+    windows = [(y, x) for y in range(9) for x in range(9)
+               if (padded[y:y + 6, x:x + 6] == got).all()]
+    assert len(windows) == 1, got
+
+
+def test_small_train_flips_only_when_asked():
+    encoded, values = _numbered_png(6, 6)
+    seeds = [tf.constant([s, 0], tf.int64) for s in range(40)]
+    unflipped = [_to_pixels(P.preprocess_small_train(encoded, s, image_size=6, flip=False))
+                 for s in seeds]
+    flipped = [_to_pixels(P.preprocess_small_train(encoded, s, image_size=6, flip=True))
+               for s in seeds]
+    def rows_increase(image):  # values grow left to right inside the unpadded part
+        row = image[3, :, 0]
+        inside = row[row > 0]
+        return bool((np.diff(inside) > 0).all())
+
+    assert all(rows_increase(image) for image in unflipped)
+    assert not all(rows_increase(image) for image in flipped)
+
+
+def test_small_eval_is_the_whole_image_resized_when_needed():
+    encoded, values = _numbered_png(6, 6)
+    image = both_ways(lambda e: P.preprocess_small_eval(e, image_size=6), encoded)
+    assert (_to_pixels(image)[:, :, 0] == values).all()  # no central crop, no padding
+    bigger = both_ways(lambda e: P.preprocess_small_eval(e, image_size=32), encoded)
+    assert bigger.shape == (32, 32, 3)
+    assert -1.0 <= float(tf.reduce_min(bigger)) and float(tf.reduce_max(bigger)) <= 1.0
