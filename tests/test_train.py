@@ -1,167 +1,180 @@
-"""train.py: unit tests of the recipe, and the whole cycle (train on 2 CPU towers, resume,
-evaluate, fine-tune) on shards built from real images with the CLI."""
+"""The trainer's pieces as plain functions: recipes, schedule, weight-average warm-up, models
+(ResNet-34's structure), loss, NaN guard, dataset presets, checkpoints. The end-to-end runs on
+2 CPU towers are in test_train_runs.py (marked slow)."""
 
 import json
-import math
-import re
-import subprocess
-import sys
-import pathlib
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from click.testing import CliRunner
 
-from inception_data import cli
-from tests import fabricate
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-import train  # noqa: E402
+from trainer import callbacks, checkpoints, data, models, optimizers, recipes, run
 
 
-def args(*extra):
-    return train.parse_args(["--data-dir", "unused", "--train-dir", "unused", *extra])
+def test_every_model_has_a_recipe_and_the_learning_rate_scales_with_the_batch():
+    assert set(recipes.MODELS) == {"inception_v3", "inception_resnet_v2", "resnet50", "resnet34",
+                                   "vgg16", "mobilenet_v2"}
+    sgd = recipes.recipe("resnet50", learning_rate=0.1)
+    assert recipes.scaled_learning_rate(sgd, 256) == pytest.approx(0.1)
+    assert recipes.scaled_learning_rate(sgd, 32) == pytest.approx(0.0125)  # linear
+    rmsprop = recipes.recipe("inception_v3", optimizer="rmsprop", learning_rate=0.1)
+    assert recipes.scaled_learning_rate(rmsprop, 64) == pytest.approx(0.025)
+    adam = recipes.recipe("inception_v3")  # square root: 0.001 at 32, what learn.py measured
+    assert adam.optimizer == "adam"
+    assert recipes.scaled_learning_rate(adam, 32) == pytest.approx(0.001)
+    assert recipes.scaled_learning_rate(adam, 128) == pytest.approx(0.002)
+    tuned = recipes.recipe("resnet34", label_smoothing=0.0, weight_decay=None)
+    assert tuned.label_smoothing == 0.0
+    assert tuned.weight_decay == recipes.RECIPES["resnet34"].weight_decay
+    with pytest.raises(ValueError, match="unknown model 'resnet18'"):
+        recipes.recipe("resnet18")
+
+
+def test_schedule_warms_up_linearly_then_decays_in_stairs():
+    rec = recipes.recipe("inception_v3", warmup_epochs=1, epochs_per_decay=3, decay_factor=0.5)
+    schedule = recipes.schedule(rec, 0.2, steps_per_epoch=10)  # warm-up 10, decay every 30
+    for step, value in ((0, 0.02), (4, 0.1), (9, 0.2), (10, 0.2), (29, 0.2), (30, 0.1),
+                        (59, 0.1), (60, 0.05)):
+        assert float(schedule(step)) == pytest.approx(value, rel=1e-6), step
+    restored = recipes.WarmupStaircaseDecay.from_config(schedule.get_config())
+    assert float(restored(45)) == pytest.approx(0.1)
+
+
+def test_weight_average_warms_up_like_tf_num_updates():
+    """min(decay, (1 + t) / (10 + t)) at update t (0-based), as ExponentialMovingAverage with
+    num_updates=global_step: the average tracks the weights early on."""
+    weight = keras.Variable(np.zeros(1, np.float32))
+    optimizer = optimizers.make("sgd", 1.0, ema_decay=0.9999)
+    optimizer.nesterov, optimizer.momentum = False, 0.0  # plain steps: w -= 1 each update
+    optimizer.build([weight])
+    expected_avg, value = 0.0, 0.0
+    for t in range(5):
+        optimizer.apply_gradients([(tf.ones(1), weight)])
+        value -= 1.0
+        decay = min(0.9999, (1 + t) / (10 + t))
+        expected_avg = decay * expected_avg + (1 - decay) * value
+        average = optimizer._model_variables_moving_average[0]
+        assert float(average.numpy()[0]) == pytest.approx(expected_avg, rel=1e-5), t
 
 
 @pytest.fixture(scope="module")
-def small_model():
-    model = train.build_model(5, 75)
-    train.compile_model(model, args(), steps_per_epoch=10)
+def inception():
+    rec = recipes.recipe("inception_v3")
+    model = models.build("inception_v3", 5, 75, rec)
+    run.compile_model(model, rec, learning_rate=0.01, steps_per_epoch=10)
     return model
 
 
-def test_aux_head_is_fed_by_mixed7_and_heads_have_num_classes(small_model):
-    assert [o.shape[-1] for o in small_model.outputs] == [5, 5]
-    layer = small_model.get_layer("aux_pool")
+def test_inception_aux_head_on_mixed7_and_the_recipe_is_applied(inception):
+    assert inception.name == "inception_v3"
+    assert [o.shape[-1] for o in inception.outputs] == [5, 5]
+    layer = inception.get_layer("aux_pool")
     assert layer._inbound_nodes[0].parent_nodes[0].operation.name == "mixed7"
-    assert small_model.get_layer("dropout").rate == pytest.approx(0.2)  # keep 0.8
-    bns = [l for l in small_model.layers if isinstance(l, __import__("keras").layers.BatchNormalization)]
-    assert bns and all(l.momentum == pytest.approx(0.9997) and l.epsilon == 0.001 for l in bns)
+    assert inception.get_layer("dropout").rate == pytest.approx(0.2)
+    bns = [l for l in inception.layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert bns and all(l.momentum == pytest.approx(0.99) for l in bns)
+    convs = [l for l in inception.layers if isinstance(l, keras.layers.Conv2D)]
+    assert all(l.kernel_regularizer.l2 == pytest.approx(2e-5) for l in convs)
 
 
-def test_loss_is_main_plus_0_4_aux_with_smoothing_plus_weight_decay(small_model):
+def test_loss_is_main_plus_0_4_aux_with_smoothing_plus_weight_decay(inception):
     images = tf.random.stateless_uniform([3, 75, 75, 3], [1, 2], -1, 1)
     labels = tf.one_hot([1, 2, 4], 5)
-    main, aux = small_model(images, training=False)
+    main, aux = inception(images, training=False)
 
     def smoothed_ce(logits):  # label smoothing 0.1 over 5 classes, by hand
         target = labels * 0.9 + 0.1 / 5
         return float(tf.reduce_mean(-tf.reduce_sum(target * tf.nn.log_softmax(logits), -1)))
 
-    kernels = [l.kernel for l in small_model.layers if hasattr(l, "kernel")]
+    kernels = [l.kernel for l in inception.layers if hasattr(l, "kernel")]
     decay = 4e-5 * sum(float(tf.nn.l2_loss(k)) for k in kernels)  # slim: w * sum(x^2) / 2
     expected = smoothed_ce(main) + 0.4 * smoothed_ce(aux) + decay
-    got = float(small_model.compute_loss(x=images, y=(labels, labels), y_pred=(main, aux)))
+    got = float(inception.compute_loss(x=images, y=(labels, labels), y_pred=(main, aux)))
     assert got == pytest.approx(expected, rel=1e-4)
 
 
-def test_learning_rate_schedule_at_epoch_boundaries():
-    schedule = train.learning_rate(args(), steps_per_epoch=100)  # decay every 30 epochs
-    for step, value in ((0, 0.1), (2999, 0.1), (3000, 0.016), (5999, 0.016), (6000, 0.00256)):
-        assert float(schedule(step)) == pytest.approx(value, rel=1e-6), step
+@pytest.mark.parametrize("name", ["inception_resnet_v2", "resnet50", "vgg16", "mobilenet_v2",
+                                  "resnet34"])
+def test_each_model_builds_at_its_smallest_input(name):
+    rec = recipes.recipe(name)
+    size = max(rec.min_image_size, 32)
+    model = models.build(name, 7, size, rec)
+    assert model.name == name and model.output_names == ["logits"]
+    out = model(tf.zeros([2, size, size, 3]), training=False)
+    assert out.shape == (2, 7)
+    with pytest.raises(ValueError, match=f"at least {rec.min_image_size} px"):
+        models.build(name, 7, rec.min_image_size - 1, rec)
 
 
-def test_global_batch_split_across_towers():
-    class Towers:
-        num_replicas_in_sync = 4
-
-    assert train.per_replica_batch(256, Towers()) == 64
-    with pytest.raises(train.TrainingError, match="multiple of 4"):
-        train.per_replica_batch(30, Towers())
-
-
-def test_nan_loss_stops_with_a_clear_error(small_model):
-    callback = train.Throughput(global_batch=8, every=10, log_dir=None)
-    callback.set_model(small_model)
-    callback.on_train_batch_begin(0)
-    with pytest.raises(train.TrainingError, match="loss is nan at step"):
-        callback.on_train_batch_end(0, {"loss": float("nan")})
-
-
-# ---------------------------------------------------------------- the whole cycle
-
-def build_shards(root, classes, per_class, offset):
-    """class<i>/ of real ImageNet samples, 2/3 train and 1/3 validation, built with the CLI."""
-    samples = sorted(fabricate.shared_data("imagenet-samples").iterdir())
-    for c in range(classes):
-        for i in range(per_class):
-            split = "train" if i < per_class * 2 // 3 else "validation"
-            source = samples[offset + c * 40 + i]
-            fabricate.write(root / split / f"class{c}" / source.name, source.read_bytes())
-    result = CliRunner().invoke(cli.main, [
-        "build", "--no-progress", "--workers", "1", "--train-dir", str(root / "train"),
-        "--validation-dir", str(root / "validation"), "--output-dir", str(root / "out"),
-        "--shards", "2", "--validation-shards", "2"])
-    assert result.exit_code == 0, result.output
-    return root / "out"
+def test_resnet34_blocks_and_parameter_count():
+    rec = recipes.recipe("resnet34", dropout=0.0)
+    model = models.build("resnet34", 1000, 224, rec)
+    blocks = {}
+    for layer in model.layers:
+        if layer.name.endswith("_add"):
+            stage = layer.name.split("_")[0]
+            blocks[stage] = blocks.get(stage, 0) + 1
+    assert blocks == {"stage1": 3, "stage2": 4, "stage3": 6, "stage4": 3}
+    widths = [model.get_layer(f"stage{s}_block1_2_conv").filters for s in range(1, 5)]
+    assert widths == [64, 128, 256, 512]
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert trainable == 21_797_672  # He et al.'s ResNet-34 with a 1000-way classifier
+    assert model.get_layer("stem_conv").kernel_size == (7, 7)
+    small = models.build("resnet34", 10, 32, rec)
+    assert small.get_layer("stem_conv").kernel_size == (3, 3)
+    assert "stem_pool" not in [l.name for l in small.layers]
 
 
-def run_train(*argv, expect=0):
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), *map(str, argv)],
-                            capture_output=True, text=True, cwd=ROOT, timeout=900)
-    assert result.returncode == expect, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout + result.stderr
+def test_nan_loss_stops_with_a_clear_error(inception):
+    guard = callbacks.NanGuard()
+    guard.set_model(inception)
+    with pytest.raises(callbacks.TrainingError, match="loss is nan at step"):
+        guard.on_train_batch_end(0, {"loss": float("nan")})
+    guard.on_train_batch_end(0, {"loss": 1.5})
 
 
-def per_step_losses(output):
-    """Keras logs running means within a fit call; recover each step's own loss."""
-    means = [float(m) for m in re.findall(r"^step \d+: loss = ([\d.]+)", output, re.M)]
-    return [n * m - (n - 1) * p for n, (m, p) in enumerate(zip(means, [0.0] + means), start=1)]
+def test_metric_reads_single_and_multi_output_logs():
+    assert callbacks.metric({"top1": 0.5}, "top1") == 0.5
+    assert callbacks.metric({"aux_logits_top1": 0.1, "logits_top1": 0.7}, "top1") == 0.7
+    assert np.isnan(callbacks.metric({}, "top5"))
 
 
-def test_train_resume_evaluate_and_fine_tune(tmp_path):
-    data = build_shards(tmp_path / "three", classes=3, per_class=6, offset=0)
-    runs = tmp_path / "runs"
-    # global batch 12 = the whole training split each step: the loss then tracks fitting, not
-    # which 4 random crops a step happened to draw
-    common = ["--data-dir", data, "--train-dir", runs, "--image-size", 75, "--batch-size", 12,
-              "--distortions", "none", "--initial-learning-rate", 0.001, "--log-every", 1,
-              "--keep-checkpoints", 2, "--seed", 1]
-    output = run_train(*common, "--num-towers", 2, "--max-steps", 16, "--checkpoint-steps", 8)
-    assert "2 tower(s), global batch 12, 4 classes" in output
-    losses = per_step_losses(output)
-    assert len(losses) == 16 and all(math.isfinite(l) for l in losses)
-    assert np.mean(losses[-4:]) < np.mean(losses[:4]), losses  # it overfits 12 images
-    assert sorted(p.name for p in runs.glob("ckpt-*")) == ["ckpt-000008.keras",
-                                                           "ckpt-000016.keras"]
-    assert list((runs / "logs").rglob("*tfevents*"))
+def test_dataset_presets():
+    photos = data.DatasetInfo("d", ("daisy", "roses"), 10, 5, 500)
+    assert photos.preprocessing == "inception" and photos.flip and photos.num_classes == 3
+    digits = data.DatasetInfo("d", tuple("0123456789"), 10, 5, 28)
+    assert digits.preprocessing == "small" and not digits.flip
+    cifar = data.DatasetInfo("d", ("airplane", "cat"), 10, 5, 32)
+    assert cifar.preprocessing == "small" and cifar.flip
+    config = run.TrainConfig(data_dir="d", train_dir="t", model="inception_v3")
+    assert run.image_size(config, digits, config.recipe()) == 75  # raised to the minimum
+    config = run.TrainConfig(data_dir="d", train_dir="t", model="resnet34")
+    assert run.image_size(config, cifar, config.recipe()) == 32
+    assert run.image_size(config, photos, config.recipe()) == 224
 
-    output = run_train(*common, "--num-towers", 2, "--max-steps", 18, "--checkpoint-steps", 100)
-    assert "resuming from" in output and "at step 16" in output
-    assert re.search(r"^step 17: ", output, re.M) and re.search(r"^step 18: ", output, re.M)
-    assert not re.search(r"^step [1-9]: ", output, re.M)
-    assert sorted(p.name for p in runs.glob("ckpt-*")) == ["ckpt-000016.keras",
-                                                           "ckpt-000018.keras"]
 
-    output = run_train(*common, "--eval")
-    manifest = json.loads((data / "manifest.json").read_text())
-    examples = manifest["splits"]["validation"]["written"]
-    match = re.search(r"precision @ 1 = ([\d.]+) recall @ 5 = ([\d.]+) \[(\d+) examples\]", output)
-    assert match and int(match.group(3)) == examples == 6
-    assert "moving-average weights" in output
-    assert 0.0 <= float(match.group(1)) <= float(match.group(2)) <= 1.0
+def test_checkpoint_reloads_the_right_network(tmp_path):
+    rec = recipes.recipe("resnet34")
+    model = models.build("resnet34", 4, 32, rec)
+    run.compile_model(model, rec, learning_rate=0.01, steps_per_epoch=10)
+    x, y = tf.zeros([4, 32, 32, 3]), tf.one_hot([1, 2, 3, 1], 4)
+    model.fit(x, y, epochs=1, verbose=0)
+    saver = checkpoints.KeepCheckpoints(str(tmp_path), every=1, keep=2)
+    saver.set_model(model)
+    saver.save()
+    path = checkpoints.latest(str(tmp_path))
+    loaded = checkpoints.load(path, 4)
+    assert loaded.name == "resnet34" and isinstance(loaded.optimizer, optimizers.SGD)
+    for a, b in zip(model.weights, loaded.weights):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(callbacks.TrainingError, match="predicts 4 classes"):
+        checkpoints.load(path, 6)
 
-    model = train.load_checkpoint(str(runs / "ckpt-000018.keras"), 4)
-    raw = [w.numpy().copy() for w in model.trainable_variables]
-    assert train.use_moving_averages(model)  # the EMA was saved and restored with the model
-    assert any(not np.array_equal(r, w.numpy()) for r, w in zip(raw, model.trainable_variables))
 
-    other = build_shards(tmp_path / "two", classes=2, per_class=6, offset=300)
-    tuned = ["--data-dir", other, "--image-size", 75, "--batch-size", 4, "--log-every", 1,
-             "--max-steps", 2, "--distortions", "none"]
-    output = run_train(*tuned, "--train-dir", tmp_path / "wrong", "--pretrained-checkpoint",
-                       runs / "ckpt-000018.keras", "--eval", "--checkpoint",
-                       runs / "ckpt-000018.keras", expect=2)
-    assert "predicts 4 classes" in output and "--fine-tune" in output
-    output = run_train(*tuned, "--train-dir", tmp_path / "ft", "--fine-tune",
-                       "--pretrained-checkpoint", runs / "ckpt-000018.keras",
-                       "--initial-learning-rate", 0.001)
-    assert "new layers: ['logits', 'aux_logits']" in output and "3 classes" in output
-    tuned_model = train.load_checkpoint(str(tmp_path / "ft" / "ckpt-000002.keras"), 3)
-    source = train.load_checkpoint(str(runs / "ckpt-000018.keras"), 4)
-    assert tuned_model.get_layer("logits").units == 3
-    # a layer far from the head starts from the pretrained weights (2 small steps later)
-    start, now = source.get_layer("conv2d").get_weights()[0], tuned_model.get_layer("conv2d").get_weights()[0]
-    assert np.abs(now - start).mean() < 0.1 * np.abs(start).mean()
+def test_logbook_writes_json_lines(tmp_path):
+    book = callbacks.Logbook(str(tmp_path))
+    book.write("validation", {"step": 5, "minutes": 0.5, "precision_at_1": 0.25})
+    rows = [json.loads(l) for l in (tmp_path / "validation.jsonl").read_text().splitlines()]
+    assert rows == [{"step": 5, "minutes": 0.5, "precision_at_1": 0.25}]
+    assert list(tmp_path.glob("events.out.tfevents*"))

@@ -1,0 +1,157 @@
+"""train.py end to end on shards built with the CLI: every model trains on 2 CPU towers and
+evaluates; the Inception cycle (train, resume, evaluate, fine-tune) on real images. Slow: run
+`pytest -m "not slow"` for the fast loop."""
+
+import json
+import math
+import re
+import subprocess
+import sys
+import pathlib
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from inception_data import cli
+from tests import fabricate
+
+pytestmark = pytest.mark.slow
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def build(root, *, train, validation):
+    result = CliRunner().invoke(cli.main, [
+        "build", "--no-progress", "--workers", "1", "--train-dir", str(train),
+        "--validation-dir", str(validation), "--output-dir", str(root / "out"), "--shards", "2",
+        "--validation-shards", "2"])
+    assert result.exit_code == 0, result.output
+    return root / "out"
+
+
+def real_shards(root, classes, per_class, offset):
+    """class<i>/ of real ImageNet samples, 2/3 train and 1/3 validation."""
+    samples = sorted(fabricate.shared_data("imagenet-samples").iterdir())
+    for c in range(classes):
+        for i in range(per_class):
+            split = "train" if i < per_class * 2 // 3 else "validation"
+            source = samples[offset + c * 40 + i]
+            fabricate.write(root / split / f"class{c}" / source.name, source.read_bytes())
+    return build(root, train=root / "train", validation=root / "validation")
+
+
+def cifar_like_shards(root):
+    """32x32 PNGs of 3 classes (what `download cifar10` writes), 4 train and 2 validation each."""
+    for split, count in (("train", 4), ("validation", 2)):
+        for c, name in enumerate(("airplane", "cat", "ship")):
+            for i in range(count):
+                fabricate.write(root / split / name / f"{c}{i}.png",
+                                fabricate.png_bytes(32, 32, seed=10 * c + i))
+    return build(root, train=root / "train", validation=root / "validation")
+
+
+def run_train(*argv, expect=0):
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), *map(str, argv)],
+                            capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert result.returncode == expect, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+EVERY_MODEL = """
+import json, sys
+from trainer import run, recipes
+results = {}
+for model in recipes.MODELS:
+    config = run.TrainConfig(data_dir=sys.argv[1], train_dir=f"{sys.argv[2]}/{model}",
+                             model=model, batch_size=4, max_steps=2, num_towers=2, log_every=1,
+                             eval_every_steps=2, checkpoint_steps=100)
+    trained = run.train(config)
+    result = run.evaluate(config)
+    results[model] = {"size": trained.input_shape[1], "p1": result["precision@1"],
+                      "examples": result["examples"], "outputs": len(trained.outputs)}
+print("RESULTS " + json.dumps(results))
+"""
+
+
+def test_every_model_trains_on_two_towers_and_evaluates(tmp_path):
+    data = cifar_like_shards(tmp_path)
+    result = subprocess.run([sys.executable, "-c", EVERY_MODEL, str(data), str(tmp_path / "runs")],
+                            capture_output=True, text=True, cwd=ROOT, timeout=1500)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = json.loads(result.stdout.split("RESULTS ")[1])
+    assert set(results) == {"inception_v3", "inception_resnet_v2", "resnet50", "resnet34",
+                            "vgg16", "mobilenet_v2"}
+    # 32 px images: each network at its own minimum (Inception's 75) with the small preset
+    assert {m: r["size"] for m, r in results.items()} == {
+        "inception_v3": 75, "inception_resnet_v2": 75, "resnet50": 32, "resnet34": 32,
+        "vgg16": 32, "mobilenet_v2": 32}
+    assert results["inception_v3"]["outputs"] == 2
+    assert all(r["examples"] == 6 and 0.0 <= r["p1"] <= 1.0 for r in results.values())
+    assert result.stdout.count("2 tower(s), global batch 4, 4 classes") == 6
+    assert "small preprocessing at 32 px" in result.stdout
+    for model in results:  # the periodic evaluation ran and was logged
+        rows = (tmp_path / "runs" / model / "logs" / "validation.jsonl").read_text().splitlines()
+        assert json.loads(rows[-1])["step"] == 2
+
+
+def per_step_losses(output):
+    return [float(m) for m in re.findall(r"^step \d+: loss = ([\d.]+)", output, re.M)]
+
+
+def test_train_resume_evaluate_and_fine_tune(tmp_path):
+    data = real_shards(tmp_path / "three", classes=3, per_class=6, offset=0)
+    runs = tmp_path / "runs"
+    # global batch 12 = the whole training split each step: the loss then tracks fitting, not
+    # which 4 random crops a step happened to draw
+    common = ["--data-dir", data, "--train-dir", runs, "--image-size", 75, "--batch-size", 12,
+              "--distortions", "none", "--initial-learning-rate", 0.001, "--warmup-epochs", 0,
+              "--log-every", 1, "--keep-checkpoints", 2, "--seed", 1]
+    output = run_train(*common, "--num-towers", 2, "--max-steps", 16, "--checkpoint-steps", 8)
+    assert "2 tower(s), global batch 12, 4 classes" in output
+    losses = per_step_losses(output)  # each line is the mean of its own step (metrics reset)
+    assert len(losses) == 16 and all(math.isfinite(l) for l in losses)
+    assert np.mean(losses[-4:]) < np.mean(losses[:4]), losses  # it overfits 12 images
+    assert re.search(r"^step 16: .*top-1 [\d.]+; [\d.]+ images/s, lr 0.001\b", output, re.M)
+    assert sorted(p.name for p in runs.glob("ckpt-*")) == ["ckpt-000008.keras",
+                                                           "ckpt-000016.keras"]
+    assert list((runs / "logs").glob("*tfevents*"))
+    rows = [json.loads(l) for l in (runs / "logs" / "train.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 17))
+    assert all(r["xent"] < r["loss"] for r in rows)  # the loss without the L2 term
+
+    output = run_train(*common, "--num-towers", 2, "--max-steps", 18, "--checkpoint-steps", 100)
+    assert "resuming inception_v3 from" in output and "at step 16" in output
+    assert re.search(r"^step 17: ", output, re.M) and re.search(r"^step 18: ", output, re.M)
+    assert not re.search(r"^step [1-9]: ", output, re.M)
+    assert sorted(p.name for p in runs.glob("ckpt-*")) == ["ckpt-000016.keras",
+                                                           "ckpt-000018.keras"]
+
+    output = run_train(*common, "--eval")
+    manifest = json.loads((data / "manifest.json").read_text())
+    examples = manifest["splits"]["validation"]["written"]
+    match = re.search(r"precision @ 1 = ([\d.]+) recall @ 5 = ([\d.]+) \[(\d+) examples\]", output)
+    assert match and int(match.group(3)) == examples == 6
+    assert "moving-average weights" in output
+    assert 0.0 <= float(match.group(1)) <= float(match.group(2)) <= 1.0
+
+    other = real_shards(tmp_path / "two", classes=2, per_class=6, offset=300)
+    tuned = ["--data-dir", other, "--image-size", 75, "--batch-size", 4, "--log-every", 1,
+             "--max-steps", 2, "--distortions", "none"]
+    output = run_train(*tuned, "--train-dir", tmp_path / "wrong", "--eval", "--checkpoint",
+                       runs / "ckpt-000018.keras", expect=2)
+    assert "predicts 4 classes" in output and "--fine-tune" in output
+    output = run_train(*tuned, "--train-dir", tmp_path / "ft", "--fine-tune", "--model",
+                       "resnet34", "--pretrained-checkpoint", runs / "ckpt-000018.keras",
+                       "--initial-learning-rate", 0.001)
+    # the checkpoint says which network it holds; --model does not override it
+    assert "new layers: ['logits', 'aux_logits']" in output and "3 classes" in output
+    assert "inception_v3: inception preprocessing at 75 px" in output
+    from trainer import checkpoints
+    tuned_model = checkpoints.load(str(tmp_path / "ft" / "ckpt-000002.keras"), 3)
+    source = checkpoints.load(str(runs / "ckpt-000018.keras"), 4)
+    assert tuned_model.get_layer("logits").units == 3
+    # a layer far from the head starts from the pretrained weights (2 small steps later)
+    start = source.get_layer("conv2d").get_weights()[0]
+    now = tuned_model.get_layer("conv2d").get_weights()[0]
+    assert np.abs(now - start).mean() < 0.1 * np.abs(start).mean()

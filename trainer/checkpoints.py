@@ -1,0 +1,104 @@
+"""Checkpoints: whole-model `.keras` files, `ckpt-<step>.keras`, newest N kept.
+
+A `.keras` file holds the architecture (its name is the model's key, e.g. `resnet34`), the
+weights, and the optimizer state with the weights' moving averages and the step, so `--eval`,
+`--fine-tune` and resuming rebuild the right network without being told. Keras' ModelCheckpoint
+keeps every file and tf.train.CheckpointManager (which rotates) stores no architecture, hence
+the small rotation here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import keras
+import tensorflow as tf
+
+from trainer import optimizers as _registered  # noqa: F401  (custom optimizers for loading)
+from trainer import recipes as _schedules  # noqa: F401  (the learning-rate schedule class)
+from trainer.callbacks import TrainingError
+from trainer.models import AUX_LOGITS, LOGITS
+
+_NAME = re.compile(r"ckpt-(\d+)\.keras$")
+
+
+def listing(train_dir: str) -> list[tuple[int, str]]:
+    """(step, path) of the checkpoints in `train_dir`, oldest first."""
+    found = []
+    for path in tf.io.gfile.glob(os.path.join(train_dir, "ckpt-*.keras")):
+        match = _NAME.search(path)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def latest(train_dir: str) -> str:
+    found = listing(train_dir)
+    if not found:
+        raise TrainingError(f"no checkpoint (ckpt-*.keras) in {train_dir}")
+    return found[-1][1]
+
+
+class KeepCheckpoints(keras.callbacks.Callback):
+    """Saves every `every` steps and at the end, keeping the newest `keep`; each file is
+    written under a temporary name first, so a killed run leaves no half checkpoint."""
+
+    def __init__(self, train_dir: str, every: int, keep: int):
+        super().__init__()
+        self.train_dir, self.every, self.keep = train_dir, every, keep
+
+    def save(self):
+        step = int(self.model.optimizer.iterations.numpy())
+        final = os.path.join(self.train_dir, f"ckpt-{step:06d}.keras")
+        tmp = os.path.join(self.train_dir, f".tmp-ckpt-{step:06d}.keras")
+        self.model.save(tmp)
+        tf.io.gfile.rename(tmp, final, overwrite=True)
+        for _, old in listing(self.train_dir)[:-self.keep]:
+            tf.io.gfile.remove(old)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) % self.every == 0:
+            self.save()
+
+    def on_epoch_end(self, epoch, logs=None):
+        # Not on_train_end: fit() swaps the moving averages into the weights before that, and
+        # a checkpoint must keep both (raw weights to resume, averages to evaluate).
+        step = int(self.model.optimizer.iterations.numpy())
+        found = listing(self.train_dir)
+        if not found or found[-1][0] != step:
+            self.save()
+
+
+def load(path: str, num_classes: int | None, *, fine_tune: bool = False) -> keras.Model:
+    """The model in `path`; refuses a class count other than the data's unless fine-tuning."""
+    model = keras.models.load_model(path, compile=not fine_tune)
+    classes = model.get_layer(LOGITS).units
+    if num_classes is not None and classes != num_classes and not fine_tune:
+        raise TrainingError(
+            f"{path} predicts {classes} classes (background included) but the data has "
+            f"{num_classes}; pass --fine-tune to start new logits layers, or use the data the "
+            f"checkpoint was trained on")
+    return model
+
+
+def transfer_weights(source: keras.Model, target: keras.Model) -> list[str]:
+    """Copies every layer's weights from `source` except the logits layers (fine-tuning);
+    returns the names of the layers left fresh."""
+    fresh = []
+    for layer in target.layers:
+        if layer.name in (LOGITS, AUX_LOGITS) or not layer.weights:
+            fresh += [layer.name] if layer.weights else []
+            continue
+        layer.set_weights(source.get_layer(layer.name).get_weights())
+    return fresh
+
+
+def use_moving_averages(model) -> bool:
+    """Swaps the optimizer's moving averages into the weights (what evaluation and export
+    use). Returns False when the model was trained without them."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None or not getattr(optimizer, "use_ema", False):
+        return False
+    optimizer.finalize_variable_values(model.trainable_variables)
+    return True

@@ -1,0 +1,112 @@
+"""What the trainer knows about a dataset, and its input pipelines (through `input_fn`).
+
+In: a folder written by `inception-data build` / `imagenet` (shards, labels.txt,
+manifest.json). Out: class and example counts, the preprocessing preset that fits its images
+(full-size photos: the Inception crops; MNIST/CIFAR-size images: pad-and-crop), and
+distributed datasets of (images, targets) for Keras.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import tensorflow as tf
+
+import inception_data
+from inception_data import labels as labels_lib
+from inception_data import schema
+
+SMALL_IMAGES = 64  # images no larger than this on both sides get the "small" preset
+DIGITS = tuple(str(d) for d in range(10))
+
+
+class DataError(RuntimeError):
+    """The data folder is not what the trainer needs; the message says what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    data_dir: str
+    names: tuple[str, ...]  # label i + 1 is names[i]; label 0 is the background class
+    train_examples: int
+    validation_examples: int
+    image_size: int  # the longer side of the first training image (a probe, not a census)
+
+    @property
+    def num_classes(self) -> int:
+        """Outputs of a model: the labels plus the background class."""
+        return len(self.names) + 1
+
+    @property
+    def preprocessing(self) -> str:
+        return "small" if self.image_size <= SMALL_IMAGES else "inception"
+
+    @property
+    def flip(self) -> bool:
+        """Mirror images in training, except digits (a mirrored 2 is not a 2)."""
+        return tuple(sorted(self.names)) != DIGITS
+
+    def pattern(self, split: str) -> str:
+        return os.path.join(self.data_dir, f"{split}-*")
+
+
+def load(data_dir: str) -> DatasetInfo:
+    """Reads labels.txt and manifest.json and probes the first training record's size."""
+    try:
+        labels_path = os.path.join(data_dir, "labels.txt")
+        with tf.io.gfile.GFile(labels_path) as handle:
+            names = tuple(labels_lib.parse_labels(handle.read(), labels_path).names)
+        with tf.io.gfile.GFile(os.path.join(data_dir, "manifest.json")) as handle:
+            manifest = json.load(handle)
+    except tf.errors.NotFoundError as err:
+        raise DataError(f"{data_dir} lacks labels.txt or manifest.json; point --data-dir at the "
+                        f"output of `inception-data build` ({err})") from None
+    splits = manifest["splits"]
+    written = {name: splits.get(name, {}).get("written", 0) for name in ("train", "validation")}
+    return DatasetInfo(data_dir, names, written["train"], written["validation"],
+                       _probe_size(os.path.join(data_dir, "train-*")))
+
+
+def _probe_size(pattern: str) -> int:
+    files = sorted(tf.io.gfile.glob(pattern))
+    if not files:
+        raise DataError(f"{pattern} does not match any files; build the training split first")
+    spec = {key: schema.parse_spec()[key] for key in (schema.HEIGHT, schema.WIDTH)}
+    for record in tf.data.TFRecordDataset(files[:1]).take(1):
+        fields = tf.io.parse_single_example(record, spec)
+        return int(max(fields[schema.HEIGHT], fields[schema.WIDTH]))
+    raise DataError(f"{files[0]} holds no records")
+
+
+def one_hot_targets(labels, num_classes: int, outputs: int):
+    """Labels -> one target per model output (label smoothing needs one-hot targets)."""
+    one_hot = tf.one_hot(labels, num_classes)
+    return one_hot if outputs == 1 else (one_hot,) * outputs
+
+
+def datasets(info: DatasetInfo, strategy, *, training: bool, global_batch: int,
+             image_size: int, outputs: int, seed: int | None = None,
+             distortions: str | None = "fast", min_crop_area: float = 0.05):
+    """A distributed dataset of (images, targets): training (distorted, repeated) or the whole
+    validation split once (central crop, or the plain image for small images)."""
+    replicas = strategy.num_replicas_in_sync
+    if global_batch % replicas:
+        raise DataError(f"--batch-size {global_batch} does not split evenly across {replicas} "
+                        f"towers; use a multiple of {replicas}")
+
+    def make(context):
+        dataset = inception_data.input_fn(
+            info.pattern("train" if training else "validation"), is_training=training,
+            batch_size=global_batch // replicas if training else global_batch, image_size=image_size,
+            input_context=context if training else None, seed=seed,
+            deterministic=True if seed is not None else None, num_classes=len(info.names),
+            distortions=distortions, preprocessing=info.preprocessing, flip=info.flip,
+            min_crop_area=min_crop_area)
+        return dataset.map(lambda images, labels: (
+            images, one_hot_targets(labels, info.num_classes, outputs)))
+
+    if not training:  # evaluation runs on one device: every example exactly once
+        return make(None)
+    return strategy.distribute_datasets_from_function(make)

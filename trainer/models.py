@@ -1,0 +1,115 @@
+"""The networks `train.py` trains, built with a recipe's regularisation and batch-norm settings.
+
+Each model maps [-1, 1] images of `image_size` to logits over `num_classes` (background
+included), with output layers named `logits` (and `aux_logits` for Inception v3's auxiliary
+head). The model's name is its key in `recipes.RECIPES`, so a saved checkpoint says which
+network it holds.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from trainer.recipes import Recipe
+
+LOGITS, AUX_LOGITS = "logits", "aux_logits"
+
+_KERAS_BASES = {
+    "inception_v3": keras.applications.InceptionV3,
+    "inception_resnet_v2": keras.applications.InceptionResNetV2,
+    "resnet50": keras.applications.ResNet50,
+    "vgg16": keras.applications.VGG16,
+    "mobilenet_v2": keras.applications.MobileNetV2,
+}
+_KERNELS = {"Conv2D": "kernel_regularizer", "Dense": "kernel_regularizer",
+            "DepthwiseConv2D": "depthwise_regularizer"}
+
+
+def build(name: str, num_classes: int, image_size: int, rec: Recipe) -> keras.Model:
+    """`name` from recipes.MODELS -> an uncompiled keras.Model with the recipe applied."""
+    if image_size < rec.min_image_size:
+        raise ValueError(f"{name} needs images of at least {rec.min_image_size} px, got "
+                         f"{image_size}; pass a larger --image-size")
+    shape = (image_size, image_size, 3)
+    if name == "resnet34":
+        inputs = keras.Input(shape)
+        features = resnet34_features(inputs, small_input=image_size <= 64)
+    else:
+        base = _KERAS_BASES[name](include_top=False, weights=None, input_shape=shape)
+        inputs, features = base.input, base.output
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(features)
+    if rec.dropout:
+        x = keras.layers.Dropout(rec.dropout, name="dropout")(x)
+    outputs = [keras.layers.Dense(num_classes, dtype="float32", name=LOGITS)(x)]
+    if rec.aux_loss_weight:
+        outputs.append(_aux_head(base.get_layer("mixed7").output, num_classes))
+    model = keras.Model(inputs, outputs, name=name)
+    return _with_recipe(model, rec)
+
+
+def _with_recipe(model: keras.Model, rec: Recipe) -> keras.Model:
+    """Rebuilt from its config so that every layer gets the L2 penalty and batch-norm momentum
+    at construction (Keras applications take neither as arguments). TF-slim's
+    l2_regularizer(w) is w * sum(x^2) / 2, Keras' L2(w) is w * sum(x^2): hence w / 2."""
+    config = model.get_config()
+    for layer in config["layers"]:
+        settings = layer["config"]
+        if layer["class_name"] in _KERNELS and rec.weight_decay:
+            settings[_KERNELS[layer["class_name"]]] = keras.regularizers.L2(rec.weight_decay / 2)
+        elif layer["class_name"] == "BatchNormalization":
+            settings["momentum"] = rec.bn_momentum
+    return keras.Model.from_config(config)
+
+
+def _aux_head(features, num_classes: int):
+    """The original's auxiliary classifier on Mixed_6e (Keras: mixed7): 5x5 average pool
+    stride 3, 1x1 conv 128, a conv covering the pooled map (5x5 at 299 px) to 768, logits."""
+    pool = min(5, features.shape[1])
+    x = keras.layers.AveragePooling2D(pool, strides=3, name="aux_pool")(features)
+    for filters, kernel, name in ((128, 1, "aux_conv1"), (768, x.shape[1], "aux_conv2")):
+        x = keras.layers.Conv2D(filters, kernel, use_bias=False, name=name)(x)
+        x = keras.layers.BatchNormalization(scale=False, name=f"{name}_bn")(x)
+        x = keras.layers.Activation("relu", name=f"{name}_relu")(x)
+    x = keras.layers.Flatten(name="aux_flatten")(x)
+    return keras.layers.Dense(num_classes, dtype="float32", name=AUX_LOGITS)(x)
+
+
+# ---------------------------------------------------------------- ResNet-34 (not in Keras)
+
+RESNET34_STAGES = ((64, 3), (128, 4), (256, 6), (512, 3))
+
+
+def _conv_bn(x, filters, kernel, strides, name, relu=True):
+    x = keras.layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False,
+                            kernel_initializer="he_normal", name=f"{name}_conv")(x)
+    x = keras.layers.BatchNormalization(epsilon=1e-5, name=f"{name}_bn")(x)
+    return keras.layers.Activation("relu", name=f"{name}_relu")(x) if relu else x
+
+
+def basic_block(x, filters: int, strides: int, name: str):
+    """Two 3x3 convolutions plus the shortcut (a strided 1x1 projection when the shape
+    changes: option B of He et al. 2015)."""
+    shortcut = x
+    if strides != 1 or x.shape[-1] != filters:
+        shortcut = _conv_bn(x, filters, 1, strides, f"{name}_proj", relu=False)
+    y = _conv_bn(x, filters, 3, strides, f"{name}_1")
+    y = _conv_bn(y, filters, 3, 1, f"{name}_2", relu=False)
+    y = keras.layers.Add(name=f"{name}_add")([shortcut, y])
+    return keras.layers.Activation("relu", name=f"{name}_out")(y)
+
+
+def resnet34_features(inputs, *, small_input: bool = False):
+    """He et al.'s 34-layer ResNet up to the last block: [3, 4, 6, 3] basic blocks of
+    64/128/256/512 filters. `small_input` (28-64 px, MNIST/CIFAR) swaps the 7x7/2 stem and max
+    pool for one 3x3/1 convolution, as the paper's CIFAR networks do, so a 32 px image is not
+    reduced to 1 px by the third stage."""
+    if small_input:
+        x = _conv_bn(inputs, 64, 3, 1, "stem")
+    else:
+        x = _conv_bn(inputs, 64, 7, 2, "stem")
+        x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
+    for stage, (filters, blocks) in enumerate(RESNET34_STAGES):
+        for block in range(blocks):
+            strides = 2 if block == 0 and stage > 0 else 1
+            x = basic_block(x, filters, strides, f"stage{stage + 1}_block{block + 1}")
+    return x

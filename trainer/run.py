@@ -1,0 +1,270 @@
+"""Train, evaluate and benchmark: `TrainConfig` in, a trained model or metrics out.
+
+Towers are tf.distribute.MirroredStrategy replicas (one per GPU, or N logical CPU devices with
+`num_towers`, how the tests exercise the multi-tower path); the global batch is split evenly
+across them, as the original inception_train.py split each batch across its towers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+import sys
+import time
+
+import keras
+import tensorflow as tf
+
+from trainer import callbacks as cb
+from trainer import checkpoints, data, models, optimizers, recipes
+from trainer.callbacks import TrainingError
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a run needs. None means: the model's recipe (or the data) decides."""
+
+    data_dir: str
+    train_dir: str
+    model: str = "inception_v3"
+    batch_size: int = 32  # global
+    max_steps: int = 10_000_000
+    max_minutes: float | None = None
+    image_size: int | None = None  # default: the recipe's, or the images' own when small
+    num_gpus: int | None = None
+    num_towers: int | None = None
+    learning_rate: float | None = None  # absolute; default: recipe's, scaled to the batch
+    warmup_epochs: float | None = None
+    epochs_per_decay: float | None = None
+    decay_factor: float | None = None
+    label_smoothing: float | None = None
+    aux_loss_weight: float | None = None
+    weight_decay: float | None = None
+    bn_momentum: float | None = None
+    ema_decay: float | None = None
+    optimizer: str | None = None
+    fine_tune: bool = False
+    pretrained_checkpoint: str | None = None
+    checkpoint_steps: int = 1000
+    keep_checkpoints: int = 5
+    log_every: int = 100
+    eval_every_steps: int | None = None
+    eval_every_minutes: float | None = None
+    seed: int | None = None
+    distortions: str | None = "fast"
+    min_crop_area: float | None = None
+    jit_compile: str = "auto"
+    no_ema: bool = False
+
+    def recipe(self, model: str | None = None) -> recipes.Recipe:
+        """The recipe of `model` (default: this run's) with this run's overrides."""
+        return recipes.recipe(
+            model or self.model, warmup_epochs=self.warmup_epochs,
+            epochs_per_decay=self.epochs_per_decay, decay_factor=self.decay_factor,
+            label_smoothing=self.label_smoothing, aux_loss_weight=self.aux_loss_weight,
+            weight_decay=self.weight_decay, bn_momentum=self.bn_momentum,
+            ema_decay=self.ema_decay, optimizer=self.optimizer, min_crop_area=self.min_crop_area)
+
+
+def image_size(config: TrainConfig, info: data.DatasetInfo, rec: recipes.Recipe) -> int:
+    """--image-size, else the images' own size for small images (raised to the network's
+    minimum), else the recipe's."""
+    if config.image_size:
+        return config.image_size
+    if info.preprocessing == "small":
+        return max(info.image_size, rec.min_image_size)
+    return rec.image_size
+
+
+@functools.cache
+def make_strategy(num_gpus: int | None, num_towers: int | None):
+    """MirroredStrategy over GPUs, or over N logical CPU devices, or the default strategy.
+    One per process and device set: two MirroredStrategy objects in one process number their
+    collective ops alike, and the second model's all-reduce then fails with a shape mismatch."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus and num_gpus != 0:
+        use = gpus[: num_gpus or len(gpus)]
+        return tf.distribute.MirroredStrategy([f"/gpu:{i}" for i in range(len(use))])
+    if num_towers and num_towers > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        try:
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration()] * num_towers)
+        except RuntimeError:  # already set up in this process (tests call train() repeatedly)
+            if len(tf.config.list_logical_devices("CPU")) < num_towers:
+                raise TrainingError(f"this process already split the CPU into fewer than "
+                                    f"{num_towers} devices; run --num-towers in a new process")
+        return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(num_towers)])
+    return tf.distribute.get_strategy()
+
+
+def _jit(choice: str) -> bool:
+    if choice == "auto":  # on a CPU, compiling takes longer than short runs gain
+        return bool(tf.config.list_physical_devices("GPU"))
+    return choice == "on"
+
+
+def compile_model(model: keras.Model, rec: recipes.Recipe, *, learning_rate: float,
+                  steps_per_epoch: int, jit: str = "auto") -> None:
+    """Optimizer, learning-rate schedule, smoothed cross-entropy per output (the auxiliary
+    one weighted), and Keras' metrics on the main logits: top-1, top-5 and the cross-entropy
+    without the L2 term."""
+    optimizer = optimizers.make(rec.optimizer, recipes.schedule(rec, learning_rate,
+                                                                steps_per_epoch), rec.ema_decay)
+    loss = keras.losses.CategoricalCrossentropy(from_logits=True,
+                                                label_smoothing=rec.label_smoothing)
+    metrics = [keras.metrics.CategoricalAccuracy(name="top1"),
+               keras.metrics.TopKCategoricalAccuracy(5, name="top5"),
+               keras.metrics.CategoricalCrossentropy(from_logits=True, name="xent",
+                                                     label_smoothing=rec.label_smoothing)]
+    if len(model.outputs) == 1:
+        model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=_jit(jit))
+        return
+    model.compile(optimizer=optimizer, loss={n: loss for n in model.output_names},
+                  loss_weights={models.LOGITS: 1.0, models.AUX_LOGITS: rec.aux_loss_weight},
+                  metrics={models.LOGITS: metrics}, jit_compile=_jit(jit))
+
+
+def _new_model(config: TrainConfig, info, steps_per_epoch: int):
+    """A fresh model, or with --fine-tune the checkpoint's network (its name says which) with
+    new logits layers; compiled. Returns (model, recipe, fresh layer names, peak rate)."""
+    name, source, fresh = config.model, None, []
+    if config.fine_tune:
+        if not config.pretrained_checkpoint:
+            raise TrainingError("--fine-tune needs --pretrained-checkpoint PATH")
+        source = checkpoints.load(config.pretrained_checkpoint, None, fine_tune=True)
+        name = source.name
+    rec = config.recipe(name)
+    model = models.build(name, info.num_classes, image_size(config, info, rec), rec)
+    if source is not None:
+        fresh = checkpoints.transfer_weights(source, model)
+    peak = config.learning_rate or recipes.scaled_learning_rate(rec, config.batch_size)
+    compile_model(model, rec, learning_rate=peak, steps_per_epoch=steps_per_epoch,
+                  jit=config.jit_compile)
+    return model, rec, fresh, peak
+
+
+def train(config: TrainConfig) -> keras.Model:
+    strategy = make_strategy(config.num_gpus, config.num_towers)  # before any TF op
+    info = data.load(config.data_dir)
+    steps_per_epoch = max(1, math.ceil(info.train_examples / config.batch_size))
+    tf.io.gfile.makedirs(config.train_dir)
+    with strategy.scope():
+        existing = checkpoints.listing(config.train_dir)
+        if existing:
+            model = checkpoints.load(existing[-1][1], info.num_classes)
+            print(f"resuming {model.name} from {existing[-1][1]} at step {existing[-1][0]}")
+        else:
+            model, rec, fresh, peak = _new_model(config, info, steps_per_epoch)
+            if fresh:
+                print(f"fine-tuning from {config.pretrained_checkpoint}; new layers: {fresh}")
+            print(f"{model.name}: {info.preprocessing} preprocessing at {model.input_shape[1]} px, "
+                  f"{rec.optimizer} peak learning rate {peak:.5g} (warm-up "
+                  f"{rec.warmup_epochs:g} epochs), batch-norm momentum {rec.bn_momentum}, "
+                  f"weight EMA {rec.ema_decay}, crops of >= {rec.min_crop_area:g} of the image")
+    step = int(model.optimizer.iterations.numpy())
+    if step >= config.max_steps:
+        print(f"already at step {step} >= --max-steps {config.max_steps}; nothing to do")
+        return model
+    size, rec = model.input_shape[1], config.recipe(model.name)
+    print(f"{strategy.num_replicas_in_sync} tower(s), global batch {config.batch_size}, "
+          f"{info.num_classes} classes (background included), {info.train_examples} training "
+          f"examples, {steps_per_epoch} steps/epoch", flush=True)
+    train_data = data.datasets(info, strategy, training=True, global_batch=config.batch_size,
+                               image_size=size, outputs=len(model.outputs), seed=config.seed,
+                               distortions=config.distortions, min_crop_area=rec.min_crop_area)
+    callbacks = _callbacks(config, info, strategy, model, rec, first_run=step == 0)
+    model.fit(train_data, epochs=1, steps_per_epoch=config.max_steps - step,
+              callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 0)
+    return model
+
+
+def _callbacks(config: TrainConfig, info, strategy, model, rec, *, first_run: bool) -> list:
+    """NaN guard, progress, periodic evaluation, time budget, checkpoints, input preview."""
+    size, outputs = model.input_shape[1], len(model.outputs)
+    logbook = cb.Logbook(os.path.join(config.train_dir, "logs"))
+    callbacks = [cb.NanGuard(), cb.Progress(config.batch_size, config.log_every, logbook)]
+    if info.validation_examples and (config.eval_every_steps or config.eval_every_minutes):
+        callbacks.append(cb.PeriodicEvaluation(
+            data.datasets(info, strategy, training=False, global_batch=config.batch_size,
+                          image_size=size, outputs=outputs),
+            every_steps=config.eval_every_steps, every_minutes=config.eval_every_minutes,
+            align=config.log_every, logbook=logbook))
+    if config.max_minutes:
+        callbacks.append(cb.WallClockBudget(config.max_minutes))
+    callbacks.append(checkpoints.KeepCheckpoints(config.train_dir, config.checkpoint_steps,
+                                                 config.keep_checkpoints))
+    if first_run:
+        preview = data.datasets(info, tf.distribute.get_strategy(), training=True,
+                                global_batch=8, image_size=size, outputs=outputs,
+                                seed=config.seed, distortions=config.distortions,
+                                min_crop_area=rec.min_crop_area)
+        callbacks.append(cb.InputPreview(preview, logbook))
+    return callbacks
+
+
+def evaluate(config: TrainConfig, checkpoint: str | None = None) -> dict:
+    """precision@1 and recall@5 over every validation example (the original's metrics), with
+    the moving-average weights unless `no_ema`."""
+    info = data.load(config.data_dir)
+    checkpoint = checkpoint or checkpoints.latest(config.train_dir)
+    model = checkpoints.load(checkpoint, info.num_classes)
+    averaged = not config.no_ema and checkpoints.use_moving_averages(model)
+    dataset = data.datasets(info, tf.distribute.get_strategy(), training=False,
+                            global_batch=config.batch_size, image_size=model.input_shape[1],
+                            outputs=len(model.outputs))
+    result = model.evaluate(dataset, verbose=0, return_dict=True)
+    examples = info.validation_examples
+    out = {"precision@1": cb.metric(result, "top1"), "recall@5": cb.metric(result, "top5"),
+           "examples": examples, "checkpoint": checkpoint, "moving_averages": averaged}
+    print(f"precision @ 1 = {out['precision@1']:.4f} recall @ 5 = {out['recall@5']:.4f} "
+          f"[{examples} examples] ({model.name}, {os.path.basename(checkpoint)}"
+          f"{', moving-average weights' if averaged else ''})", flush=True)
+    return out
+
+
+def watch(config: TrainConfig, interval_secs: float) -> None:
+    """Evaluates each new checkpoint as it appears, until one at max_steps is evaluated."""
+    seen = set()
+    while True:
+        for step, path in checkpoints.listing(config.train_dir):
+            if path not in seen:
+                seen.add(path)
+                evaluate(config, path)
+                if step >= config.max_steps:
+                    return
+        time.sleep(interval_secs)
+
+
+def benchmark(config: TrainConfig, steps: int) -> dict:
+    """Training images/s with the real input pipeline and with synthetic input, side by side."""
+    strategy = make_strategy(config.num_gpus, config.num_towers)  # before any TF op
+    info = data.load(config.data_dir)
+    with strategy.scope():
+        model, rec, _, _ = _new_model(config, info, steps_per_epoch=1000)
+    size = model.input_shape[1]
+    outputs, batch = len(model.outputs), config.batch_size // strategy.num_replicas_in_sync
+
+    def synthetic(context):
+        images = tf.random.uniform([batch, size, size, 3], -1, 1)
+        labels = tf.random.uniform([batch], 1, info.num_classes, dtype=tf.int32)
+        targets = data.one_hot_targets(labels, info.num_classes, outputs)
+        return tf.data.Dataset.from_tensors((images, targets)).repeat()
+
+    rates = {}
+    real = data.datasets(info, strategy, training=True, global_batch=config.batch_size,
+                         image_size=size, outputs=outputs, seed=config.seed,
+                         distortions=config.distortions, min_crop_area=rec.min_crop_area)
+    for name, dataset in (("real input", real),
+                          ("synthetic input", strategy.distribute_datasets_from_function(synthetic))):
+        model.fit(dataset, epochs=1, steps_per_epoch=2, verbose=0)  # warm up, trace
+        start = time.perf_counter()
+        model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
+        rates[name] = steps * config.batch_size / (time.perf_counter() - start)
+        print(f"{name:16s} {rates[name]:8.1f} images/s", flush=True)
+    bound = "input pipeline" if rates["real input"] < 0.9 * rates["synthetic input"] else "model"
+    print(f"real / synthetic = {rates['real input'] / rates['synthetic input']:.2f}: the "
+          f"{bound} is the bottleneck on this machine")
+    return rates
