@@ -36,6 +36,11 @@ DISTORTIONS = ("fast", "inception", None)
 
 
 
+def _decode_any(encoded):
+    """Any image format TF decodes -> uint8 [h, w, 3] (first frame only)."""
+    return tf.io.decode_image(encoded, channels=3, expand_animations=False)
+
+
 def _seeds(seed, count: int):
     return tf.unstack(tf.random.experimental.stateless_split(seed, count))
 
@@ -46,7 +51,7 @@ def _decode_crop(encoded, window):
         return tf.image.decode_and_crop_jpeg(encoded, window, channels=3)
 
     def other():
-        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+        image = _decode_any(encoded)
         return tf.image.crop_to_bounding_box(image, window[0], window[1], window[2], window[3])
 
     return tf.cond(tf.io.is_jpeg(encoded), jpeg, other)
@@ -57,7 +62,7 @@ def image_shape(encoded):
     return tf.cond(
         tf.io.is_jpeg(encoded),
         lambda: tf.image.extract_jpeg_shape(encoded)[:2],
-        lambda: tf.shape(tf.io.decode_image(encoded, channels=3, expand_animations=False))[:2])
+        lambda: tf.shape(_decode_any(encoded))[:2])
 
 
 def distorted_crop_window(shape, boxes, seed, *, min_object_covered=0.1,
@@ -260,10 +265,6 @@ def preprocess_eval(encoded, *, image_size=299):
 # ---------------------------------------------------------------- small images (MNIST, CIFAR)
 
 SMALL_PAD = 4  # pixels of zero padding on each side before the random crop (He et al. 2015)
-
-
-def _decode_any(encoded):
-    return tf.io.decode_image(encoded, channels=3, expand_animations=False)
 
 
 def _to_size(image, image_size: int):

@@ -150,7 +150,8 @@ def input_fn(file_pattern: str | Sequence[str], is_training: bool, batch_size: i
 
     def prepare(position, record_and_file):
         example_seed = tf.stack([tf.constant(run_seed, tf.int64), position])
-        fields = decode_record(*record_and_file, num_classes=num_classes, boxes=is_training,
+        fields = decode_record(*record_and_file, num_classes=num_classes,
+                               boxes=is_training and preprocessing == "inception",
                                metadata=with_metadata)
         image = _preprocess(fields, example_seed, is_training, image_size, distortions,
                             preprocessing, flip, min_crop_area)

@@ -20,7 +20,8 @@ class TrainingError(RuntimeError):
     """A problem the user must fix; the message says what."""
 
 
-def _step(model) -> int:
+def step_of(model) -> int:
+    """The optimizer's step: what checkpoints, progress and evaluation are keyed by."""
     return int(model.optimizer.iterations.numpy())
 
 
@@ -39,7 +40,7 @@ class NanGuard(keras.callbacks.Callback):
         loss = float((logs or {}).get("loss", 0.0))
         if not math.isfinite(loss):
             raise TrainingError(
-                f"loss is {loss} at step {_step(self.model)}; lower the learning rate "
+                f"loss is {loss} at step {step_of(self.model)}; lower the learning rate "
                 f"(--initial-learning-rate) or check the data (inception-data inspect --verify)")
 
 
@@ -55,10 +56,10 @@ class Progress(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.began = time.perf_counter()
-        self.mark = (self.began, _step(self.model))
+        self.mark = (self.began, step_of(self.model))
 
     def on_train_batch_end(self, batch, logs=None):
-        step = _step(self.model)
+        step = step_of(self.model)
         if step % self.every:
             return
         now, (then, first) = time.perf_counter(), self.mark
@@ -133,15 +134,15 @@ class PeriodicEvaluation(keras.callbacks.Callback):
         return bool(self.every_minutes) and time.perf_counter() - self.last >= 60 * self.every_minutes
 
     def on_train_batch_end(self, batch, logs=None):
-        if self._due(_step(self.model)):
+        if self._due(step_of(self.model)):
             self.run()
 
     def on_train_end(self, logs=None):
-        if _step(self.model) != self.done_at:
+        if step_of(self.model) != self.done_at:
             self.run()
 
     def run(self) -> dict:
-        step = _step(self.model)
+        step = step_of(self.model)
         swap = keras.callbacks.SwapEMAWeights() if self.model.optimizer.use_ema else None
         result = self.model.evaluate(self.dataset, verbose=0, return_dict=True,
                                      callbacks=[swap] if swap else None)
@@ -169,7 +170,7 @@ class WallClockBudget(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if time.perf_counter() - self.began >= 60 * self.minutes:
             print(f"stopping after the --max-minutes budget ({self.minutes:g} min) at step "
-                  f"{_step(self.model)}", flush=True)
+                  f"{step_of(self.model)}", flush=True)
             self.model.stop_training = True
 
 
@@ -182,4 +183,4 @@ class InputPreview(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         images, _ = next(iter(self.dataset))
-        self.logbook.images("training inputs", images, _step(self.model))
+        self.logbook.images("training inputs", images, step_of(self.model))

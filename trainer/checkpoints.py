@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from trainer import optimizers as _registered  # noqa: F401  (custom optimizers for loading)
 from trainer import recipes as _schedules  # noqa: F401  (the learning-rate schedule class)
-from trainer.callbacks import TrainingError
+from trainer.callbacks import TrainingError, step_of
 from trainer.models import AUX_LOGITS, LOGITS
 
 _NAME = re.compile(r"ckpt-(\d+)\.keras$")
@@ -49,7 +49,7 @@ class KeepCheckpoints(keras.callbacks.Callback):
         self.train_dir, self.every, self.keep = train_dir, every, keep
 
     def save(self):
-        step = int(self.model.optimizer.iterations.numpy())
+        step = step_of(self.model)
         final = os.path.join(self.train_dir, f"ckpt-{step:06d}.keras")
         tmp = os.path.join(self.train_dir, f".tmp-ckpt-{step:06d}.keras")
         self.model.save(tmp)
@@ -58,13 +58,13 @@ class KeepCheckpoints(keras.callbacks.Callback):
             tf.io.gfile.remove(old)
 
     def on_train_batch_end(self, batch, logs=None):
-        if int(self.model.optimizer.iterations.numpy()) % self.every == 0:
+        if step_of(self.model) % self.every == 0:
             self.save()
 
     def on_epoch_end(self, epoch, logs=None):
         # Not on_train_end: fit() swaps the moving averages into the weights before that, and
         # a checkpoint must keep both (raw weights to resume, averages to evaluate).
-        step = int(self.model.optimizer.iterations.numpy())
+        step = step_of(self.model)
         found = listing(self.train_dir)
         if not found or found[-1][0] != step:
             self.save()
@@ -92,13 +92,3 @@ def transfer_weights(source: keras.Model, target: keras.Model) -> list[str]:
             continue
         layer.set_weights(source.get_layer(layer.name).get_weights())
     return fresh
-
-
-def use_moving_averages(model) -> bool:
-    """Swaps the optimizer's moving averages into the weights (what evaluation and export
-    use). Returns False when the model was trained without them."""
-    optimizer = getattr(model, "optimizer", None)
-    if optimizer is None or not getattr(optimizer, "use_ema", False):
-        return False
-    optimizer.finalize_variable_values(model.trainable_variables)
-    return True

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 import inception_data
 from inception_data import labels as labels_lib
-from inception_data import schema
+from inception_data import reader, schema
 
 SMALL_IMAGES = 64  # images no larger than this on both sides get the "small" preset
 DIGITS = tuple(str(d) for d in range(10))
@@ -70,9 +70,10 @@ def load(data_dir: str) -> DatasetInfo:
 
 
 def _probe_size(pattern: str) -> int:
-    files = sorted(tf.io.gfile.glob(pattern))
-    if not files:
-        raise DataError(f"{pattern} does not match any files; build the training split first")
+    try:
+        files = reader.list_files(pattern)
+    except FileNotFoundError as err:
+        raise DataError(f"{err}; build the training split first") from None
     spec = {key: schema.parse_spec()[key] for key in (schema.HEIGHT, schema.WIDTH)}
     for record in tf.data.TFRecordDataset(files[:1]).take(1):
         fields = tf.io.parse_single_example(record, spec)

@@ -164,7 +164,7 @@ def train(config: TrainConfig) -> keras.Model:
                   f"{rec.optimizer} peak learning rate {peak:.5g} (warm-up "
                   f"{rec.warmup_epochs:g} epochs), batch-norm momentum {rec.bn_momentum}, "
                   f"weight EMA {rec.ema_decay}, crops of >= {rec.min_crop_area:g} of the image")
-    step = int(model.optimizer.iterations.numpy())
+    step = cb.step_of(model)
     if step >= config.max_steps:
         print(f"already at step {step} >= --max-steps {config.max_steps}; nothing to do")
         return model
@@ -211,11 +211,12 @@ def evaluate(config: TrainConfig, checkpoint: str | None = None) -> dict:
     info = data.load(config.data_dir)
     checkpoint = checkpoint or checkpoints.latest(config.train_dir)
     model = checkpoints.load(checkpoint, info.num_classes)
-    averaged = not config.no_ema and checkpoints.use_moving_averages(model)
+    averaged = not config.no_ema and model.optimizer.use_ema
     dataset = data.datasets(info, tf.distribute.get_strategy(), training=False,
                             global_batch=config.batch_size, image_size=model.input_shape[1],
                             outputs=len(model.outputs))
-    result = model.evaluate(dataset, verbose=0, return_dict=True)
+    result = model.evaluate(dataset, verbose=0, return_dict=True,
+                            callbacks=[keras.callbacks.SwapEMAWeights()] if averaged else None)
     examples = info.validation_examples
     out = {"precision@1": cb.metric(result, "top1"), "recall@5": cb.metric(result, "top5"),
            "examples": examples, "checkpoint": checkpoint, "moving_averages": averaged}
