@@ -16,7 +16,7 @@ import tensorflow as tf
 
 import inception_data
 from inception_data import labels as labels_lib
-from inception_data import reader, schema
+from inception_data import schema
 
 SMALL_IMAGES = 64  # images no larger than this on both sides get the "small" preset
 DIGITS = tuple(str(d) for d in range(10))
@@ -70,6 +70,10 @@ def load(data_dir: str) -> DatasetInfo:
 
 
 def _probe_size(pattern: str) -> int:
+    # Imported here, not at the top: importing the reader builds TF constants, which fixes the
+    # devices before make_strategy can split the CPU into towers.
+    from inception_data import reader
+
     try:
         files = reader.list_files(pattern)
     except FileNotFoundError as err:
