@@ -7,7 +7,8 @@ Out: a `ShardReport` per shard and a list of problems; nothing is written.
 from __future__ import annotations
 
 import dataclasses
-from inception_data import schema
+
+from inception_data import schema, tfrecord
 
 
 @dataclasses.dataclass
@@ -40,24 +41,30 @@ def check_record(fields: dict) -> list[str]:
 
 
 def inspect_shard(path: str, *, verify: bool = False, samples: int = 0) -> ShardReport:
+    """Reads one shard (checking both CRCs of every record) into a ShardReport."""
     import tensorflow as tf
 
     report = ShardReport(path)
     try:
-        for serialized in tf.data.TFRecordDataset(path).as_numpy_iterator():
-            report.records += 1
-            try:
-                fields = schema.from_example(serialized)
-            except ValueError as err:
-                report.problems.append(f"record {report.records}: {err}")
-                continue
-            key = (fields[schema.LABEL], fields.get(schema.TEXT, b"").decode(errors="replace"))
-            report.per_class[key] = report.per_class.get(key, 0) + 1
-            if len(report.samples) < samples:
-                report.samples.append({k: v for k, v in fields.items() if k != schema.ENCODED})
-            if verify:
-                report.problems += check_record(fields)
-    except tf.errors.OpError as err:
+        with tf.io.gfile.GFile(path, "rb") as handle:
+            for serialized in tfrecord.read_records(handle, path):
+                report.records += 1
+                _inspect_record(serialized, report, verify, samples)
+    except (tfrecord.CorruptRecord, tf.errors.OpError) as err:
         report.problems.append(f"unreadable after {report.records} records: "
                                f"{str(err).splitlines()[0]}")
     return report
+
+
+def _inspect_record(serialized: bytes, report: ShardReport, verify: bool, samples: int) -> None:
+    try:
+        fields = schema.from_example(serialized)
+    except ValueError as err:
+        report.problems.append(f"record {report.records}: {err}")
+        return
+    key = (fields[schema.LABEL], fields.get(schema.TEXT, b"").decode(errors="replace"))
+    report.per_class[key] = report.per_class.get(key, 0) + 1
+    if len(report.samples) < samples:
+        report.samples.append({k: v for k, v in fields.items() if k != schema.ENCODED})
+    if verify:
+        report.problems += check_record(fields)
