@@ -108,3 +108,56 @@ def reconcile(label_map: LabelMap, directories: Sequence[str]) -> Reconciled:
 def packaged_file(name: str) -> str:
     """Text of a label file shipped in the package (see labels/)."""
     return importlib.resources.files("inception_data.label_files").joinpath(name).read_text()
+
+
+def read_text(path: str) -> str:
+    """The text of a labels file, local or gs:// (through Beam's FileSystems); a BOM is
+    dropped."""
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(path) as handle:
+        return handle.read().decode("utf-8-sig")
+
+
+def load_labels(path: str | None, packaged: str = SYNSETS_FILE) -> LabelMap:
+    """The label map in `path`, or in the packaged file `packaged` when `path` is None."""
+    return parse_labels(read_text(path) if path else packaged_file(packaged), path or packaged)
+
+
+def parse_metadata(text: str, source: str = METADATA_FILE) -> dict[str, str]:
+    """`synset<TAB>human text` lines -> {synset: text}."""
+    out = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            synset, _, human = line.partition("\t")
+            if not human:
+                raise LabelError(f"{source}: line {number} {line!r} is not 'synset<TAB>text'")
+            out[synset.strip()] = human.strip()
+    return out
+
+
+def load_metadata(path: str | None) -> dict[str, str]:
+    """{synset: human text} from `path`, or from the packaged imagenet_metadata.txt."""
+    return parse_metadata(read_text(path) if path else packaged_file(METADATA_FILE),
+                          path or METADATA_FILE)
+
+
+def parse_validation_labels(text: str, source: str = VALIDATION_FILE) -> list[str]:
+    """Validation labels text -> synsets, where line i is the synset of validation image i.
+    A blank line before the last label is an error: it would shift every later image."""
+    lines = [line.strip() for line in text.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    for number, synset in enumerate(lines, start=1):
+        if not synset or " " in synset or "\t" in synset:
+            raise LabelError(f"{source}: line {number} {synset!r} is not one synset; line i "
+                             f"must name the synset of validation image i")
+    if not lines:
+        raise LabelError(f"{source} holds no labels")
+    return lines
+
+
+def load_validation_labels(path: str | None) -> list[str]:
+    """Synsets of the validation images, from `path` or the packaged ILSVRC-2012 file."""
+    return parse_validation_labels(read_text(path) if path else packaged_file(VALIDATION_FILE),
+                                   path or VALIDATION_FILE)
