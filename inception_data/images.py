@@ -122,7 +122,7 @@ def _encode_jpeg(image: Image.Image) -> bytes:
     return out.getvalue()
 
 
-def _keep_reason(image: Image.Image, orientation: int, exif: str) -> str | None:
+def _reencode_reason(image: Image.Image, orientation: int, exif: str) -> str | None:
     """Why a JPEG must be re-encoded, or None when its bytes can be kept."""
     if image.mode not in _KEEP_JPEG_MODES:
         return f"{image.mode} JPEG"
@@ -157,7 +157,7 @@ def normalise(data: bytes, *, verify: str = "fast", exif: str = "apply") -> Norm
                                         f"the frame you want as JPEG or PNG")
     if fmt == "JPEG":
         orientation = _orientation(image)
-        reason = _keep_reason(image, orientation, exif)
+        reason = _reencode_reason(image, orientation, exif)
         if reason is None:
             width, height = image.size  # from the header; draft mode below shrinks .size
             if verify == "decode" or not _ends_with_eoi(data):

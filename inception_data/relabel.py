@@ -71,10 +71,12 @@ def plan(root: str, synsets: Sequence[str]) -> Plan:
     return result
 
 
-def _transfer(source: str, destination: str, mode: str, moved_already: bool) -> None:
+def _transfer(source: str, destination: str, mode: str, misplaced: bool) -> None:
+    """Puts `source` at `destination`. A file in a wrong synset folder (`misplaced`) is moved
+    whatever the mode: a copy or link would leave a wrongly labelled image behind."""
     if FileSystems.exists(destination):
         raise FileExistsError(f"{destination} exists; refusing to overwrite it with {source}")
-    if mode == "move" or moved_already:
+    if mode == "move" or misplaced:
         FileSystems.rename([source], [destination])
     elif mode == "copy":
         tmp = destination + ".partial"
@@ -96,6 +98,6 @@ def apply(actions, mode: str, root: str) -> int:
         if not FileSystems.exists(folder):
             FileSystems.mkdirs(folder)
         misplaced = source[len(root.rstrip("/")) + 1:].count("/") == 1
-        _transfer(source, destination, mode, moved_already=misplaced)
+        _transfer(source, destination, mode, misplaced)
         done += 1
     return done
