@@ -1,5 +1,8 @@
-import tensorflow as tf
+import hashlib
+import re
+
 import pytest
+import tensorflow as tf
 
 from inception_data import schema
 from tests import fabricate
@@ -44,7 +47,16 @@ def test_imagenet_fields_and_boxes():
 
 
 def test_serialization_is_deterministic():
-    assert schema.to_example(_record()) == schema.to_example(_record())
+    # Map entries must be written in key order: protobuf's default order follows the map's
+    # hashing, which may differ between processes and protobuf versions, and then "same input,
+    # same bytes" would not hold. Checked on the wire and against a recorded digest.
+    record = schema.ImageRecord(b"\xff\xd8 not really a jpeg", 24, 32, 3, "dogs", "a.jpg",
+                                synset="n01440764", boxes=((0.1, 0.2, 0.5, 0.6),))
+    serialized = schema.to_example(record)
+    keys = [key.decode() for key in re.findall(rb"image/[a-z/_]+", serialized)]
+    assert len(keys) == 15 and keys == sorted(keys)
+    assert hashlib.sha256(serialized).hexdigest() == (
+        "cbb8f0913a87784ceef1293cd5d6ba6d7acbfc40c63eb40b9a30fa345fa5c130")
 
 
 def test_missing_required_key_is_named():

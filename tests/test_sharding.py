@@ -1,4 +1,7 @@
 import collections
+import os
+import subprocess
+import sys
 
 from inception_data import sharding
 
@@ -43,11 +46,20 @@ def test_deterministic_and_seeded():
     assert sorted(_assign_all(reversed_classes, 3, 1)) == sorted(_assign_all(classes, 3, 1))
 
 
+KEYS = {(0, "cats/a.jpg"): 16553633129022826381,
+        (7, "n01440764/n01440764_96.JPEG"): 4239381822525154494}
+
+
 def test_path_key_is_stable_across_processes():
-    # A fixed value: Python's hash() would change with PYTHONHASHSEED, blake2b does not.
-    assert sharding.path_key(0, "cats/a.jpg") == sharding.path_key(0, "cats/a.jpg")
-    assert sharding.path_key(0, "cats/a.jpg") == int.from_bytes(
-        __import__("hashlib").blake2b(b"0\x00cats/a.jpg", digest_size=8).digest(), "big")
+    # Recorded values, here and in processes with other hash seeds: keys decide every shard's
+    # contents, so a key that changed (Python's hash(), another digest) would change outputs.
+    assert {args: sharding.path_key(*args) for args in KEYS} == KEYS
+    code = ("from inception_data import sharding; "
+            f"print([sharding.path_key(*args) for args in {list(KEYS)!r}])")
+    for hash_seed in ("1", "2"):
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                check=True, env=dict(os.environ, PYTHONHASHSEED=hash_seed))
+        assert result.stdout.strip() == str(list(KEYS.values()))
 
 
 def test_auto_shards_and_names():
