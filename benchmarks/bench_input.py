@@ -31,7 +31,7 @@ def build_shards(workdir: pathlib.Path) -> str:
         target.parent.mkdir(parents=True, exist_ok=True)
         os.symlink(sample, target)
     out = workdir / "out"
-    subprocess.run([sys.executable, "-m", "inception_data.cli", "build", "--no-progress",
+    subprocess.run([sys.executable, "-m", "inception_data_cli", "build", "--no-progress",
                     "--train-dir", str(tree), "--output-dir", str(out), "--shards", "8"],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return str(out / "train-*")

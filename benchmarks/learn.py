@@ -39,7 +39,7 @@ DEFAULTS = {
 
 
 def build(out: pathlib.Path) -> None:
-    subprocess.run([sys.executable, "-m", "inception_data.cli", "build", "--no-progress",
+    subprocess.run([sys.executable, "-m", "inception_data_cli", "build", "--no-progress",
                     "--train-dir", str(DATA / "train"), "--validation-dir",
                     str(DATA / "validation"), "--labels-file", str(DATA / "labels.txt"),
                     "--output-dir", str(out), "--overwrite"], check=True, cwd=ROOT)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import xml.etree.ElementTree as ElementTree
-from typing import Container, Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 CSV_DECIMALS = 4
 
@@ -133,13 +133,10 @@ def parse_csv_line(line: str, where: str = "boxes CSV") -> tuple[str, tuple[floa
     return parts[0], coords
 
 
-def group_csv(lines: Iterable[str], names: Container[str] | None = None,
-              where: str = "boxes CSV") -> dict[str, list[tuple[float, ...]]]:
-    """Image file name -> its boxes, from CSV lines (blank lines skipped); with `names`, only
-    the boxes of those images (other lines are not parsed)."""
-    out: dict[str, list] = {}
+def read_csv(lines: Iterable[str], where: str = "boxes CSV"
+             ) -> Iterator[tuple[str, tuple[float, ...]]]:
+    """(image file name, (xmin, ymin, xmax, ymax)) per CSV line, blank lines skipped; a bad line
+    raises ValueError naming `where` and its line number."""
     for number, line in enumerate(lines, start=1):
-        if line.strip() and (names is None or line.split(",", 1)[0] in names):
-            name, coords = parse_csv_line(line, f"{where} line {number}")
-            out.setdefault(name, []).append(coords)
-    return out
+        if line.strip():
+            yield parse_csv_line(line, f"{where} line {number}")

@@ -18,7 +18,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from inception_data import boxes
-from pipelines import launch, transforms
+from pipelines import launch, outputs
 
 REPORT = "report"
 _SYNSET = re.compile(r"^n\d{8}$")
@@ -46,13 +46,13 @@ def _parse_file(readable, synsets):
 
 
 def _write_csv(rows, path):
-    transforms.write_text(path, "".join(row + "\n" for _, _, row in sorted(rows)))
+    outputs.write_text(path, "".join(row + "\n" for _, _, row in sorted(rows)))
     return len(rows)
 
 
 def _write_report(entries, path):
     rows = sorted(entries, key=lambda e: (e["path"], e["reason"]))
-    transforms.write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    outputs.write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
     return len(rows)
 
 
@@ -80,8 +80,10 @@ def report_path(output: str) -> str:
 def run(annotations_dir: str, output: str, synsets: Sequence[str] | None = None,
         beam_args: Sequence[str] = (), workers: int | None = None) -> dict:
     """Runs the pipeline; returns counts of XML files, boxes written, dropped, unreadable."""
-    runner, options = launch.pipeline_options(beam_args, workers)
-    pipeline = beam.Pipeline(runner=runner, options=options)
+    plan = launch.plan(beam_args)
+    if plan.is_local:
+        plan = plan.with_workers(workers)
+    pipeline = beam.Pipeline(runner=plan.runner(), options=plan.options)
     build(pipeline, annotations_dir, output, synsets)
     result = pipeline.run()
     result.wait_until_finish()

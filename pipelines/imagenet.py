@@ -14,36 +14,17 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import logging
 import tarfile
 from typing import Mapping, Sequence
 
-import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from inception_data import labels as labels_lib
 from inception_data import relabel, schema
-from pipelines import image_folder, transforms
+from pipelines import conversion, image_folder, launch, listing, shard_writer
 
-
-@dataclasses.dataclass(frozen=True)
-class FlatSource:
-    """A flat validation folder (`archive` False) or tar (`archive` True)."""
-
-    split: str
-    root: str
-    archive: bool
-
-
-@dataclasses.dataclass(frozen=True)
-class InnerTar:
-    """One per-synset tar inside the training tar. label None: synset not in the synsets file."""
-
-    split: str
-    root: str  # the outer tar
-    name: str  # the synset
-    label: int | None
-    offset: int
-    size: int
+log = logging.getLogger(__name__)
 
 
 class _Window(io.RawIOBase):
@@ -90,64 +71,95 @@ def tar_members(path: str, offset: int = 0, size: int | None = None):
                     yield member.name, offset + member.offset_data, member.size
 
 
-def _flat_entries(source: FlatSource):
-    if source.archive:
-        for name, offset, size in tar_members(source.root):
-            yield name.rsplit("/", 1)[-1], f"{source.root}#{name}", (name, offset, size)
-    else:
-        pattern = FileSystems.join(source.root, "*")
-        for meta in sorted(FileSystems.match([pattern])[0].metadata_list, key=lambda m: m.path):
-            name = meta.path.rsplit("/", 1)[-1]
-            yield name, meta.path, (name, -1, -1)
+@dataclasses.dataclass(frozen=True)
+class InnerTar:
+    """One per-synset tar inside the training tar, indexed on a worker."""
 
+    split: str
+    root: str  # the outer tar
+    name: str  # the synset
+    offset: int
+    size: int
 
-def list_source(source, synset_of_image: Mapping[str, str], label_of: Mapping[str, int]):
-    """Like transforms.list_class, for flat validation folders/tars and per-synset tars."""
-    if isinstance(source, transforms.ClassDir):
-        yield from transforms.list_class(source)
-        return
-    if isinstance(source, InnerTar):
-        members = list(tar_members(source.root, source.offset, source.size))
-        yield beam.pvalue.TaggedOutput(transforms.FOUND, (source.split, len(members)))
-        if source.label is None:
+    def events(self, context: conversion.ListContext, warn):
+        members = list(tar_members(self.root, self.offset, self.size))
+        yield listing.Found(self.split, len(members), self.size)
+        label = context.label_of.get(self.name)
+        if label is None:
             for name, _, _ in members:
-                yield beam.pvalue.TaggedOutput(transforms.REJECTS, transforms.reject(
-                    source.split, f"{source.root}#{source.name}.tar/{name}", "unlisted directory",
-                    f"synset {source.name!r} is not in the synsets file"))
+                yield listing.reject(
+                    self.split, f"{self.root}#{self.name}.tar/{name}", "unlisted directory",
+                    f"synset {self.name!r} is not in the synsets file")
             return
-        yield source.split, source.label, [(f"{source.name}/{name.rsplit('/', 1)[-1]}", o, s)
-                                           for name, o, s in members]
-        return
-    per_label: dict[int, list] = {}
-    found = 0
-    for name, where, entry in _flat_entries(source):
-        found += 1
-        synset = synset_of_image.get(name)
-        if transforms.is_hidden(name):
-            yield transforms.hidden_reject(source.split, where)
-        elif synset is None or synset not in label_of:
-            yield beam.pvalue.TaggedOutput(transforms.REJECTS, transforms.reject(
-                source.split, where, "not in validation labels",
-                f"{name} is not in the validation labels file (or its synset is not in the "
-                f"synsets file); name validation images ILSVRC2012_val_%08d.JPEG"))
+        yield listing.ClassFiles(self.split, label, context.keying.items(
+            label, [(f"{self.name}/{name.rsplit('/', 1)[-1]}", offset, size)
+                    for name, offset, size in members]))
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidationSource:
+    """The validation images: a tar (`archive`), or a folder, flat (labelled by the validation
+    labels file) or of synset sub-folders, detected from what it holds in the same listing."""
+
+    split: str
+    root: str
+    archive: bool = False
+
+    def events(self, context: conversion.ListContext, warn):
+        if self.archive:
+            members = list(tar_members(self.root))
+            entries = [(name, (name, offset, size)) for name, offset, size in members]
+            found = listing.TreeClass("", [(name, size) for name, _, size in members])
+            yield from _flat_events(self.split, self.root, found, entries, context, True)
+            return
+        top, tree = self._listing(warn)
+        if tree is not None:
+            yield from listing.tree_events(self.split, tree, context.label_of, context.keying,
+                                           warn)
+            return
+        yield from _flat_events(self.split, self.root, top,
+                                [(r, (r, -1, -1)) for r, _ in top.files], context, False)
+
+    def _listing(self, warn):
+        """(the folder's own files, a listing.Tree of its sub-folders or None)."""
+        if listing.is_local(self.root):
+            top = listing.scan(self.root)
+            nested = top.subdirectories > 0
         else:
-            per_label.setdefault(label_of[synset], []).append(entry)
-    yield beam.pvalue.TaggedOutput(transforms.FOUND, (source.split, found))
+            top, classes = listing.walk_remote(self.root)
+            nested = bool(classes)
+        if nested and top.found:
+            raise labels_lib.LabelError(
+                f"{self.root} holds both files and synset sub-folders; finish sorting it with "
+                f"`inception-data relabel-validation {self.root}` or remove the sub-folders")
+        if not nested:
+            return top, None
+        tree = listing.Tree(self.root, warn) if listing.is_local(self.root) else \
+            listing.Tree.from_classes(self.root, classes)
+        return top, tree
+
+
+def _flat_events(split, root, found: listing.TreeClass, entries, context, archive: bool):
+    """Found, rejects and one ClassFiles per label of a flat folder or tar, labelled by name."""
+    yield listing.Found(split, found.found, sum(size for _, size in found.files))
+    for relpath, kind, reason in found.rejects:
+        yield listing.reject(split, FileSystems.join(root, relpath), kind, reason)
+    per_label: dict[int, list] = {}
+    for relpath, entry in entries:
+        name = relpath.rsplit("/", 1)[-1]
+        where = f"{root}#{relpath}" if archive else FileSystems.join(root, relpath)
+        synset = context.synset_of_image.get(name)
+        if listing.is_hidden(name):
+            yield listing.hidden_reject(split, where)
+        elif synset is None or synset not in context.label_of:
+            yield listing.reject(
+                split, where, "not in validation labels",
+                f"{name} is not in the validation labels file (or its synset is not in the "
+                f"synsets file); name validation images ILSVRC2012_val_%08d.JPEG")
+        else:
+            per_label.setdefault(context.label_of[synset], []).append(entry)
     for label in sorted(per_label):
-        yield source.split, label, per_label[label]
-
-
-class ListImageNet(beam.PTransform):
-    def __init__(self, synset_of_image: Mapping[str, str], label_of: Mapping[str, int]):
-        super().__init__()
-        self._synset_of_image, self._label_of = dict(synset_of_image), dict(label_of)
-
-    def expand(self, sources):
-        return (sources
-                | "Spread" >> beam.Reshuffle()  # index per-synset tars on many workers
-                | "List" >> beam.FlatMap(list_source, self._synset_of_image, self._label_of
-                                         ).with_outputs(transforms.REJECTS, transforms.FOUND,
-                                                        main="listed"))
+        yield listing.ClassFiles(split, label, context.keying.items(label, per_label[label]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,7 +169,7 @@ class ImagenetRecords:
     synsets: tuple[str, ...]
     texts: Mapping[str, str]
 
-    def __call__(self, split, item, image) -> schema.ImageRecord:
+    def __call__(self, item, image) -> schema.ImageRecord:
         synset = self.synsets[item.label - 1]
         return schema.ImageRecord(encoded=image.encoded, height=image.height, width=image.width,
                                   label=item.label, text=self.texts.get(synset, synset),
@@ -165,7 +177,7 @@ class ImagenetRecords:
                                   boxes=tuple(tuple(b) for b in item.boxes))
 
 
-def train_tar_sources(split: str, tar_path: str, label_map, warn):
+def train_tar_sources(split: str, tar_path: str, label_map, warn) -> list[InnerTar]:
     """InnerTars of the training tar, from its 1000 member headers."""
     sources = []
     for name, offset, size in tar_members(tar_path):
@@ -173,29 +185,13 @@ def train_tar_sources(split: str, tar_path: str, label_map, warn):
         if not synset.endswith(".tar"):
             warn(f"{tar_path}: member {name} is not a per-synset tar; skipped")
             continue
-        synset = synset[:-4]
-        label = label_map.index(synset) if synset in label_map else None
-        sources.append(InnerTar(split, tar_path, synset, label, offset, size))
+        sources.append(InnerTar(split, tar_path, synset[:-4], offset, size))
     present = [s.name for s in sources]
-    image_folder.warn_each(warn, [
+    conversion.warn_each(warn, [
         f"{split}: synset {name} has no tar in {tar_path}; it keeps its label with 0 images"
         for name in labels_lib.reconcile(label_map, present).missing])
-    # the image count is unknown until the workers index the inner tars
-    return sources, image_folder.Size(0, sum(s.size for s in sources))
-
-
-def validation_sources(split: str, root: str, label_map, warn):
-    """A flat validation folder or synset sub-folders: detected from what is inside."""
-    flat = FileSystems.match([FileSystems.join(root, "*")])[0]
-    nested = image_folder.class_directories(root)
-    if flat.metadata_list and nested:
-        raise labels_lib.LabelError(
-            f"{root} holds both files and synset sub-folders; finish sorting it with "
-            f"`inception-data relabel-validation {root}` or remove the sub-folders")
-    if nested:
-        return image_folder.directory_sources(split, root, label_map, warn, nested)
-    return [FlatSource(split, root.rstrip("/"), archive=False)], image_folder.Size(
-        len(flat.metadata_list), sum(m.size_in_bytes for m in flat.metadata_list))
+    image_folder.warn_unlisted_names(split, tar_path, present, label_map, warn)
+    return sources
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,47 +203,48 @@ class ImagenetInputs:
     boxes_csv: str | None = None
 
 
-def run_imagenet(config: image_folder.BuildConfig, inputs: ImagenetInputs,
+def run_imagenet(config: conversion.BuildConfig, inputs: ImagenetInputs,
                  texts: Mapping[str, str], validation_synsets: Sequence[str],
                  beam_args: Sequence[str] = (), *, overwrite=False, progress=True, workers=None,
-                 warn=image_folder.log.warning) -> dict:
-    """Checks the inputs, lists them, runs the ImageNet build; returns the manifest."""
+                 warn=log.warning) -> dict | None:
+    """Lists the inputs (each file once), runs the ImageNet build; returns the manifest."""
+    plan = launch.plan(beam_args)
     label_map = config.label_map
-    sources, total = [], image_folder.Size()
-    if inputs.train:
-        make = train_tar_sources if inputs.train_is_tar else image_folder.directory_sources
-        found, count = make("train", inputs.train, label_map, warn)
-        sources, total = sources + found, total + count
-    if inputs.validation:
-        if inputs.validation_is_tar:
-            tar_bytes = FileSystems.match([inputs.validation])[0].metadata_list[0].size_in_bytes
-            found = [FlatSource("validation", inputs.validation, archive=True)]
-            count = image_folder.Size(0, tar_bytes)
+    context = conversion.ListContext(
+        label_map.as_dict(), listing.Keying(config.seed, by_basename=True),
+        {relabel.validation_name(i): s for i, s in enumerate(validation_synsets, start=1)})
+    settings = shard_writer.ShardSettings(config.output_dir, dict(config.roots),
+                                          ImagenetRecords(label_map.names, dict(texts)),
+                                          config.verify, config.exif, config.resume)
+    here, on_workers = [], []  # event streams listed by the launcher, sources by the workers
+    if inputs.train_is_tar:
+        on_workers += train_tar_sources("train", inputs.train, label_map, warn)
+    elif inputs.train:
+        tree = listing.Tree(inputs.train, warn)
+        image_folder.warn_unlisted_names("train", inputs.train, tree.names, label_map, warn)
+        if plan.is_local:
+            here.append(listing.tree_events("train", tree, context.label_of, context.keying,
+                                            warn))
         else:
-            found, count = validation_sources("validation", inputs.validation, label_map, warn)
-        sources, total = sources + found, total + count
-    synset_of_image = {relabel.validation_name(i): s
-                       for i, s in enumerate(validation_synsets, start=1)}
-    label_of = label_map.as_dict()
-    make_record = ImagenetRecords(label_map.names, dict(texts))
+            on_workers.append(image_folder.TreeSource("train", inputs.train))
+    if inputs.validation:
+        source = ValidationSource("validation", inputs.validation, inputs.validation_is_tar)
+        if plan.is_local and not source.archive:
+            here.append(source.events(context, warn))
+        else:
+            on_workers.append(source)
+    with conversion.Scratch(plan) as scratch:
+        listed = conversion.list_in_launcher(here, scratch) if plan.is_local else None
+        if listed and inputs.train and not inputs.train_is_tar:
+            conversion.warn_empty_labels("train", inputs.train.rstrip("/"), label_map,
+                                         conversion.spilled_counts(listed, "train"), warn)
+        box_index = conversion.index_boxes_once(inputs.boxes_csv, scratch)
 
-    def build(pipeline, spill_dir):
-        image_folder.build(pipeline, config, sources, make_record,
-                           list_images=ListImageNet(synset_of_image, label_of),
-                           boxes_csv=inputs.boxes_csv, by_basename=True, spill_dir=spill_dir)
+        def build(pipeline):
+            conversion.build(pipeline, config, settings, context, on_workers, spill_dir=scratch,
+                             listed=listed, boxes_csv=inputs.boxes_csv, box_index=box_index)
 
-    return image_folder.launch_build(config, build, total, beam_args, overwrite=overwrite,
-                                     progress=progress, workers=workers)
-
-
-def parse_metadata(text: str) -> dict[str, str]:
-    """`synset<TAB>human text` lines -> {synset: text}."""
-    out = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            synset, _, human = line.partition("\t")
-            if not human:
-                raise labels_lib.LabelError(f"metadata line {number} {line!r} is not "
-                                            f"'synset<TAB>text'")
-            out[synset.strip()] = human.strip()
-    return out
+        tar_bytes = sum(s.size for s in on_workers if isinstance(s, InnerTar))
+        return conversion.launch_build(
+            config, plan, build, input_bytes=(listed.bytes if listed else 0) + tar_bytes,
+            overwrite=overwrite, progress=progress, workers=workers)

@@ -4,6 +4,7 @@ preparation, progress and the final summary. Nothing here touches image bytes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import threading
@@ -15,7 +16,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from inception_data import sharding
-from pipelines import report, transforms
+from pipelines import outputs, report
 
 
 class LaunchError(RuntimeError):
@@ -43,14 +44,14 @@ STAGING_OPTIONS = ("--setup_file", "--extra_package", "--extra_packages",
                    "--sdk_container_image", "--requirements_file")
 
 
-def with_staging(options, beam_args: Sequence[str]):
+def with_staging(options, beam_args: Sequence[str]) -> list[str]:
     """Remote workers need this project installed: unless the user chose how (a staging option
     above), stage it from this source tree with --setup_file. An installed wheel has no source
     tree; then say how to stage it."""
     runner = str(options.view_as(StandardOptions).runner)
     if "Direct" in runner or "FnApi" in runner or any(
             a.split("=")[0] in STAGING_OPTIONS for a in beam_args):
-        return options
+        return list(beam_args)
     setup = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "setup.py")
     if not os.path.exists(setup):
         raise LaunchError(
@@ -58,28 +59,52 @@ def with_staging(options, beam_args: Sequence[str]):
             f"setup.py is next to the installed package: run from a clone (it passes "
             f"--setup_file itself), or pass --extra_package with a wheel built by "
             f"`pip wheel --no-deps .`, or --sdk_container_image with a custom container")
-    return PipelineOptions(list(beam_args) + ["--setup_file", setup])
+    return list(beam_args) + ["--setup_file", setup]
 
 
-def pipeline_options(beam_args: Sequence[str], workers: int | None = None):
-    """(runner, options) for `beam_args`, passed to Beam untouched.
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Where and how the pipeline runs. `is_local`: on this machine, on Beam's FnApiRunner
+    (the default); otherwise on the runner the user named (e.g. Dataflow), whose workers cannot
+    see this machine's disk."""
 
-    Without an explicit --runner we pin Beam's FnApiRunner in multi-process mode with one worker
-    per core: the plain DirectRunner may first try to download the Prism runner, which fails
-    (slowly) without internet and runs in one process anyway.
+    beam_args: tuple
+    is_local: bool
+
+    @property
+    def options(self) -> PipelineOptions:
+        return PipelineOptions(list(self.beam_args))
+
+    def runner(self):
+        if not self.is_local:
+            return None  # the one named in the options
+        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+        return FnApiRunner()
+
+    def with_workers(self, workers: int | None) -> "Plan":
+        """Local worker processes (one per core when None), unless the user set them."""
+        args = list(self.beam_args)
+        if not any(a.startswith("--direct_num_workers") for a in args):
+            args.append(f"--direct_num_workers={workers or os.cpu_count() or 1}")
+        if not any(a.startswith("--direct_running_mode") for a in args):
+            count = PipelineOptions(args).view_as(DirectOptions).direct_num_workers
+            args.append("--direct_running_mode="
+                        + ("multi_processing" if count > 1 else "in_memory"))
+        return Plan(tuple(args), True)
+
+
+def plan(beam_args: Sequence[str]) -> Plan:
+    """The Plan for `beam_args`, which are passed to Beam untouched.
+
+    Without an explicit --runner we pin Beam's FnApiRunner in multi-process mode: the plain
+    DirectRunner may first try to download the Prism runner, which fails (slowly) without
+    internet and runs in one process anyway. A named runner gets this project staged.
     """
     options = PipelineOptions(list(beam_args))
     if options.view_as(StandardOptions).runner:
-        return None, with_staging(options, beam_args)
-    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-
-    direct = options.view_as(DirectOptions)
-    if not any(a.startswith("--direct_num_workers") for a in beam_args):
-        direct.direct_num_workers = workers or os.cpu_count() or 1
-    if not any(a.startswith("--direct_running_mode") for a in beam_args):
-        direct.direct_running_mode = ("multi_processing" if direct.direct_num_workers > 1
-                                      else "in_memory")
-    return FnApiRunner(), options
+        return Plan(tuple(with_staging(options, beam_args)), False)
+    return Plan(tuple(beam_args), True)
 
 
 SETTINGS = ".build-settings.json"
@@ -88,14 +113,14 @@ SETTINGS = ".build-settings.json"
 def _existing_outputs(output_dir: str, splits: Sequence[str]) -> list[str]:
     patterns = [FileSystems.join(output_dir, f"{split}-*-of-*") for split in splits]
     patterns += [FileSystems.join(output_dir, name) for name in
-                 (report.MANIFEST, SETTINGS, ".tmp-*", ".stats-*",
+                 (report.MANIFEST, report.SUMMARY, SETTINGS, ".tmp-*", ".stats-*",
                   *(f"rejects-{s}.jsonl" for s in splits))]
     found = []
     for result in FileSystems.match(patterns):
         for meta in result.metadata_list:
             name = meta.path.rsplit("/", 1)[-1]
             if name.startswith((".tmp-", ".stats-", "rejects-")) or name in (
-                    report.MANIFEST, SETTINGS) or sharding.parse_shard_name(name):
+                    report.MANIFEST, report.SUMMARY, SETTINGS) or sharding.parse_shard_name(name):
                 found.append(meta.path)
     return sorted(set(found))
 
@@ -103,11 +128,6 @@ def _existing_outputs(output_dir: str, splits: Sequence[str]) -> list[str]:
 def _delete(paths: Sequence[str]) -> None:
     if paths:
         FileSystems.delete(list(paths))
-
-
-def _read_json(path: str):
-    with FileSystems.open(path) as handle:
-        return json.loads(handle.read().decode())
 
 
 def prepare_output(output_dir: str, splits: Sequence[str], overwrite: bool, settings: dict,
@@ -125,7 +145,7 @@ def prepare_output(output_dir: str, splits: Sequence[str], overwrite: bool, sett
     existing = _existing_outputs(output_dir, splits)
     settings_path = FileSystems.join(output_dir, SETTINGS)
     if resume and existing:
-        if settings_path in existing and _read_json(settings_path) != settings:
+        if settings_path in existing and outputs.read_json(settings_path) != settings:
             raise OutputExists(f"{output_dir} holds a build made with other settings, inputs or "
                                f"labels than this one; --resume needs the same command (or "
                                f"pass --overwrite to start again)")
@@ -141,7 +161,7 @@ def prepare_output(output_dir: str, splits: Sequence[str], overwrite: bool, sett
         manifest = [p for p in existing if p.endswith("/" + report.MANIFEST)]
         _delete(manifest)
         _delete([p for p in existing if p not in manifest])
-    transforms.write_text(settings_path, json.dumps(settings, sort_keys=True))
+    outputs.write_text(settings_path, json.dumps(settings, sort_keys=True))
     return True
 
 
@@ -198,36 +218,31 @@ class ShardProgress:
         self._thread.join()
 
 
-def run(build, options, runner, *, output_dir, splits, total_images, total_shards=None,
-        progress=True) -> dict:
-    """Builds the pipeline with `build(pipeline)`, runs it, returns the manifest dict.
-
-    Raises report.TooManyRejects with the pipeline's message when --max-rejects was exceeded.
-    """
+def run(build, plan: Plan, *, output_dir, splits, max_rejects=None, total_images=0,
+        total_shards=None, progress=True) -> dict | None:
+    """Builds the pipeline with `build(pipeline)`, runs it, then checks its summary and commits
+    the manifest (report.commit_manifest: raises report.TooManyRejects beyond --max-rejects).
+    Returns the manifest, or None when a remote runner returned before the job finished."""
     start = time.monotonic()
-    pipeline = beam.Pipeline(runner=runner, options=options)
+    pipeline = beam.Pipeline(runner=plan.runner(), options=plan.options)
     build(pipeline)
-    try:
-        if progress and runner is not None:
-            with ShardProgress(output_dir, splits, total_images, total_shards):
-                pipeline.run().wait_until_finish()
-        else:
+    if progress and plan.is_local:
+        with ShardProgress(output_dir, splits, total_images, total_shards):
             pipeline.run().wait_until_finish()
-    except Exception as err:  # the runner wraps worker errors; surface ours plainly
-        text = str(err)
-        if report.TOO_MANY_REJECTS in text:
-            line = next(l for l in text.splitlines() if report.TOO_MANY_REJECTS + ":" in l)
-            raise report.TooManyRejects(line.split(report.TOO_MANY_REJECTS + ": ", 1)[1]) from err
-        raise
-    if runner is None and not FileSystems.exists(FileSystems.join(output_dir, report.MANIFEST)):
-        return None  # a remote runner that did not wait (e.g. a Dataflow template was written)
-    manifest = read_manifest(output_dir)
+    else:
+        pipeline.run().wait_until_finish()
+    if not FileSystems.exists(FileSystems.join(output_dir, report.SUMMARY)):
+        if plan.is_local:
+            raise RuntimeError(f"the pipeline finished without writing {report.SUMMARY} in "
+                               f"{output_dir}; this is a bug, please report it")
+        return None  # e.g. a Dataflow template was written, or the job runs on
+    manifest = report.commit_manifest(output_dir, max_rejects)
     manifest["seconds"] = time.monotonic() - start
     return manifest
 
 
 def read_manifest(output_dir: str) -> dict:
-    return _read_json(FileSystems.join(output_dir, report.MANIFEST))
+    return outputs.read_json(FileSystems.join(output_dir, report.MANIFEST))
 
 
 def summary_line(manifest: dict) -> str:

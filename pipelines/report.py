@@ -1,9 +1,11 @@
-"""The manifest: per-split counts gathered from the pipeline, checked, written last.
+"""Rejects reports and the manifest: per-split counts gathered from the pipeline, checked by
+the launcher, written last.
 
-In: (split, n) files found per class, (split, shard stats) per shard, (split, reject info) per
-split. Out: `manifest.json` in the output directory. Its presence marks a finished build: it is
-written only after every shard and rejects report is committed, and only when the accounting
-holds (found == written + rejected) and the rejects stay within `--max-rejects`.
+In: reject rows, Found counts per listing step, (split, shard stats) per shard. Out:
+`rejects-<split>.jsonl` per split and `manifest.json` in the output directory. The pipeline
+writes the would-be manifest under a hidden name (`.summary.json`); the launcher then checks the
+accounting (found == written + rejected) and `--max-rejects` and only then commits it as
+`manifest.json`, whose presence marks a finished build.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ from typing import Mapping
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from inception_data import schema
-from pipelines import transforms
+from inception_data import labels, schema
+from pipelines import outputs
 
 MANIFEST = "manifest.json"
-TOO_MANY_REJECTS = "TooManyRejects"
+SUMMARY = ".summary.json"
 
 
 class TooManyRejects(RuntimeError):
@@ -73,7 +75,7 @@ def summarise(gathered, config: Mapping) -> dict:
     return {"tool": "inception-data", "tool_version": config["tool_version"],
             "schema_version": schema.SCHEMA_VERSION,
             "labels": {str(i): name for i, name in enumerate(config["labels"], start=1)},
-            "background_label": 0, "settings": config["settings"], "splits": splits}
+            "background_label": labels.BACKGROUND, "settings": config["settings"], "splits": splits}
 
 
 def check(manifest: dict, max_rejects: float | None) -> None:
@@ -86,36 +88,78 @@ def check(manifest: dict, max_rejects: float | None) -> None:
         limit = reject_limit(max_rejects, summary["found"])
         if limit is not None and summary["rejected"] > limit:
             raise TooManyRejects(
-                f"{TOO_MANY_REJECTS}: {split}: {summary['rejected']} of {summary['found']} files "
+                f"{split}: {summary['rejected']} of {summary['found']} files "
                 f"rejected, more than --max-rejects allows ({limit}); see "
                 f"{summary['rejects_file']} for each file and reason, fix or remove them, or "
                 f"raise --max-rejects")
 
 
-def _write_manifest(gathered, output_dir, config, max_rejects):
-    manifest = summarise(gathered, config)
-    check(manifest, max_rejects)
-    transforms.write_text(FileSystems.join(output_dir, MANIFEST),
-                          json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    return manifest
+def _manifest_text(manifest: dict) -> str:
+    return json.dumps(manifest, indent=2, sort_keys=True) + "\n"
 
 
-class WriteManifest(beam.PTransform):
-    """(found, shard stats, reject infos) PCollections -> manifest.json, written last."""
+def _write_summary(gathered, output_dir, config):
+    outputs.write_text(FileSystems.join(output_dir, SUMMARY),
+                       _manifest_text(summarise(gathered, config)))
 
-    def __init__(self, output_dir: str, config: Mapping, max_rejects: float | None):
+
+class WriteSummary(beam.PTransform):
+    """(Found, shard stats, reject infos) PCollections -> `.summary.json`, written last."""
+
+    def __init__(self, output_dir: str, config: Mapping):
         super().__init__()
-        self._output_dir, self._config, self._max_rejects = output_dir, dict(config), max_rejects
+        self._output_dir, self._config = output_dir, dict(config)
 
     def expand(self, inputs):
         found, shard_stats, reject_infos = inputs
         tagged = (
-            found | "TagFound" >> beam.MapTuple(lambda split, n: ("found", split, n)),
+            found | "TagFound" >> beam.Map(lambda f: ("found", f.split, f.count)),
             shard_stats | "TagShard" >> beam.MapTuple(lambda split, s: ("shard", split, s)),
             reject_infos | "TagRejects" >> beam.MapTuple(lambda split, r: ("rejects", split, r)),
         )
         return (tagged
                 | "Gather" >> beam.Flatten()
                 | "ToList" >> beam.combiners.ToList()  # one small list of metadata
-                | "Write" >> beam.Map(_write_manifest, self._output_dir, self._config,
-                                      self._max_rejects))
+                | "Write" >> beam.Map(_write_summary, self._output_dir, self._config))
+
+
+def commit_manifest(output_dir: str, max_rejects: float | None) -> dict:
+    """The launcher's last step: checks the pipeline's summary (raises TooManyRejects or, on a
+    broken accounting, RuntimeError) and commits it as manifest.json; returns the manifest."""
+    summary_path = FileSystems.join(output_dir, SUMMARY)
+    manifest = outputs.read_json(summary_path)
+    check(manifest, max_rejects)
+    outputs.write_text(FileSystems.join(output_dir, MANIFEST), _manifest_text(manifest))
+    outputs.delete_quietly(summary_path)
+    return manifest
+
+
+def _write_rejects(split_rejects, output_dir):
+    split, entries = split_rejects
+    rows = sorted((e for e in entries if e is not None), key=lambda e: e["path"])
+    text = "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows)
+    outputs.write_text(FileSystems.join(output_dir, f"rejects-{split}.jsonl"), text)
+    return split, {"count": len(rows), "reasons": _reason_summary(rows)}
+
+
+def _reason_summary(rows) -> dict[str, int]:
+    summary: dict[str, int] = {}
+    for row in rows:
+        summary[row["kind"]] = summary.get(row["kind"], 0) + 1
+    return dict(sorted(summary.items()))
+
+
+class WriteRejects(beam.PTransform):
+    """Reject rows -> one `rejects-<split>.jsonl` per split (empty when none) -> counts."""
+
+    def __init__(self, output_dir: str, splits):
+        super().__init__()
+        self._output_dir, self._splits = output_dir, list(splits)
+
+    def expand(self, rejects):
+        seeds = rejects.pipeline | "EverySplit" >> beam.Create([(s, None) for s in self._splits])
+        keyed = rejects | "BySplit" >> beam.Map(lambda r: (r["split"], r))
+        return ((keyed, seeds)
+                | "MergeSeeds" >> beam.Flatten()
+                | "GroupRejects" >> beam.GroupByKey()  # (split, [reject, ...])
+                | "WriteFile" >> beam.Map(_write_rejects, self._output_dir))

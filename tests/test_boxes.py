@@ -5,7 +5,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from inception_data import boxes, cli
+from inception_data import boxes
+from inception_data_cli import main as cli
 from tests import fabricate
 
 
@@ -76,10 +77,10 @@ def test_unusable_files_raise_with_reason(data, message):
 
 
 def test_csv_round_trip():
-    grouped = boxes.group_csv(["a.JPEG,0.1,0.2,0.3,0.4\n", "\n", "a.JPEG,0,0,1,1\n"])
-    assert grouped == {"a.JPEG": [(0.1, 0.2, 0.3, 0.4), (0.0, 0.0, 1.0, 1.0)]}
-    with pytest.raises(ValueError, match="line 1"):
-        boxes.group_csv(["a.JPEG,0.1,0.2\n"])
+    rows = list(boxes.read_csv(["a.JPEG,0.1,0.2,0.3,0.4\n", "\n", "a.JPEG,0,0,1,1\n"]))
+    assert rows == [("a.JPEG", (0.1, 0.2, 0.3, 0.4)), ("a.JPEG", (0.0, 0.0, 1.0, 1.0))]
+    with pytest.raises(ValueError, match="line 2"):
+        list(boxes.read_csv(["a.JPEG,0,0,1,1\n", "a.JPEG,0.1,0.2\n"]))
 
 
 def test_cli_writes_sorted_csv_and_reports_instead_of_crashing(tmp_path):

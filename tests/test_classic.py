@@ -15,7 +15,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from inception_data import classic, cli
+from inception_data import classic
+from inception_data_cli import main as cli
 
 
 @pytest.fixture

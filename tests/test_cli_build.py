@@ -7,10 +7,12 @@ import tempfile
 import pytest
 import tensorflow as tf
 from click.testing import CliRunner
+from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions
 from PIL import Image
 
-from inception_data import cli, labels, schema, sharding
-from pipelines import transforms
+from inception_data import labels, schema, sharding
+from inception_data_cli import main as cli
+from pipelines import launch, layout
 from tests import fabricate
 
 
@@ -138,13 +140,24 @@ def test_label_file_problems_are_clear(tree, tmp_path):
     assert manifest["reject_reasons"]["unlisted directory"] == 6  # 5 images + notes.txt
 
 
-def test_beam_options_pass_through_untouched(tree):
-    # An option only Beam knows reaches Beam: a bad value fails inside Beam, not in click.
+def test_beam_options_pass_through_untouched(tree, monkeypatch):
+    # Options only Beam knows reach the pipeline Beam runs, with their values.
+    seen = []
+    real = launch.beam.Pipeline
+
+    def recording(*args, options=None, **kwargs):
+        seen.append(options)
+        return real(*args, options=options, **kwargs)
+
+    monkeypatch.setattr(launch.beam, "Pipeline", recording)
     result = CliRunner().invoke(cli.main, [
         "build", "--no-progress", "--train-dir", str(tree["train"]),
-        "--output-dir", str(tree["out"]), "--direct_running_mode", "in_memory",
-        "--direct_num_workers", "1"])
+        "--output-dir", str(tree["out"]), "--direct_running_mode", "multi_threading",
+        "--direct_num_workers", "2", "--job_name", "flowers-test"])
     assert result.exit_code == 0, result.output
+    direct = seen[0].view_as(DirectOptions)
+    assert (direct.direct_running_mode, direct.direct_num_workers) == ("multi_threading", 2)
+    assert seen[0].view_as(GoogleCloudOptions).job_name == "flowers-test"
 
 
 def test_inspect_counts_and_verifies(tree):
@@ -190,7 +203,7 @@ def test_local_build_without_shuffle_writes_what_the_distributed_design_writes(
     # Local builds spill each class's listing and write groups of shards from it (flat memory);
     # distributed runners group images by shard with a GroupByKey. Same bytes either way.
     # Tiny groups (2 images) so that several groups on two worker processes share the work.
-    monkeypatch.setattr(transforms, "GROUP_IMAGES", 2)
+    monkeypatch.setattr(layout, "GROUP_IMAGES", 2)
     scratch = tree["out"].parent / "scratch"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))

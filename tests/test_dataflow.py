@@ -18,7 +18,7 @@ sample = open(%(sample)r, 'rb').read()
 for i in range(3):
     with FileSystems.create(f'gs://bucket/train/n01440764/n01440764_{i}.JPEG') as out:
         out.write(sample)
-from inception_data import cli
+from inception_data_cli import main as cli
 sys.argv = ['inception-data', 'imagenet', '--train-dir', 'gs://bucket/train',
             '--output-dir', 'gs://bucket/out', '--no-progress', '--runner', 'DataflowRunner',
             '--project', 'test-project', '--region', 'us-central1',
@@ -41,7 +41,7 @@ print(json.dumps(found))
 def test_imagenet_job_translates_and_stages_the_project(gcs):
     sample = fabricate.shared_data("imagenet-samples", "n01440764_tench.JPEG")
     output = in_env(gcs, SCRIPT % {"sample": str(sample)})
-    assert "manifest.json appears when it is done" in output
+    assert "run the same command with --resume" in output
     files = {path: bytes.fromhex(data)
              for path, data in json.loads(output.strip().splitlines()[-1]).items()}
     job = json.loads(files["gs://bucket/template.json"])
@@ -53,10 +53,10 @@ def test_imagenet_job_translates_and_stages_the_project(gcs):
     graph = beam_runner_api_pb2.Pipeline.FromString(staged["pipeline.pb"])
     names = {t.unique_name for t in graph.components.transforms.values()}
     for stage in ("ListImages", "AssignShards", "GroupByShard", "WriteShards", "WriteRejects",
-                  "WriteManifest"):
+                  "WriteSummary"):
         assert stage in names, stage
     with tarfile.open(fileobj=io.BytesIO(staged["workflow.tar.gz"])) as sdist:
         members = sdist.getnames()
-    for needed in ("inception_data/cli.py", "inception_data/images.py", "pipelines/imagenet.py",
+    for needed in ("inception_data_cli/main.py", "inception_data/images.py", "pipelines/imagenet.py",
                    "labels/imagenet_lsvrc_2015_synsets.txt", "pyproject.toml"):
         assert any(name.endswith(needed) for name in members), needed

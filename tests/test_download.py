@@ -9,7 +9,8 @@ import threading
 import pytest
 from click.testing import CliRunner
 
-from inception_data import cli, download
+from inception_data import download
+from inception_data_cli import main as cli
 from tests import fabricate
 
 

@@ -7,7 +7,8 @@ import time
 
 from click.testing import CliRunner
 
-from inception_data import cli, sharding
+from inception_data import sharding
+from inception_data_cli import main as cli
 from tests import fabricate
 from tests.conftest import in_env
 
@@ -43,7 +44,7 @@ def assert_same_shards(remote: dict, local, argv) -> None:
 
 
 def run_cli(env, *argv):
-    in_env(env, f"import sys; from inception_data import cli; sys.argv = {['inception-data', *argv]!r}; cli.main()")
+    in_env(env, f"import sys; from inception_data_cli import main as cli; sys.argv = {['inception-data', *argv]!r}; cli.main()")
 
 DOWNLOAD = """
 import json, sys

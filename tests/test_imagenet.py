@@ -9,8 +9,9 @@ import tensorflow as tf
 from click.testing import CliRunner
 from PIL import Image
 
-from inception_data import cli, labels, schema
-from pipelines import transforms
+from inception_data import labels, schema
+from inception_data_cli import main as cli
+from pipelines import layout
 from tests import fabricate
 
 SYNSETS = labels.parse_labels(labels.packaged_file(labels.SYNSETS_FILE))
@@ -181,7 +182,7 @@ def test_local_build_from_tars_writes_what_the_distributed_design_writes(
     # The local design (spilled listings, shard groups, boxes read per group) against the
     # distributed one (GroupByKey, boxes joined with a CoGroupByKey), with an image that has two
     # boxes listed in descending order: both give the same bytes, boxes in sorted order.
-    monkeypatch.setattr(transforms, "GROUP_IMAGES", 5)
+    monkeypatch.setattr(layout, "GROUP_IMAGES", 5)
     csv = tmp_path / "boxes.csv"
     csv.write_text((ilsvrc / "boxes.csv").read_text()
                    + "n01440764_7.JPEG,0.5,0.5,0.9,0.9\nn01440764_7.JPEG,0.1,0.2,0.3,0.4\n")

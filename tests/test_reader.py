@@ -10,7 +10,8 @@ import tensorflow as tf
 from click.testing import CliRunner
 
 import inception_data
-from inception_data import cli, labels
+from inception_data import labels
+from inception_data_cli import main as cli
 from tests import fabricate
 
 GOLDEN = pathlib.Path(__file__).parent / "data" / "golden-original-00000-of-00001"

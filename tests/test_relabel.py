@@ -5,7 +5,8 @@ import os
 import pytest
 from click.testing import CliRunner
 
-from inception_data import cli, labels
+from inception_data import labels
+from inception_data_cli import main as cli
 from tests import fabricate
 
 

@@ -10,14 +10,14 @@ import time
 
 from click.testing import CliRunner
 
-from inception_data import cli
+from inception_data_cli import main as cli
 from tests import fabricate
 
 
 def test_killed_build_resumes_to_identical_output(tmp_path):
     tree = tmp_path / "train"
     fabricate.imagenet_tree(tree)  # 1000 real images
-    command = [sys.executable, "-m", "inception_data.cli", "build", "--no-progress",
+    command = [sys.executable, "-m", "inception_data_cli", "build", "--no-progress",
                "--workers", "1", "--verify", "decode", "--train-dir", str(tree), "--shards", "50"]
     out = tmp_path / "killed"
     scratch = tmp_path / "scratch"  # a killed build cannot remove its spilled listings

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from inception_data import cli
+from inception_data_cli import main as cli
 from tests import fabricate
 
 pytestmark = pytest.mark.slow

@@ -1,0 +1,237 @@
+"""The conversion, wired: sources in, shards + rejects reports + manifest out.
+
+list (paths only) -> shard layout on paths -> write each shard -> rejects and a summary, which
+the launcher checks and commits as the manifest. Two designs, chosen by where the pipeline runs
+(`launch.Plan.is_local`), with byte-identical output:
+
+- local runner: the launcher lists what it can list cheaply (local trees, flat folders) once,
+  spilling each class to a scratch file as it goes; tar archives are indexed by the workers,
+  which spill too. Groups of shards are written from the spills (layout.py), so memory stays
+  flat however big the dataset.
+- distributed runner (Dataflow): everything is listed inside the pipeline, on the workers, and
+  Items are grouped by shard with a GroupByKey, which the service spreads over all workers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import tempfile
+from typing import Mapping, Sequence
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+import inception_data
+from inception_data import labels as labels_lib
+from pipelines import box_join, launch, layout, outputs, report, shard_writer
+from pipelines.listing import ClassFiles, Found, Keying
+
+log = logging.getLogger(__name__)
+FOUND = "found"
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildConfig:
+    """One build, as the user asked for it. `label_map` None: the sorted class directory names
+    of the training tree."""
+
+    output_dir: str
+    roots: Mapping[str, str]  # split -> directory of class sub-directories (or an archive)
+    shards: Mapping[str, int | None]  # split -> shard count, None for auto
+    label_map: labels_lib.LabelMap | None = None
+    seed: int = 0
+    verify: str = "fast"
+    exif: str = "apply"
+    max_rejects: float | None = None
+    resume: bool = False  # reuse the committed shards of an interrupted identical build
+
+    def settings(self) -> dict:
+        return {"seed": self.seed, "verify": self.verify, "exif": self.exif,
+                "max_rejects": self.max_rejects,
+                "shards": {s: n or "auto" for s, n in self.shards.items()}}
+
+
+@dataclasses.dataclass(frozen=True)
+class ListContext:
+    """What every listing step needs (picklable for workers)."""
+
+    label_of: Mapping[str, int]
+    keying: Keying
+    synset_of_image: Mapping[str, str] = dataclasses.field(default_factory=dict)  # ImageNet
+
+
+@dataclasses.dataclass
+class Listed:
+    """What the launcher listed: spilled classes, reject rows, Found counts."""
+
+    spilled: list = dataclasses.field(default_factory=list)
+    rejects: list = dataclasses.field(default_factory=list)
+    found: list = dataclasses.field(default_factory=list)
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.bytes for f in self.found)
+
+
+def list_in_launcher(streams: Sequence, spill_dir: str) -> Listed:
+    """Consumes listing event streams here, spilling each class to `spill_dir` as soon as it
+    is listed (one class in memory at a time)."""
+    listed = Listed()
+    for events in streams:
+        for event in events:
+            if isinstance(event, ClassFiles):
+                path = layout.spill_path(spill_dir, event.split, event.label)
+                listed.spilled.append(layout.spill(event, path))
+            elif isinstance(event, Found):
+                listed.found.append(event)
+            else:
+                listed.rejects.append(event)
+    return listed
+
+
+def _tagged_events(source, context: ListContext):
+    for event in source.events(context, log.warning):
+        if isinstance(event, ClassFiles):
+            yield event
+        elif isinstance(event, Found):
+            yield beam.pvalue.TaggedOutput(FOUND, event)
+        else:
+            yield beam.pvalue.TaggedOutput(shard_writer.REJECTS, event)
+
+
+class ListImages(beam.PTransform):
+    """Sources -> ClassFiles, tagged REJECTS rows and FOUND counts, listed on the workers."""
+
+    def __init__(self, context: ListContext):
+        super().__init__()
+        self._context = context
+
+    def expand(self, sources):
+        return (sources
+                | "Spread" >> beam.Reshuffle()  # list (e.g. index tars) on many workers
+                | "ListSources" >> beam.FlatMap(_tagged_events, self._context).with_outputs(
+                    shard_writer.REJECTS, FOUND, main="listed"))
+
+
+def _spill_on_worker(listed: ClassFiles, spill_dir: str) -> layout.Spilled:
+    return layout.spill(listed, layout.spill_path(spill_dir, listed.split, listed.label))
+
+
+def build(pipeline, config: BuildConfig, settings: shard_writer.ShardSettings,
+          context: ListContext, sources: Sequence, *, spill_dir: str | None = None,
+          listed: Listed | None = None, boxes_csv: str | None = None,
+          box_index: str | None = None) -> None:
+    """Adds the whole conversion to `pipeline`.
+
+    `sources` are listed on the workers. Local design (`spill_dir` given): `listed` holds what
+    the launcher listed and spilled, `box_index` the boxes; distributed design: `boxes_csv`.
+    """
+    splits = list(config.roots)
+    listed = listed or Listed()
+    on_workers = (pipeline
+                  | "Sources" >> beam.Create(list(sources))
+                  | "ListImages" >> ListImages(context))  # ClassFiles + REJECTS + FOUND
+    if spill_dir is not None:
+        spilled = ((pipeline | "SpilledHere" >> beam.Create(listed.spilled),
+                    on_workers.listed | "Spill" >> beam.Map(_spill_on_worker, spill_dir))
+                   | "AllSpilled" >> beam.Flatten())  # layout.Spilled per class
+        written = (spilled
+                   | "ShardGroups" >> layout.ShardGroups(config.shards)  # layout.ShardGroup
+                   | "SpreadGroups" >> beam.Reshuffle()
+                   | "WriteShardGroups" >> beam.ParDo(shard_writer.WriteShardGroups(
+                       settings, box_index)).with_outputs(shard_writer.REJECTS, main="stats"))
+    else:
+        assigned = on_workers.listed | "AssignShards" >> layout.AssignShards(config.shards)
+        if boxes_csv:
+            assigned = assigned | "AttachBoxes" >> box_join.AttachBoxes(boxes_csv)
+        written = (assigned  # ((split, shard, num), Item | None)
+                   | "GroupByShard" >> beam.GroupByKey()  # ((split, shard, num), [Item])
+                   | "WriteShards" >> beam.ParDo(shard_writer.WriteShards(settings)).with_outputs(
+                       shard_writer.REJECTS, main="stats"))  # (split, shard stats)
+    reject_infos = ((on_workers[shard_writer.REJECTS], written[shard_writer.REJECTS],
+                     pipeline | "RejectsHere" >> beam.Create(listed.rejects))
+                    | "AllRejects" >> beam.Flatten()  # {split, path, kind, reason}
+                    | "WriteRejects" >> report.WriteRejects(config.output_dir, splits))
+    found = ((on_workers[FOUND], pipeline | "FoundHere" >> beam.Create(listed.found))
+             | "AllFound" >> beam.Flatten())
+    manifest_config = {"splits": splits, "labels": list(config.label_map.names),
+                       "tool_version": inception_data.__version__,
+                       "settings": config.settings()}
+    _ = ((found, written.stats, reject_infos)
+         | "WriteSummary" >> report.WriteSummary(config.output_dir, manifest_config))
+
+
+def launch_build(config: BuildConfig, plan: launch.Plan, build_fn, *, input_bytes: int = 0,
+                 input_files: int = 0, overwrite: bool, progress: bool,
+                 workers: int | None) -> dict | None:
+    """Prepares the output directory, writes labels.txt, runs `build_fn(pipeline)`, checks the
+    result and commits the manifest; returns it (None: a remote job still running)."""
+    fingerprint = {"settings": config.settings(), "roots": dict(config.roots),
+                   "labels": list(config.label_map.names)}
+    if not launch.prepare_output(config.output_dir, list(config.roots), overwrite, fingerprint,
+                                 config.resume):
+        manifest = launch.read_manifest(config.output_dir)
+        manifest["seconds"] = 0.0
+        return manifest  # --resume of a build that had already finished: nothing to do
+    outputs.write_text(FileSystems.join(config.output_dir, "labels.txt"),
+                       config.label_map.to_text())
+    if plan.is_local:
+        plan = plan.with_workers(workers or launch.local_workers(input_bytes))
+    counts = list(config.shards.values())
+    return launch.run(build_fn, plan, output_dir=config.output_dir, splits=list(config.roots),
+                      max_rejects=config.max_rejects, total_images=input_files,
+                      total_shards=sum(counts) if all(counts) else None, progress=progress)
+
+
+class Scratch:
+    """A local scratch directory for a local build's spilled listings, removed afterwards
+    (None for a distributed build: its workers cannot see this machine's disk)."""
+
+    def __init__(self, plan: launch.Plan):
+        self.path = (tempfile.mkdtemp(prefix="inception-data-listings-") if plan.is_local
+                     else None)
+
+    def __enter__(self):
+        return self.path
+
+    def __exit__(self, *_):
+        if self.path:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+def warn_each(warn, messages: Sequence[str], limit: int = 5) -> None:
+    """Warns with the first `limit` messages and a count of the rest (a 10-class subset of
+    ImageNet must not print 990 lines)."""
+    for message in messages[:limit]:
+        warn(message)
+    if len(messages) > limit:
+        warn(f"... and {len(messages) - limit} more like these")
+
+
+def warn_empty_labels(split: str, where: str, label_map: labels_lib.LabelMap,
+                      counts: Mapping[int, int], warn) -> None:
+    """Warns about labels that got no images (no directory, an empty one, or no tar)."""
+    warn_each(warn, [f"{split}: label {name!r} has no images under {where}/{name}; it keeps "
+                     f"label {label} with 0 examples"
+                     for label, name in enumerate(label_map.names, start=1)
+                     if not counts.get(label)])
+
+
+def spilled_counts(listed: Listed, split: str) -> dict[int, int]:
+    return {s.label: s.count for s in listed.spilled if s.split == split}
+
+
+def manifest_counts(manifest: Mapping, split: str, label_map) -> dict[int, int]:
+    per_class = manifest["splits"][split]["per_class"]
+    return {label_map.index(name): n for name, n in per_class.items()}
+
+
+def index_boxes_once(boxes_csv: str | None, scratch: str | None) -> str | None:
+    """A local build's boxes index (read from the CSV once), or None."""
+    if not boxes_csv or scratch is None:
+        return None
+    path = f"{scratch}/boxes.sqlite"
+    box_join.index_boxes(boxes_csv, path)
+    return path

@@ -1,0 +1,60 @@
+"""Committing output files: written under a temporary name, made visible only when complete.
+
+Local and other filesystems write a hidden temporary name and rename it, which is atomic.
+Object stores make an object visible only when its upload completes, and a failed upload leaves
+nothing, so there the final name is written directly: a rename would be a copy and a delete
+(twice the I/O, through batch calls that storage emulators do not support).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from apache_beam.io.filesystems import FileSystems
+
+OBJECT_STORES = ("gs", "s3", "azfs")
+
+
+def is_object_store(path: str) -> bool:
+    return "://" in path and path.split("://", 1)[0] in OBJECT_STORES
+
+
+def temp_name(output_dir: str, name: str) -> str:
+    """Where to write `name` before commit(): a hidden temporary name in `output_dir` that no
+    `train-*` style pattern matches, or the final name itself on object stores."""
+    if is_object_store(output_dir):
+        return FileSystems.join(output_dir, name)
+    return FileSystems.join(output_dir, f".tmp-{name}-{uuid.uuid4().hex}")
+
+
+def commit(tmp_path: str, final_path: str) -> None:
+    """Makes a fully written temporary file visible under its final name."""
+    if tmp_path != final_path:
+        FileSystems.rename([tmp_path], [final_path])
+
+
+def delete_quietly(path: str) -> None:
+    try:
+        FileSystems.delete([path])
+    except Exception:  # nothing to clean up, or the filesystem is gone: the error that matters
+        pass           # is the one being raised
+
+
+def write_text(path: str, text: str) -> None:
+    """Writes a small text file atomically (temporary name, then commit)."""
+    directory, name = path.rsplit("/", 1)
+    tmp = temp_name(directory, name)
+    with FileSystems.create(tmp) as handle:
+        handle.write(text.encode())
+    commit(tmp, path)
+
+
+def read_json(path: str):
+    with FileSystems.open(path) as handle:
+        return json.loads(handle.read().decode())
+
+
+def stats_name(shard: str) -> str:
+    """The hidden per-shard record of counts and rejects that makes --resume possible."""
+    return f".stats-{shard}.json"

@@ -1,0 +1,169 @@
+"""Writing shards: a shard's Items in, one committed TFRecord file plus its stats and rejects out.
+
+`write_shard` is a plain function that both build designs call: the distributed one from
+`WriteShards` (one grouped shard per element) and the local one from `WriteShardGroups` (a few
+shards picked out of the spilled listings). It reads each image (a file, or a member of the
+split's tar archive by offset), normalises it, frames the Example, and commits the shard only
+when complete; a file that cannot be converted becomes a reject with its reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Callable, Mapping, NamedTuple, Sequence
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from inception_data import images, schema, sharding, tfrecord
+from pipelines import box_join, layout, outputs
+from pipelines.listing import Item, reject
+
+REJECTS = "rejects"
+
+
+class Shard(NamedTuple):
+    split: str
+    index: int
+    num_shards: int
+
+    @property
+    def name(self) -> str:
+        return sharding.shard_name(self.split, self.index, self.num_shards)
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardSettings:
+    """What every shard of a build is written with (picklable for workers).
+
+    `make_record(item, image)` builds the schema.ImageRecord, so the generic and the ImageNet
+    builds share the writer. A split whose root is a tar archive is read by offset.
+    """
+
+    output_dir: str
+    roots: Mapping[str, str]
+    make_record: Callable
+    verify: str
+    exif: str
+    resume: bool = False
+
+
+def _read(root: str, item: Item, archive) -> bytes:
+    if item.offset < 0:
+        with FileSystems.open(FileSystems.join(root, item.relpath)) as handle:
+            return handle.read()
+    archive.seek(item.offset)
+    data = archive.read(item.size)
+    if len(data) != item.size:
+        raise OSError(f"archive {root} ends before {item.relpath} ({len(data)} of {item.size} "
+                      f"bytes); the tar is truncated")
+    return data
+
+
+def _example(split: str, item: Item, archive, settings: ShardSettings):
+    """(Example bytes, None) or (None, reject row) for one image."""
+    root = settings.roots[split]
+    path = FileSystems.join(root, item.relpath) if item.offset < 0 else f"{root}#{item.relpath}"
+    try:
+        image = images.normalise(_read(root, item, archive), verify=settings.verify,
+                                 exif=settings.exif)
+    except images.ImageRejected as err:
+        return None, reject(split, path, err.kind, str(err))
+    except OSError as err:  # unreadable: permissions, a directory, a vanished file
+        return None, reject(split, path, "cannot read", f"cannot read: {err}")
+    return schema.to_example(settings.make_record(item, image)), None
+
+
+def _replay(path: str) -> tuple[dict, list[dict]]:
+    saved = outputs.read_json(path)
+    stats = dict(saved["stats"], resumed=True)
+    stats["per_class"] = {int(label): n for label, n in stats["per_class"].items()}
+    return stats, saved["rejects"]
+
+
+def write_shard(items: Sequence[Item], shard: Shard, settings: ShardSettings
+                ) -> tuple[dict, list[dict]]:
+    """Writes `items` (in this order) as one shard; returns (stats, rejects).
+
+    The shard's stats and rejects are committed (a hidden `.stats-<shard>.json`) just before the
+    shard itself, so --resume can account for a committed shard without reading it; with
+    `settings.resume` such a shard is not written again. A failed attempt leaves nothing.
+    """
+    final = FileSystems.join(settings.output_dir, shard.name)
+    record = FileSystems.join(settings.output_dir, outputs.stats_name(shard.name))
+    if settings.resume and FileSystems.exists(final) and FileSystems.exists(record):
+        return _replay(record)  # committed by an earlier, interrupted run
+    tmp = outputs.temp_name(settings.output_dir, shard.name)
+    per_class: dict[int, int] = {}
+    rejects = []
+    archive = None
+    try:
+        if any(item.offset >= 0 for item in items):
+            archive = FileSystems.open(settings.roots[shard.split])  # one handle per shard
+        with FileSystems.create(tmp) as handle:
+            for item in items:
+                example, rejected = _example(shard.split, item, archive, settings)
+                if rejected:
+                    rejects.append(rejected)
+                    continue
+                handle.write(tfrecord.frame(example))
+                per_class[item.label] = per_class.get(item.label, 0) + 1
+        stats = {"shard": shard.name, "index": shard.index, "num_shards": shard.num_shards,
+                 "assigned": len(items), "records": sum(per_class.values()),
+                 "per_class": per_class}
+        outputs.write_text(record, json.dumps({"stats": stats, "rejects": rejects},
+                                              sort_keys=True))
+        outputs.commit(tmp, final)
+    except BaseException:
+        outputs.delete_quietly(tmp)  # no final name, no temporary file
+        raise
+    finally:
+        if archive is not None:
+            archive.close()
+    return stats, rejects
+
+
+def _outputs(split: str, stats: dict, rejects: list[dict]):
+    for rejected in rejects:
+        yield beam.pvalue.TaggedOutput(REJECTS, rejected)
+    yield split, stats
+
+
+class WriteShards(beam.DoFn):
+    """((split, shard, num_shards), [Item | None]) -> (split, stats) and tagged REJECTS."""
+
+    def __init__(self, settings: ShardSettings):
+        self._settings = settings
+
+    def process(self, element):
+        shard, items = element
+        shard = Shard(*shard)
+        stats, rejects = write_shard(sorted(i for i in items if i is not None), shard,
+                                     self._settings)
+        yield from _outputs(shard.split, stats, rejects)
+
+
+class WriteShardGroups(beam.DoFn):
+    """layout.ShardGroup -> (split, stats) per shard and tagged REJECTS, from the spilled
+    listings (the local build); `box_index`: box_join.index_boxes() file, or None."""
+
+    def __init__(self, settings: ShardSettings, box_index: str | None = None):
+        self._settings, self._box_index = settings, box_index
+        self._boxes = None
+
+    def setup(self):
+        if self._box_index:
+            self._boxes = box_join.BoxLookup(self._box_index)
+
+    def teardown(self):
+        if self._boxes is not None:
+            self._boxes.close()
+
+    def process(self, group: layout.ShardGroup):
+        for index, items in layout.read_group(group).items():
+            if self._boxes is not None:
+                items = self._boxes.attach(items)
+            stats, rejects = write_shard(items, Shard(group.split, index,
+                                                      group.layout.num_shards), self._settings)
+            yield from _outputs(group.split, stats, rejects)
