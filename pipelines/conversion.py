@@ -137,11 +137,14 @@ def build(pipeline, config: BuildConfig, settings: shard_writer.ShardSettings,
         spilled = ((pipeline | "SpilledHere" >> beam.Create(listed.spilled),
                     on_workers.listed | "Spill" >> beam.Map(_spill_on_worker, spill_dir))
                    | "AllSpilled" >> beam.Flatten())  # layout.Spilled per class
-        written = (spilled
-                   | "ShardGroups" >> layout.ShardGroups(config.shards)  # layout.ShardGroup
-                   | "SpreadGroups" >> beam.Reshuffle()
-                   | "WriteShardGroups" >> beam.ParDo(shard_writer.WriteShardGroups(
-                       settings, box_index)).with_outputs(shard_writer.REJECTS, main="stats"))
+        splits_spilled = spilled | "SpilledSplits" >> layout.SpilledSplits(config.shards)
+        written = (splits_spilled  # (split, layout.SpilledSplit)
+                   | "ShardGroups" >> beam.FlatMap(layout.shard_groups, layout.GROUP_IMAGES)
+                   | "SpreadGroups" >> beam.Reshuffle()  # layout.ShardGroup
+                   | "WriteShardGroups" >> beam.ParDo(
+                       shard_writer.WriteShardGroups(settings, box_index),
+                       beam.pvalue.AsDict(splits_spilled)).with_outputs(
+                           shard_writer.REJECTS, main="stats"))
     else:
         assigned = on_workers.listed | "AssignShards" >> layout.AssignShards(config.shards)
         if boxes_csv:

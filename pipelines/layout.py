@@ -6,7 +6,7 @@ Two ways to carry it out, with identical results:
 
 - distributed (`AssignShards`): every Item is keyed by its shard, for a GroupByKey that the
   service spreads over all workers;
-- local (`spill` + `ShardGroups` + `read_group`): Beam's local runner (FnApiRunner) would hold
+- local (`spill` + `SpilledSplits` + `shard_groups` + `read_group`): Beam's local runner (FnApiRunner) would hold
   that whole shuffle in memory (~3.7 KB per image over the processes, ~5 GB for ImageNet), so
   each class is spilled, in dealing order, to a scratch file on this machine, and each group of
   a few shards picks its Items out of those files with sharding.positions. Memory then depends
@@ -107,42 +107,50 @@ def spill_path(spill_dir: str, split: str, label: int) -> str:
     return os.path.join(spill_dir, f"{split}-{label}.jsonl")
 
 
+class SpilledSplit(NamedTuple):
+    """One split's layout and the spill file of each of its classes (label -> path)."""
+
+    layout: Layout
+    spills: dict
+
+
+def _spilled_split(split_spills, shards: Mapping[str, int | None]):
+    split, spills = split_spills
+    _, split_layout = _layout((split, [(s.label, s.count) for s in spills]), shards)
+    return split, SpilledSplit(split_layout, {s.label: s.path for s in spills})
+
+
+@beam.ptransform_fn
+def SpilledSplits(spilled, shards: Mapping[str, int | None]):  # noqa: N802 (a PTransform)
+    """Spilled classes -> (split, SpilledSplit), one small element per split."""
+    return (spilled
+            | "BySplit" >> beam.Map(lambda s: (s.split, s))
+            | "GroupSpills" >> beam.GroupByKey()  # (split, [Spilled])
+            | "Layout" >> beam.Map(_spilled_split, dict(shards)))
+
+
 class ShardGroup(NamedTuple):
     """Shards [first, end) of a split, written by one worker step from the spilled classes."""
 
     split: str
     first: int
     end: int
-    layout: Layout
-    spills: dict  # label -> spill file
 
 
-def _groups(split_spills, shards: Mapping[str, int | None], images_per_group: int):
-    split, spills = split_spills
-    _, layout = _layout((split, [(s.label, s.count) for s in spills]), shards)
-    paths = {s.label: s.path for s in spills}
-    for first, end in sharding.shard_groups(layout.num_shards, layout.images,
-                                            images_per_group):
-        yield ShardGroup(split, first, end, layout, paths)
+def shard_groups(split_spilled, images_per_group: int | None = None):
+    """(split, SpilledSplit) -> ShardGroups covering every shard of the split once."""
+    split, spilled = split_spilled
+    for first, end in sharding.shard_groups(spilled.layout.num_shards, spilled.layout.images,
+                                            images_per_group or GROUP_IMAGES):
+        yield ShardGroup(split, first, end)
 
 
-@beam.ptransform_fn
-def ShardGroups(spilled, shards: Mapping[str, int | None],  # noqa: N802 (a PTransform)
-                images_per_group: int | None = None):
-    """Spilled classes -> ShardGroups covering every shard of every split once."""
-    return (spilled
-            | "BySplit" >> beam.Map(lambda s: (s.split, s))
-            | "GroupSpills" >> beam.GroupByKey()  # (split, [Spilled])
-            | "Groups" >> beam.FlatMap(_groups, dict(shards),
-                                       images_per_group or GROUP_IMAGES))
-
-
-def read_group(group: ShardGroup) -> dict[int, list[Item]]:
-    """Shard index -> its Items (in key order), picked out of the spilled classes."""
-    layout = group.layout
+def read_group(group: ShardGroup, spilled: SpilledSplit) -> dict[int, list[Item]]:
+    """Shard index -> its Items (in key order), picked out of the split's spilled classes."""
+    layout = spilled.layout
     items: dict[int, list[Item]] = {shard: [] for shard in range(group.first, group.end)}
     for label, offset in layout.offsets.items():
-        with open(group.spills[label], "rb") as handle:
+        with open(spilled.spills[label], "rb") as handle:
             lines = handle.read().split(b"\n")  # only the picked lines are parsed
         for shard, shard_items in items.items():
             for position in sharding.positions(shard, offset=offset,

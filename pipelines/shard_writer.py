@@ -146,7 +146,8 @@ class WriteShards(beam.DoFn):
 
 class WriteShardGroups(beam.DoFn):
     """layout.ShardGroup -> (split, stats) per shard and tagged REJECTS, from the spilled
-    listings (the local build); `box_index`: box_join.index_boxes() file, or None."""
+    listings (the local build; the splits' layout.SpilledSplit come as a side input);
+    `box_index`: box_join.index_boxes() file, or None."""
 
     def __init__(self, settings: ShardSettings, box_index: str | None = None):
         self._settings, self._box_index = settings, box_index
@@ -160,10 +161,11 @@ class WriteShardGroups(beam.DoFn):
         if self._boxes is not None:
             self._boxes.close()
 
-    def process(self, group: layout.ShardGroup):
-        for index, items in layout.read_group(group).items():
+    def process(self, group: layout.ShardGroup, spilled_splits):
+        spilled = spilled_splits[group.split]
+        for index, items in layout.read_group(group, spilled).items():
             if self._boxes is not None:
                 items = self._boxes.attach(items)
             stats, rejects = write_shard(items, Shard(group.split, index,
-                                                      group.layout.num_shards), self._settings)
+                                                      spilled.layout.num_shards), self._settings)
             yield from _outputs(group.split, stats, rejects)

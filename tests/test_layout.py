@@ -47,11 +47,11 @@ def test_spilled_groups_pick_what_assign_shards_deals(tmp_path):
         ("train", 1, 7), ("train", 2, 2), ("validation", 1, 1)]
     picked = {}
     for split in SHARDS:
-        mine = [s for s in spilled if s.split == split]
-        groups = list(layout._groups((split, mine), SHARDS, 2))  # small groups: several shards
+        mine = layout._spilled_split((split, [s for s in spilled if s.split == split]), SHARDS)
+        groups = list(layout.shard_groups(mine, 2))  # small groups: several shards per group
         assert [s for g in groups for s in range(g.first, g.end)] == list(range(SHARDS[split]))
         for group in groups:
-            for shard, items in layout.read_group(group).items():
+            for shard, items in layout.read_group(group, mine[1]).items():
                 picked[(split, shard, SHARDS[split])] = items
     expected = {}
     for shard, item in expected_assignment():
