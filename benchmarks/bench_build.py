@@ -8,7 +8,7 @@ cap both sides at the same rate), so the steady-state rate - (N2 - N1) / (t2 - t
 the whole-process rate at the larger size are both reported.
 
 Usage: python benchmarks/bench_build.py [--sizes 12000 50000] [--workdir /tmp/bench-build]
-                                        [--output-root /dev/shm/bench-build]
+                                        [--output-root /dev/shm/bench-build] [--previous DIR]
 """
 
 import argparse
@@ -18,6 +18,8 @@ import shutil
 import subprocess
 import sys
 import time
+
+import checkouts
 
 HERE = pathlib.Path(__file__).resolve().parent
 SAMPLES = HERE.parent.parent / "shared" / "data" / "imagenet-samples"
@@ -35,16 +37,18 @@ def make_tree(root: pathlib.Path, size: int, classes: int = 100) -> None:
         os.link(source, target)
 
 
-def timed(command) -> float:
+def timed(command, **kwargs) -> float:
     start = time.perf_counter()
+    kwargs.setdefault("env", dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+                   **kwargs)
     return time.perf_counter() - start
 
 
-def run_all(sizes, workdir: pathlib.Path, output_root: pathlib.Path, cores: int):
-    tool = shutil.which("inception-data") or str(pathlib.Path(sys.executable).parent /
-                                                 "inception-data")
+def run_all(sizes, workdir: pathlib.Path, output_root: pathlib.Path, cores: int,
+            previous: pathlib.Path | None = None):
+    tool, tool_kwargs = checkouts.command()
+    tool = tool[0]
     variants = {
         "original-style": lambda tree, out, n: [sys.executable,
                                                 str(HERE / "original_style_build.py"),
@@ -58,6 +62,12 @@ def run_all(sizes, workdir: pathlib.Path, output_root: pathlib.Path, cores: int)
                                                       str(tree), "--output-dir", str(out),
                                                       "--overwrite"],
     }
+    kwargs = {name: tool_kwargs for name in variants}
+    if previous:
+        prefix, kwargs[PREVIOUS] = checkouts.command(previous)
+        variants[PREVIOUS] = lambda tree, out, n: [*prefix, "build", "--no-progress",
+                                                   "--train-dir", str(tree), "--output-dir",
+                                                   str(out), "--overwrite"]
     seconds = {}
     for size in sizes:
         tree = workdir / f"tree-{size}"
@@ -65,11 +75,15 @@ def run_all(sizes, workdir: pathlib.Path, output_root: pathlib.Path, cores: int)
         for name, command in variants.items():
             out = output_root / f"out-{size}"
             shutil.rmtree(out, ignore_errors=True)
-            seconds[name, size] = timed(command(tree, out, size))
+            seconds[name, size] = timed(command(tree, out, size), **kwargs[name])
             shutil.rmtree(out, ignore_errors=True)
             print(f"{name:22s} {size:7d} images {seconds[name, size]:7.1f} s "
                   f"{size / seconds[name, size]:8.1f} images/s", flush=True)
     return seconds
+
+
+PREVIOUS = "previous (default)"
+NAMES = ("original-style", "ours (default)", "ours --verify decode", PREVIOUS)
 
 
 def report(seconds, sizes):
@@ -80,7 +94,7 @@ def report(seconds, sizes):
         return (large - small) / (seconds[name, large] - seconds[name, small])
 
     print(f"\nsteady state (images {small}->{large}) and whole process at {large}:")
-    for name in ("original-style", "ours (default)", "ours --verify decode"):
+    for name in [n for n in NAMES if (n, large) in seconds]:
         print(f"{name:22s} steady {steady(name):8.1f} images/s (x{steady(name) / steady(base):.2f})"
               f"   whole {large / seconds[name, large]:8.1f} images/s "
               f"(x{seconds[base, large] / seconds[name, large]:.2f})")
@@ -94,12 +108,15 @@ def main():
                         default=pathlib.Path("/dev/shm/bench-build" if os.path.isdir("/dev/shm")
                                              else "/tmp/bench-build/out"))
     parser.add_argument("--cores", type=int, default=os.cpu_count())
+    parser.add_argument("--previous", type=pathlib.Path,
+                        help="Also time the default build of another checkout (see checkouts.py)")
     args = parser.parse_args()
     if not SAMPLES.exists():
         sys.exit(f"needs the real samples in {SAMPLES}")
     args.workdir.mkdir(parents=True, exist_ok=True)
     args.output_root.mkdir(parents=True, exist_ok=True)
-    report(run_all(args.sizes, args.workdir, args.output_root, args.cores), args.sizes)
+    report(run_all(args.sizes, args.workdir, args.output_root, args.cores, args.previous),
+           args.sizes)
 
 
 if __name__ == "__main__":

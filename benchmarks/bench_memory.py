@@ -5,7 +5,7 @@ half the real samples in ../shared/data hard-linked under new names - and runs
 `inception-data build` on each with the same worker count, sampling the resident memory of the
 whole process tree (launcher and Beam worker processes) every 20 ms. Run by hand:
 
-    python benchmarks/bench_memory.py [--sizes 1000 10000 50000] [--workers 2]
+    python benchmarks/bench_memory.py [--sizes 1000 10000 50000] [--workers 2] [--previous DIR]
 """
 
 import argparse
@@ -14,11 +14,12 @@ import os
 import pathlib
 import shutil
 import subprocess
-import sys
 import time
 
 import numpy as np
 from PIL import Image
+
+import checkouts
 
 SAMPLES = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-samples"
 
@@ -64,9 +65,10 @@ def tree_rss(pid: int) -> int:
     return total
 
 
-def peak_rss(command) -> tuple[int, float]:
+def peak_rss(command, **kwargs) -> tuple[int, float]:
     start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               **kwargs)
     peak = 0
     while process.poll() is None:
         peak = max(peak, tree_rss(process.pid))
@@ -84,25 +86,31 @@ def main():
     parser.add_argument("--output-root", type=pathlib.Path,
                         default=pathlib.Path("/dev/shm/bench-memory"
                                              if os.path.isdir("/dev/shm") else "/tmp/bench-mem-out"))
+    parser.add_argument("--previous", type=pathlib.Path,
+                        help="Also measure another checkout (see checkouts.py)")
     args = parser.parse_args()
-    tool = shutil.which("inception-data") or str(pathlib.Path(sys.executable).parent /
-                                                 "inception-data")
-    rows = []
+    versions = {"ours": checkouts.command()}
+    if args.previous:
+        versions["previous"] = checkouts.command(args.previous)
+    rows = {name: [] for name in versions}
     for size in args.sizes:
         tree = args.workdir / f"tree-{size}"
         make_tree(tree, size)
         out = args.output_root / f"out-{size}"
-        shutil.rmtree(out, ignore_errors=True)
-        peak, seconds = peak_rss([tool, "build", "--no-progress", "--workers", str(args.workers),
-                                  "--train-dir", str(tree), "--output-dir", str(out)])
-        shutil.rmtree(out, ignore_errors=True)
-        rows.append((size, peak))
-        print(f"{size:7d} images: peak RSS {peak / 2**20:7.1f} MiB (all processes), "
-              f"{seconds:6.1f} s", flush=True)
-    smallest = rows[0][1]
-    for size, peak in rows[1:]:
-        print(f"{size:7d} vs {rows[0][0]}: x{peak / smallest:.2f} memory for "
-              f"x{size / rows[0][0]:.0f} images")
+        for name, (prefix, kwargs) in versions.items():
+            shutil.rmtree(out, ignore_errors=True)
+            peak, seconds = peak_rss([*prefix, "build", "--no-progress", "--workers",
+                                      str(args.workers), "--train-dir", str(tree),
+                                      "--output-dir", str(out)], **kwargs)
+            shutil.rmtree(out, ignore_errors=True)
+            rows[name].append((size, peak))
+            print(f"{name:8s} {size:7d} images: peak RSS {peak / 2**20:7.1f} MiB (all "
+                  f"processes), {seconds:6.1f} s", flush=True)
+    for name, found in rows.items():
+        smallest = found[0][1]
+        for size, peak in found[1:]:
+            print(f"{name:8s} {size:7d} vs {found[0][0]}: x{peak / smallest:.2f} memory for "
+                  f"x{size / found[0][0]:.0f} images")
 
 
 if __name__ == "__main__":
