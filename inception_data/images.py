@@ -67,12 +67,40 @@ def sniff(data: bytes) -> str | None:
     return None
 
 
+# What one image may cost to convert, in bytes of decoded pixels and their conversions (see
+# _working_bytes). Pillow's pixel limit alone lets a 172 KB 16-bit PNG of 9,400 x 9,400 take
+# 2.2 GB; with this bound a worker's memory per image is known before anything is decoded.
+MAX_WORKING_BYTES = 1 << 30
+_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "La": 2, "RGB": 3, "YCbCr": 3,
+                    "LAB": 3, "HSV": 3, "RGBA": 4, "RGBa": 4, "CMYK": 4, "RGBX": 4,
+                    "I;16": 2, "I;16B": 2, "I;16L": 2, "I": 4, "F": 4}
+
+
+def _working_bytes(image: Image.Image) -> int:
+    """Bytes a conversion of `image` holds at its peak, at most: the decoded pixels, the float32
+    scaling of 16-bit modes, and the RGBA and RGB copies."""
+    pixels = image.size[0] * image.size[1]
+    return pixels * (_BYTES_PER_PIXEL.get(image.mode, 4) + 4 + 4 + 3)
+
+
+def _check_cost(image: Image.Image) -> None:
+    """Rejects an image whose conversion would cost more than MAX_WORKING_BYTES. (Kept JPEGs
+    are never decoded at full size: fast mode reads the header, decode mode decodes at 1/8.)"""
+    cost = _working_bytes(image)
+    if cost > MAX_WORKING_BYTES:
+        width, height = image.size
+        raise ImageRejected("too large", f"{width}x{height} {image.mode} image needs about "
+                                         f"{cost >> 20} MB to convert, more than the "
+                                         f"{MAX_WORKING_BYTES >> 20} MB allowed per image; "
+                                         f"downscale it first")
+
+
 def _open(data: bytes, fmt: str) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             return Image.open(io.BytesIO(data), formats=[fmt])
-    except Image.DecompressionBombWarning as err:
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
         raise ImageRejected("too large", f"too large to decode safely: {err}") from err
     except Exception as err:  # Pillow raises many types for bad headers
         detail = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(err))
@@ -102,11 +130,14 @@ def _orientation(image: Image.Image) -> int:
 def _to_rgb(image: Image.Image) -> Image.Image:
     """Any Pillow mode to 8-bit RGB; transparency composited on white."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # Pillow's convert("L") clips 16-bit values instead of scaling them.
-        pixels = np.asarray(image, dtype=np.float64)
+        # Pillow's convert("L") clips 16-bit values instead of scaling them. float32 and in
+        # place: a float64 copy of a 9,400 x 9,400 image alone is 700 MB.
+        pixels = np.asarray(image, dtype=np.float32)
         peak = 65535.0 if image.mode != "F" else max(float(pixels.max()), 1.0)
-        scaled = np.clip(pixels / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(scaled, "L").convert("RGB")
+        pixels *= 255.0 / peak
+        pixels += 0.5
+        np.clip(pixels, 0, 255, out=pixels)
+        return Image.fromarray(pixels.astype(np.uint8), "L").convert("RGB")
     if image.mode == "P" and "transparency" in image.info or image.mode in ("RGBA", "LA", "PA",
                                                                               "RGBa", "La"):
         rgba = image.convert("RGBA")
@@ -151,6 +182,17 @@ def normalise(data: bytes, *, verify: str = "fast", exif: str = "apply") -> Norm
     fmt = sniff(data)
     if fmt is None:
         raise ImageRejected("not an image", f"not a JPEG or PNG image (starts with {data[:8]!r})")
+    try:
+        return _normalise(data, fmt, verify, exif)
+    except (ImageRejected, MemoryError):
+        raise
+    except Exception as err:  # Pillow raises IndexError, struct.error, TypeError, ... on damaged
+        # data in places other than load() (GIF frame counting, TIFF tags): a reject, not a crash
+        raise ImageRejected("truncated or corrupt", f"{fmt} data is corrupt: "
+                                                   f"{type(err).__name__}: {err}") from err
+
+
+def _normalise(data: bytes, fmt: str, verify: str, exif: str) -> NormalisedImage:
     image = _open(data, fmt)
     if getattr(image, "n_frames", 1) > 1:
         raise ImageRejected("animated", f"animated {fmt} with {image.n_frames} frames; save "
@@ -169,6 +211,7 @@ def normalise(data: bytes, *, verify: str = "fast", exif: str = "apply") -> Norm
             return NormalisedImage(data, height, width, fmt, None)
     else:
         orientation, reason = 1, f"{fmt} image"
+    _check_cost(image)
     _decode(image, fmt)
     if orientation != 1:
         image = ImageOps.exif_transpose(image)
