@@ -15,6 +15,7 @@ Differences from the original process_bounding_boxes.py (documented in the READM
 from __future__ import annotations
 
 import dataclasses
+import re
 import xml.etree.ElementTree as ElementTree
 from typing import Iterable, Iterator, Sequence
 
@@ -73,6 +74,35 @@ def _box(obj, width: float, height: float, index: int) -> Box:
                _clamp(max(y0, y1)), (obj.findtext("name") or "").strip())
 
 
+_DECLARED_ENCODING = re.compile(
+    rb"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._:-]+)["'][^>]*\?>""")
+
+
+def _xml_root(data: bytes) -> ElementTree.Element:
+    """The parsed document. Python's expat parser refuses multi-byte encodings (GB2312,
+    Shift_JIS...) and ones it does not know; those are decoded here with Python's codecs."""
+    try:
+        return ElementTree.fromstring(data)
+    except ElementTree.ParseError as err:
+        raise AnnotationError(f"not parsable XML: {err}") from err
+    except (ValueError, LookupError) as err:
+        declared = _DECLARED_ENCODING.match(data)
+        if not declared:
+            raise AnnotationError(f"not parsable XML: {err}") from err
+    encoding = declared.group(1).decode("ascii")
+    try:
+        text = data[declared.end():].decode(encoding)
+    except LookupError:
+        raise AnnotationError(f"declares encoding {encoding!r}, which is unknown; re-save it "
+                              f"as UTF-8") from None
+    except UnicodeDecodeError as err:
+        raise AnnotationError(f"is not valid {encoding} (byte {err.start}: {err.reason})") from None
+    try:
+        return ElementTree.fromstring(text)
+    except ElementTree.ParseError as err:
+        raise AnnotationError(f"not parsable XML: {err}") from err
+
+
 def parse(data: bytes, xml_name: str, synsets: Sequence[str] | None = None,
           expected_synset: str | None = None) -> Annotation:
     """Parses one annotation.
@@ -85,10 +115,7 @@ def parse(data: bytes, xml_name: str, synsets: Sequence[str] | None = None,
     Raises:
         AnnotationError: unparsable XML or no usable <size>.
     """
-    try:
-        root = ElementTree.fromstring(data)
-    except ElementTree.ParseError as err:
-        raise AnnotationError(f"not parsable XML: {err}") from err
+    root = _xml_root(data)
     size = root.find("size")
     if size is None:
         raise AnnotationError("no <size> element; boxes cannot be normalised")
