@@ -116,7 +116,12 @@ def read_text(path: str) -> str:
     from apache_beam.io.filesystems import FileSystems
 
     with FileSystems.open(path) as handle:
-        return handle.read().decode("utf-8-sig")
+        data = handle.read()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise LabelError(f"{path} is not UTF-8 text (byte {err.start}: {err.reason}); save it "
+                         f"as UTF-8") from None
 
 
 def load_labels(path: str | None, packaged: str = SYNSETS_FILE) -> LabelMap:

@@ -8,11 +8,13 @@ project and by the original Inception scripts (same keys).
 
 from __future__ import annotations
 
+import os
 import secrets
 from typing import Sequence
 
 import tensorflow as tf
 
+from inception_data import paths
 from inception_data import preprocessing as ops
 from inception_data import schema
 
@@ -26,6 +28,9 @@ def list_files(file_pattern: str | Sequence[str]) -> list[str]:
     files = []
     for pattern in patterns:
         matched = tf.io.gfile.glob(pattern)
+        if not matched:  # a folder named like a pattern ("out [2024]/train-*") taken literally
+            folder, name = os.path.split(pattern)
+            matched = tf.io.gfile.glob(os.path.join(paths.glob_escape(folder), name))
         if not matched:
             raise FileNotFoundError(f"{pattern} does not match any files")
         files += matched

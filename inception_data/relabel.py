@@ -19,6 +19,8 @@ from typing import Sequence
 
 from apache_beam.io.filesystems import FileSystems
 
+from inception_data import paths
+
 MODES = ("move", "copy", "link")
 
 
@@ -38,7 +40,8 @@ class Plan:
 
 def _listing(root: str) -> tuple[dict, dict]:
     flat, nested = {}, {}
-    results = FileSystems.match([f"{root}/*", f"{root}/*/*"])
+    literal = paths.glob_escape(root)
+    results = paths.beam_match([f"{literal}/*", f"{literal}/*/*"])
     for meta in results[0].metadata_list:
         flat[meta.path.rsplit("/", 1)[-1]] = meta.path
     for meta in results[1].metadata_list:

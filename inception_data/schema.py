@@ -65,6 +65,12 @@ def _floats(values):
     return example_proto.Feature(float_list=example_proto.FloatList(value=values))
 
 
+def _name_bytes(name: str) -> bytes:
+    """UTF-8 bytes of a file or class name. A name that is not valid UTF-8 on disk arrives as a
+    str with surrogate escapes (os.scandir, os.fsdecode); it is stored as its original bytes."""
+    return name.encode("utf-8", "surrogateescape")
+
+
 def to_example(record: ImageRecord) -> bytes:
     """Serializes `record` to tf.train.Example bytes, deterministically (map keys sorted)."""
     feature = {
@@ -74,9 +80,9 @@ def to_example(record: ImageRecord) -> bytes:
         COLORSPACE: _bytes([b"RGB"]),
         CHANNELS: _ints([3]),
         FORMAT: _bytes([b"JPEG"]),
-        FILENAME: _bytes([record.filename.encode()]),
+        FILENAME: _bytes([_name_bytes(record.filename)]),
         LABEL: _ints([record.label]),
-        TEXT: _bytes([record.text.encode()]),
+        TEXT: _bytes([_name_bytes(record.text)]),
     }
     if record.synset is not None:
         feature[SYNSET] = _bytes([record.synset.encode()])

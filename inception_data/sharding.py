@@ -35,7 +35,9 @@ def auto_shards(num_images: int, per_shard: int = IMAGES_PER_SHARD) -> int:
 
 def path_key(seed: int, relpath: str) -> int:
     """A stable 64-bit pseudo-random key for `relpath` under `seed`."""
-    digest = hashlib.blake2b(f"{seed}\x00{relpath}".encode(), digest_size=8).digest()
+    # surrogateescape: a name that is not valid UTF-8 on disk hashes as its original bytes
+    digest = hashlib.blake2b(f"{seed}\x00{relpath}".encode("utf-8", "surrogateescape"),
+                             digest_size=8).digest()
     return int.from_bytes(digest, "big")
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from inception_data_cli.main import (BEAM_ARGS, ShardCount, build_options, fail, main,
-                                     run_and_report, warn)
+from inception_data_cli.main import (BEAM_ARGS, ShardCount, beam_args, build_options, fail,
+                                     main, run_and_report, warn)
 
 
 def build_tree(train_dir: str, output_dir: str, *, validation_dir: str | None = None,
@@ -47,7 +47,7 @@ def build_tree(train_dir: str, output_dir: str, *, validation_dir: str | None = 
 @click.pass_context
 def build(ctx, train_dir, output_dir, **options):
     """Convert class-per-directory image trees into sharded tf.Example TFRecords."""
-    build_tree(train_dir, output_dir, beam_args=ctx.args, **options)
+    build_tree(train_dir, output_dir, beam_args=beam_args(ctx), **options)
 
 
 @main.command(context_settings=BEAM_ARGS)
@@ -74,6 +74,7 @@ def imagenet(ctx, train_dir, train_tar, validation_dir, validation_tar, bounding
     from inception_data import labels as labels_lib
     from pipelines import conversion, imagenet as imagenet_lib
 
+    extra = beam_args(ctx)
     if train_dir and train_tar or validation_dir and validation_tar:
         fail("give either --train-dir or --train-tar (and either --validation-dir or "
              "--validation-tar), not both")
@@ -93,7 +94,7 @@ def imagenet(ctx, train_dir, train_tar, validation_dir, validation_tar, bounding
                                              bool(validation_tar), bounding_boxes)
         return imagenet_lib.run_imagenet(
             config, inputs, labels_lib.load_metadata(metadata_file),
-            labels_lib.load_validation_labels(validation_labels_file), ctx.args,
+            labels_lib.load_validation_labels(validation_labels_file), extra,
             overwrite=overwrite, progress=progress, workers=workers, warn=warn)
 
     run_and_report(run, output_dir)
@@ -113,7 +114,7 @@ def boxes(ctx, annotations_dir, output, synsets_file, workers):
     from pipelines import bounding_boxes
 
     synsets = None if synsets_file == "all" else labels_lib.load_labels(synsets_file).names
-    summary = bounding_boxes.run(annotations_dir, output, synsets, ctx.args, workers)
+    summary = bounding_boxes.run(annotations_dir, output, synsets, beam_args(ctx), workers)
     click.echo(f"{summary['xml_files']} XML files: wrote {summary['boxes']} boxes for "
                f"{summary['images_with_boxes']} images to {output}; dropped "
                f"{summary['dropped_boxes']} boxes, {summary['unreadable_files']} unreadable "

@@ -75,6 +75,25 @@ def build_options(command):
     return command
 
 
+def beam_args(ctx: click.Context) -> list[str]:
+    """The extra arguments of a command, for Beam. An option Beam does not know either is a
+    usage error naming it and the nearest real option: Beam would drop it without a word, so
+    `--shard 5` or `--verfy decode` would build with the defaults."""
+    import difflib
+
+    from pipelines import launch
+
+    unknown = launch.unknown_options(ctx.args)
+    if unknown:
+        ours = [name for param in ctx.command.params for name in getattr(param, "opts", [])
+                if name.startswith("--")]
+        close = difflib.get_close_matches(unknown[0], ours + launch.beam_option_names(), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise click.UsageError(f"no such option: {unknown[0]}{hint}; options this command "
+                               f"does not define must be Beam pipeline options", ctx)
+    return list(ctx.args)
+
+
 def run_and_report(run, output_dir: str) -> None:
     """Runs a build function; known failures become one-line errors (exit 2), and the result
     a summary per split."""

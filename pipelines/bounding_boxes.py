@@ -17,7 +17,7 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from inception_data import boxes
+from inception_data import boxes, paths
 from pipelines import launch, outputs
 
 REPORT = "report"
@@ -57,7 +57,7 @@ def _write_report(entries, path):
 
 
 def build(pipeline, annotations_dir: str, output: str, synsets: Sequence[str] | None) -> None:
-    root = annotations_dir.rstrip("/")
+    root = paths.glob_escape(annotations_dir.rstrip("/"))  # the folder itself, literally
     parsed = (pipeline
               | "Patterns" >> beam.Create([f"{root}/*.xml", f"{root}/*/*.xml"])
               | "Match" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW)  # FileMetadata

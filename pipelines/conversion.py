@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import shutil
 import tempfile
 from typing import Mapping, Sequence
@@ -25,7 +26,7 @@ from apache_beam.io.filesystems import FileSystems
 
 import inception_data
 from inception_data import labels as labels_lib
-from pipelines import box_join, launch, layout, outputs, report, shard_writer
+from pipelines import box_join, launch, layout, listing, outputs, report, shard_writer
 from pipelines.listing import ClassFiles, Found, Keying
 
 log = logging.getLogger(__name__)
@@ -164,6 +165,22 @@ def build(pipeline, config: BuildConfig, settings: shard_writer.ShardSettings,
                        "settings": config.settings()}
     _ = ((found, written.stats, reject_infos)
          | "WriteSummary" >> report.WriteSummary(config.output_dir, manifest_config))
+
+
+def _inside(path: str, folder: str) -> bool:
+    if listing.is_local(path) and listing.is_local(folder):
+        path, folder = os.path.realpath(path), os.path.realpath(folder)
+        return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+    return (path.rstrip("/") + "/").startswith(folder.rstrip("/") + "/")
+
+
+def check_output_outside_inputs(config: BuildConfig) -> None:
+    """An output folder inside a split folder would be listed as a class by the next build."""
+    for split, root in config.roots.items():
+        if _inside(config.output_dir, root):
+            raise launch.LaunchError(
+                f"--output-dir {config.output_dir} is inside the {split} folder {root}, where "
+                f"a later build would take it for a class; choose an output folder outside it")
 
 
 def launch_build(config: BuildConfig, plan: launch.Plan, build_fn, *, input_bytes: int = 0,

@@ -64,6 +64,7 @@ def run_build(config: BuildConfig, beam_args: Sequence[str] = (), *, overwrite: 
               warn=log.warning) -> dict | None:
     """Lists the trees (once), checks them against the labels, runs the build; returns the
     manifest (None: a remote job that runs on)."""
+    conversion.check_output_outside_inputs(config)
     plan = launch.plan(beam_args)
     trees = {split: listing.Tree(root, warn) for split, root in config.roots.items()}
     for split, tree in trees.items():

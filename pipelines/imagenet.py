@@ -57,9 +57,10 @@ class _Window(io.RawIOBase):
         return len(data)
 
 
-def tar_members(path: str, offset: int = 0, size: int | None = None):
+def tar_members(path: str, offset: int = 0, size: int | None = None, *, links: list | None = None):
     """Yields (name, data offset in `path`, size) of the regular files of a tar stored in `path`
-    at `offset` (headers only: no member data is read)."""
+    at `offset` (headers only: no member data is read). Members that are links, devices or
+    pipes are appended to `links` as (name, reason) when given: they hold no image."""
     with FileSystems.open(path) as handle:
         if size is None:
             handle.seek(0, io.SEEK_END)
@@ -69,6 +70,16 @@ def tar_members(path: str, offset: int = 0, size: int | None = None):
             for member in archive:
                 if member.isfile():
                     yield member.name, offset + member.offset_data, member.size
+                elif not member.isdir() and links is not None:
+                    links.append((member.name, _not_a_file(member)))
+
+
+def _not_a_file(member: tarfile.TarInfo) -> str:
+    if member.issym() or member.islnk():
+        kind = "symbolic link" if member.issym() else "hard link"
+        return (f"a {kind} to {member.linkname} inside the archive; links in archives are not "
+                f"followed: store the image itself")
+    return "not a regular file (a device or pipe) inside the archive"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,8 +93,12 @@ class InnerTar:
     size: int
 
     def events(self, context: conversion.ListContext, warn):
-        members = list(tar_members(self.root, self.offset, self.size))
-        yield listing.Found(self.split, len(members), self.size)
+        links: list = []
+        members = list(tar_members(self.root, self.offset, self.size, links=links))
+        yield listing.Found(self.split, len(members) + len(links), self.size)
+        for name, reason in links:
+            yield listing.reject(self.split, f"{self.root}#{self.name}.tar/{name}",
+                                 "link in archive", reason)
         label = context.label_of.get(self.name)
         if label is None:
             for name, _, _ in members:
@@ -107,9 +122,11 @@ class ValidationSource:
 
     def events(self, context: conversion.ListContext, warn):
         if self.archive:
-            members = list(tar_members(self.root))
+            links: list = []
+            members = list(tar_members(self.root, links=links))
             entries = [(name, (name, offset, size)) for name, offset, size in members]
-            found = listing.TreeClass("", [(name, size) for name, _, size in members])
+            found = listing.TreeClass("", [(name, size) for name, _, size in members],
+                                      [(name, "link in archive", reason) for name, reason in links])
             yield from _flat_events(self.split, self.root, found, entries, context, True)
             return
         top, tree = self._listing(warn)
@@ -143,7 +160,8 @@ def _flat_events(split, root, found: listing.TreeClass, entries, context, archiv
     """Found, rejects and one ClassFiles per label of a flat folder or tar, labelled by name."""
     yield listing.Found(split, found.found, sum(size for _, size in found.files))
     for relpath, kind, reason in found.rejects:
-        yield listing.reject(split, FileSystems.join(root, relpath), kind, reason)
+        where = f"{root}#{relpath}" if archive else FileSystems.join(root, relpath)
+        yield listing.reject(split, where, kind, reason)
     per_label: dict[int, list] = {}
     for relpath, entry in entries:
         name = relpath.rsplit("/", 1)[-1]
@@ -208,6 +226,7 @@ def run_imagenet(config: conversion.BuildConfig, inputs: ImagenetInputs,
                  beam_args: Sequence[str] = (), *, overwrite=False, progress=True, workers=None,
                  warn=log.warning) -> dict | None:
     """Lists the inputs (each file once), runs the ImageNet build; returns the manifest."""
+    conversion.check_output_outside_inputs(config)
     plan = launch.plan(beam_args)
     label_map = config.label_map
     context = conversion.ListContext(

@@ -15,7 +15,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
-from inception_data import sharding
+from inception_data import paths, sharding
 from pipelines import outputs, report
 
 
@@ -94,6 +94,21 @@ class Plan:
         return Plan(tuple(args), True)
 
 
+def unknown_options(beam_args: Sequence[str]) -> list[str]:
+    """The options in `beam_args` that no Beam PipelineOptions class defines (Beam itself
+    would drop them silently), as they were written."""
+    options = PipelineOptions(list(beam_args))
+    known = options.get_all_options()
+    unknown = set(options.get_all_options(retain_unknown_options=True)) - set(known)
+    return [arg.split("=", 1)[0] for arg in beam_args if arg.startswith("--")
+            and arg[2:].split("=", 1)[0].replace("-", "_") in unknown]
+
+
+def beam_option_names() -> list[str]:
+    """Every option Beam knows, as `--name`."""
+    return [f"--{name}" for name in PipelineOptions([]).get_all_options()]
+
+
 def plan(beam_args: Sequence[str]) -> Plan:
     """The Plan for `beam_args`, which are passed to Beam untouched.
 
@@ -111,12 +126,13 @@ SETTINGS = ".build-settings.json"
 
 
 def _existing_outputs(output_dir: str, splits: Sequence[str]) -> list[str]:
-    patterns = [FileSystems.join(output_dir, f"{split}-*-of-*") for split in splits]
-    patterns += [FileSystems.join(output_dir, name) for name in
+    literal = paths.glob_escape(output_dir)
+    patterns = [FileSystems.join(literal, f"{split}-*-of-*") for split in splits]
+    patterns += [FileSystems.join(literal, name) for name in
                  (report.MANIFEST, report.SUMMARY, SETTINGS, ".tmp-*", ".stats-*",
                   *(f"rejects-{s}.jsonl" for s in splits))]
     found = []
-    for result in FileSystems.match(patterns):
+    for result in paths.beam_match(patterns):
         for meta in result.metadata_list:
             name = meta.path.rsplit("/", 1)[-1]
             if name.startswith((".tmp-", ".stats-", "rejects-")) or name in (
@@ -125,9 +141,9 @@ def _existing_outputs(output_dir: str, splits: Sequence[str]) -> list[str]:
     return sorted(set(found))
 
 
-def _delete(paths: Sequence[str]) -> None:
-    if paths:
-        FileSystems.delete(list(paths))
+def _delete(files: Sequence[str]) -> None:
+    if files:
+        paths.beam_delete(files)
 
 
 def prepare_output(output_dir: str, splits: Sequence[str], overwrite: bool, settings: dict,
@@ -177,7 +193,8 @@ class ShardProgress:
 
     def __init__(self, output_dir: str, splits: Sequence[str], total_images: int,
                  total_shards: int | None = None, interval: float = 1.0):
-        self._patterns = [FileSystems.join(output_dir, f"{s}-*-of-*") for s in splits]
+        self._patterns = [FileSystems.join(paths.glob_escape(output_dir), f"{s}-*-of-*")
+                          for s in splits]
         self._total_images, self._total_shards = total_images, total_shards
         self._interval = interval
         self._stop = threading.Event()
@@ -186,7 +203,7 @@ class ShardProgress:
 
     def _position(self) -> float:
         shards = fraction = 0.0
-        for result in FileSystems.match(self._patterns):
+        for result in paths.beam_match(self._patterns):
             for meta in result.metadata_list:
                 parsed = sharding.parse_shard_name(meta.path.rsplit("/", 1)[-1])
                 if parsed:

@@ -22,7 +22,7 @@ from typing import Callable, Iterator, Mapping, NamedTuple
 
 from apache_beam.io.filesystems import FileSystems
 
-from inception_data import sharding
+from inception_data import paths, sharding
 
 
 class Item(NamedTuple):
@@ -193,7 +193,7 @@ def walk_remote(root: str) -> tuple[TreeClass, dict[str, TreeClass]]:
     prefix = root.rstrip("/") + "/"
     top = TreeClass("")
     classes: dict[str, TreeClass] = {}
-    for meta in FileSystems.match([prefix + "**"])[0].metadata_list:
+    for meta in paths.beam_match([paths.glob_escape(prefix) + "**"])[0].metadata_list:
         relpath = meta.path[len(prefix):]
         parts = relpath.split("/")
         found = top if len(parts) == 1 else classes.setdefault(parts[0], TreeClass(parts[0]))

@@ -13,6 +13,8 @@ import uuid
 
 from apache_beam.io.filesystems import FileSystems
 
+from inception_data import paths
+
 OBJECT_STORES = ("gs", "s3", "azfs")
 
 
@@ -36,17 +38,18 @@ def commit(tmp_path: str, final_path: str) -> None:
 
 def delete_quietly(path: str) -> None:
     try:
-        FileSystems.delete([path])
+        paths.beam_delete([path])
     except Exception:  # nothing to clean up, or the filesystem is gone: the error that matters
         pass           # is the one being raised
 
 
 def write_text(path: str, text: str) -> None:
-    """Writes a small text file atomically (temporary name, then commit)."""
+    """Writes a small text file atomically (temporary name, then commit). Names that were not
+    valid UTF-8 on disk (surrogate escapes) are written as their original bytes."""
     directory, name = path.rsplit("/", 1)
     tmp = temp_name(directory, name)
     with FileSystems.create(tmp) as handle:
-        handle.write(text.encode())
+        handle.write(text.encode("utf-8", "surrogateescape"))
     commit(tmp, path)
 
 

@@ -15,6 +15,7 @@ import re
 import keras
 import tensorflow as tf
 
+from inception_data import paths
 from trainer import optimizers as _registered  # noqa: F401  (custom optimizers for loading)
 from trainer import recipes as _schedules  # noqa: F401  (the learning-rate schedule class)
 from trainer.callbacks import TrainingError, step_of
@@ -26,7 +27,7 @@ _NAME = re.compile(r"ckpt-(\d+)\.keras$")
 def listing(train_dir: str) -> list[tuple[int, str]]:
     """(step, path) of the checkpoints in `train_dir`, oldest first."""
     found = []
-    for path in tf.io.gfile.glob(os.path.join(train_dir, "ckpt-*.keras")):
+    for path in tf.io.gfile.glob(os.path.join(paths.glob_escape(train_dir), "ckpt-*.keras")):
         match = _NAME.search(path)
         if match:
             found.append((int(match.group(1)), path))

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 import inception_data
 from inception_data import labels as labels_lib
+from inception_data import paths
 from inception_data import schema
 
 SMALL_IMAGES = 64  # images no larger than this on both sides get the "small" preset
@@ -49,7 +50,7 @@ class DatasetInfo:
         return tuple(sorted(self.names)) != DIGITS
 
     def pattern(self, split: str) -> str:
-        return os.path.join(self.data_dir, f"{split}-*")
+        return os.path.join(paths.glob_escape(self.data_dir), f"{split}-*")
 
 
 def load(data_dir: str) -> DatasetInfo:
@@ -66,7 +67,7 @@ def load(data_dir: str) -> DatasetInfo:
     splits = manifest["splits"]
     written = {name: splits.get(name, {}).get("written", 0) for name in ("train", "validation")}
     return DatasetInfo(data_dir, names, written["train"], written["validation"],
-                       _probe_size(os.path.join(data_dir, "train-*")))
+                       _probe_size(os.path.join(paths.glob_escape(data_dir), "train-*")))
 
 
 def _probe_size(pattern: str) -> int:

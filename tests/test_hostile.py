@@ -1,0 +1,235 @@
+"""Hostile inputs (#12): odd paths, odd label files, odd archives, damaged images and XML.
+Each test names the item of the issue it covers; each failed on the code before the fix."""
+
+import io
+import json
+import os
+import random
+import tarfile
+
+import pytest
+from click.testing import CliRunner
+
+from inception_data import boxes, images, labels
+from inception_data_cli import main as cli
+from tests import fabricate
+
+
+def run(*args, expect=0):
+    result = CliRunner().invoke(cli.main, [*map(str, args)])
+    assert result.exit_code == expect, result.output + repr(result.exception)
+    return result
+
+
+def manifest(out, split="train"):
+    return json.loads((out / "manifest.json").read_text())["splits"][split]
+
+
+def small_tree(root, classes=("daisy", "roses"), per_class=2):
+    for c, name in enumerate(classes):
+        for i in range(per_class):
+            fabricate.write(root / name / f"{i}.jpg", fabricate.jpeg_bytes(seed=c * 10 + i))
+    return root
+
+
+def test_1_brackets_and_wildcards_in_paths_are_taken_literally(tmp_path):
+    tree = small_tree(tmp_path / "photos [2024]", ("daisy", "ro[s]es", "tu*ips"))
+    out = tmp_path / "out [1]"
+    run("build", "--no-progress", "--workers", "1", "--train-dir", tree, "--output-dir", out,
+        "--shards", "3")
+    assert manifest(out)["per_class"] == {"daisy": 2, "ro[s]es": 2, "tu*ips": 2}
+    refused = run("build", "--no-progress", "--train-dir", tree, "--output-dir", out, expect=2)
+    assert "--overwrite" in refused.output
+    run("build", "--no-progress", "--workers", "1", "--train-dir", tree, "--output-dir", out,
+        "--shards", "2", "--overwrite")
+    assert sorted(p.name for p in out.glob("train-*")) == [
+        "train-00000-of-00002", "train-00001-of-00002"]  # the 3-shard set is gone
+    inspected = run("inspect", str(out / "train-*"))
+    assert "6 records in 2 file(s)" in inspected.output
+
+
+def test_2_labels_file_with_a_bom_or_another_encoding(tmp_path):
+    tree = small_tree(tmp_path / "train")
+    bom = tmp_path / "labels-bom.txt"
+    bom.write_bytes("\ufeffdaisy\nroses\n".encode("utf-8"))
+    out = tmp_path / "out"
+    run("build", "--no-progress", "--workers", "1", "--train-dir", tree, "--labels-file", bom,
+        "--output-dir", out)
+    assert manifest(out)["per_class"] == {"daisy": 2, "roses": 2} and manifest(out)["rejected"] == 0
+    latin = tmp_path / "labels-latin1.txt"
+    latin.write_bytes("daisy\nros\xe9s\n".encode("latin-1"))
+    result = run("build", "--no-progress", "--train-dir", tree, "--labels-file", latin,
+                 "--output-dir", tmp_path / "out2", expect=2)
+    assert f"{latin} is not UTF-8 text" in result.output and "Traceback" not in result.output
+
+
+def test_3_an_output_folder_inside_the_input_tree_is_refused(tmp_path):
+    tree = small_tree(tmp_path / "train")
+    result = run("build", "--no-progress", "--train-dir", tree, "--output-dir", tree / "out",
+                 expect=2)
+    assert "inside the train folder" in result.output
+    assert not (tree / "out").exists()
+
+
+def test_4_links_inside_tars_are_counted_and_rejected(tmp_path):
+    sample = fabricate.jpeg_bytes()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as inner:
+        member = tarfile.TarInfo("n01440764_1.JPEG")
+        member.size = len(sample)
+        inner.addfile(member, io.BytesIO(sample))
+        for name, kind in (("n01440764_2.JPEG", tarfile.SYMTYPE), ("n01440764_3.JPEG",
+                                                                     tarfile.LNKTYPE)):
+            link = tarfile.TarInfo(name)
+            link.type, link.linkname = kind, "n01440764_1.JPEG"
+            inner.addfile(link)
+    with tarfile.open(tmp_path / "train.tar", "w", format=tarfile.GNU_FORMAT) as outer:
+        info = tarfile.TarInfo("n01440764.tar")
+        info.size = buffer.tell()
+        buffer.seek(0)
+        outer.addfile(info, buffer)
+    out = tmp_path / "out"
+    run("imagenet", "--no-progress", "--workers", "1", "--train-tar", tmp_path / "train.tar",
+        "--train-shards", "1", "--output-dir", out)
+    summary = manifest(out)
+    assert (summary["found"], summary["written"], summary["rejected"]) == (3, 1, 2)
+    rejects = [json.loads(line) for line in (out / "rejects-train.jsonl").read_text().splitlines()]
+    assert {r["kind"] for r in rejects} == {"link in archive"}
+    assert any("symbolic link to n01440764_1.JPEG" in r["reason"] for r in rejects)
+
+
+def test_5_a_mistyped_option_is_a_usage_error_not_ignored(tmp_path):
+    tree = small_tree(tmp_path / "train")
+    for typo, hint in (("--shard", "--shards"), ("--verfy", "--verify")):
+        result = run("build", "--train-dir", tree, "--output-dir", tmp_path / "out", typo, "5",
+                     expect=2)
+        assert f"no such option: {typo} (did you mean {hint}?)" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_6_a_truncated_gif_is_a_reject_not_a_crash():
+    gif = fabricate.shared_data("odd-images", "animated.gif").read_bytes()
+    with pytest.raises(images.ImageRejected) as rejected:
+        images.normalise(gif[:1180])
+    assert rejected.value.kind == "truncated or corrupt"
+
+
+def _mutations(data: bytes, rng: random.Random):
+    """Damaged copies of real image bytes: flipped bytes, cut tails, spliced headers."""
+    choice = rng.randrange(4)
+    out = bytearray(data)
+    if choice == 0:
+        for _ in range(rng.randint(1, 8)):
+            out[rng.randrange(len(out))] = rng.randrange(256)
+    elif choice == 1:
+        out = out[:rng.randrange(1, len(out))]
+    elif choice == 2:
+        start = rng.randrange(min(len(out), 2000))
+        out[start:start + rng.randint(1, 64)] = bytes(rng.randrange(256) for _ in range(16))
+    else:
+        position = rng.randrange(min(len(out), 600))
+        out[position:position] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 32)))
+    return bytes(out)
+
+
+def fuzz_images(count: int, seed: int = 0):
+    """Feeds `count` mutations of real images to normalise in both verify modes; returns
+    (accepted, rejected) and fails on anything but ImageRejected."""
+    odd = fabricate.shared_data("odd-images")
+    samples = sorted(fabricate.shared_data("imagenet-samples").iterdir())[::50]
+    sources = [p.read_bytes() for p in samples] + [
+        (odd / name).read_bytes() for name in ("cmyk.jpg", "grayscale.png", "rgba-alpha.png",
+                                               "animated.gif", "exif-orientation-6.jpg",
+                                               "progressive-big-icc.jpg")]
+    rng = random.Random(seed)
+    accepted = rejected = 0
+    for _ in range(count):
+        data = _mutations(rng.choice(sources), rng)
+        for verify in images.VERIFY_MODES:
+            try:
+                images.normalise(data, verify=verify)
+                accepted += 1
+            except images.ImageRejected:
+                rejected += 1
+    return accepted, rejected
+
+
+def test_6_fuzzed_real_images_give_results_or_rejects_never_crashes():
+    accepted, rejected = fuzz_images(1500)
+    assert accepted > 100 and rejected > 100  # the mutations reach both outcomes
+
+
+def test_7_file_and_class_names_that_are_not_utf8(tmp_path):
+    root = os.fsencode(tmp_path / "train")
+    os.makedirs(root + b"/caf\xe9")
+    os.makedirs(root + b"/dogs")
+    for i, path in enumerate((b"/caf\xe9/na\xefve.jpg", b"/dogs/\xff\xfe.jpg", b"/dogs/ok.jpg")):
+        with open(root + path, "wb") as handle:
+            handle.write(fabricate.jpeg_bytes(seed=i))
+    out = tmp_path / "out"
+    run("build", "--no-progress", "--workers", "1", "--train-dir", tmp_path / "train",
+        "--output-dir", out)
+    assert manifest(out)["written"] == 3
+    assert (out / "labels.txt").read_bytes() == b"caf\xe9\ndogs\n"  # the names' own bytes
+    from tests.test_cli_build import read_split
+
+    names = sorted(r["image/filename"] for r in read_split(out, "train"))
+    assert names == [b"na\xefve.jpg", b"ok.jpg", b"\xff\xfe.jpg"]
+
+
+def test_9_xml_in_encodings_expat_refuses_is_decoded_or_reported():
+    text = ('<?xml version="1.0" encoding="{}"?><annotation><size><width>500</width><height>375'
+            '</height></size><object><name>n01440764</name><pose>\u4e2d</pose><bndbox><xmin>1'
+            '</xmin><ymin>2</ymin><xmax>300</xmax><ymax>200</ymax></bndbox></object></annotation>')
+    parsed = boxes.parse(text.format("GB2312").encode("gb2312"), "n01440764_1.xml")
+    assert [b.synset for b in parsed.boxes] == ["n01440764"]
+    with pytest.raises(boxes.AnnotationError, match="unknown"):
+        boxes.parse(text.format("x-no-such").encode("utf-8"), "a.xml")
+
+
+def test_9_fuzzed_real_annotations_parse_or_are_reported():
+    real = [fabricate.shared_data("bbox", "train", "n01440764", "n01440764_96.xml").read_bytes(),
+            fabricate.shared_data("bbox", "val", "ILSVRC2012_val_00000001.xml").read_bytes()]
+    real.append(real[0].replace(b"<annotation>", b'<?xml version="1.0" encoding="GB2312"?>'
+                                                 b"<annotation>", 1))
+    rng = random.Random(1)
+    outcomes = {"parsed": 0, "reported": 0}
+    for _ in range(2000):
+        try:
+            boxes.parse(_mutations(rng.choice(real), rng), "x.xml")
+            outcomes["parsed"] += 1
+        except boxes.AnnotationError:
+            outcomes["reported"] += 1
+    assert outcomes["parsed"] > 10 and outcomes["reported"] > 100  # both outcomes reached
+
+
+def test_9_external_entities_are_not_resolved(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET")
+    xxe = (f'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file://{secret}">]>'
+           f'<annotation><size><width>10</width><height>10</height></size><object><name>&x;'
+           f'</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox>'
+           f'</object></annotation>').encode()
+    try:
+        parsed = boxes.parse(xxe, "x.xml")
+        assert all("TOP-SECRET" not in b.synset for b in parsed.boxes)
+    except boxes.AnnotationError as err:
+        assert "TOP-SECRET" not in str(err)
+
+
+def test_12_an_image_too_costly_to_decode_is_rejected_before_decoding():
+    import numpy as np
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((9400, 9400), np.uint16)).save(buffer, "PNG")
+    assert len(buffer.getvalue()) < 200_000  # 172 KB on disk
+    with pytest.raises(images.ImageRejected, match="needs about 1095 MB") as rejected:
+        images.normalise(buffer.getvalue())
+    assert rejected.value.kind == "too large"
+
+
+def test_labels_module_reads_bom_files_directly(tmp_path):
+    path = tmp_path / "l.txt"
+    path.write_bytes(b"\xef\xbb\xbfa\nb\n")
+    assert labels.load_labels(str(path)).names == ("a", "b")
