@@ -57,21 +57,65 @@ class _Window(io.RawIOBase):
         return len(data)
 
 
-def tar_members(path: str, offset: int = 0, size: int | None = None, *, links: list | None = None):
-    """Yields (name, data offset in `path`, size) of the regular files of a tar stored in `path`
-    at `offset` (headers only: no member data is read). Members that are links, devices or
-    pipes are appended to `links` as (name, reason) when given: they hold no image."""
-    with FileSystems.open(path) as handle:
-        if size is None:
+@dataclasses.dataclass
+class TarIndex:
+    """What a tar holds: its regular files (name, data offset, size), and every member that
+    yields no image - links, devices, repeated names, the damage that ended the reading - as
+    (member name, kind, reason); member name "" is the archive itself."""
+
+    files: list = dataclasses.field(default_factory=list)
+    problems: list = dataclasses.field(default_factory=list)
+
+    @property
+    def found(self) -> int:
+        return len(self.files) + len(self.problems)
+
+
+def index_tar(path: str, offset: int = 0, size: int | None = None) -> TarIndex:
+    """Indexes a tar stored in `path` at `offset` (headers only: no member data is read). A
+    damaged or truncated archive keeps the members read before the damage."""
+    index = TarIndex()
+    first: dict[str, str] = {}  # file name -> the member that has it
+    try:
+        with FileSystems.open(path) as handle:
             handle.seek(0, io.SEEK_END)
-            size = handle.tell()
-        window = io.BufferedReader(_Window(handle, offset, size), buffer_size=64 * 1024)
-        with tarfile.open(fileobj=window, mode="r:") as archive:
-            for member in archive:
-                if member.isfile():
-                    yield member.name, offset + member.offset_data, member.size
-                elif not member.isdir() and links is not None:
-                    links.append((member.name, _not_a_file(member)))
+            present = handle.tell() - offset
+            size = present if size is None else size
+            if present < size:  # reading would just stop early: say so
+                index.problems.append(("", "damaged archive", (
+                    f"the archive is truncated: {size} bytes are declared, {max(present, 0)} "
+                    f"present; the files that are complete are converted, the rest is lost - "
+                    f"fetch the archive again")))
+            window = io.BufferedReader(_Window(handle, offset, size), buffer_size=64 * 1024)
+            with tarfile.open(fileobj=window, mode="r:") as archive:
+                for member in archive:
+                    if member.isfile() and member.offset_data + member.size > min(size, present):
+                        index.problems.append((member.name, "damaged archive", (
+                            f"truncated: the archive ends inside this file")))
+                        break  # nothing after it was stored either
+                    _add_member(index, first, member, offset)
+    except (tarfile.TarError, EOFError, OSError, ValueError) as err:
+        index.problems.append(("", "damaged archive", (
+            f"the archive cannot be read past its first {len(index.files)} file(s) ({err}); "
+            f"those are converted, the rest is lost - fetch the archive again"
+            if index.files else f"not a readable tar archive ({err})")))
+    return index
+
+
+def _add_member(index: TarIndex, first: dict, member: tarfile.TarInfo, offset: int) -> None:
+    if member.isdir():
+        return
+    if not member.isfile():
+        index.problems.append((member.name, "link in archive", _not_a_file(member)))
+        return
+    name = member.name.rsplit("/", 1)[-1]
+    if name in first:
+        index.problems.append((member.name, "duplicate", (
+            f"the archive holds another file named {name} ({first[name]}); only the first is "
+            f"converted")))
+        return
+    first[name] = member.name
+    index.files.append((member.name, offset + member.offset_data, member.size))
 
 
 def _not_a_file(member: tarfile.TarInfo) -> str:
@@ -93,22 +137,20 @@ class InnerTar:
     size: int
 
     def events(self, context: conversion.ListContext, warn):
-        links: list = []
-        members = list(tar_members(self.root, self.offset, self.size, links=links))
-        yield listing.Found(self.split, len(members) + len(links), self.size)
-        for name, reason in links:
-            yield listing.reject(self.split, f"{self.root}#{self.name}.tar/{name}",
-                                 "link in archive", reason)
+        index = index_tar(self.root, self.offset, self.size)
+        where = f"{self.root}#{self.name}.tar"
+        yield listing.Found(self.split, index.found, self.size)
+        for name, kind, reason in index.problems:
+            yield listing.reject(self.split, f"{where}/{name}" if name else where, kind, reason)
         label = context.label_of.get(self.name)
         if label is None:
-            for name, _, _ in members:
-                yield listing.reject(
-                    self.split, f"{self.root}#{self.name}.tar/{name}", "unlisted directory",
-                    f"synset {self.name!r} is not in the synsets file")
+            for name, _, _ in index.files:
+                yield listing.reject(self.split, f"{where}/{name}", "unlisted directory",
+                                     f"synset {self.name!r} is not in the synsets file")
             return
         yield listing.ClassFiles(self.split, label, context.keying.items(
             label, [(f"{self.name}/{name.rsplit('/', 1)[-1]}", offset, size)
-                    for name, offset, size in members]))
+                    for name, offset, size in index.files]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,11 +164,10 @@ class ValidationSource:
 
     def events(self, context: conversion.ListContext, warn):
         if self.archive:
-            links: list = []
-            members = list(tar_members(self.root, links=links))
-            entries = [(name, (name, offset, size)) for name, offset, size in members]
-            found = listing.TreeClass("", [(name, size) for name, _, size in members],
-                                      [(name, "link in archive", reason) for name, reason in links])
+            index = index_tar(self.root)
+            entries = [(name, (name, offset, size)) for name, offset, size in index.files]
+            found = listing.TreeClass("", [(name, size) for name, _, size in index.files],
+                                      list(index.problems))
             yield from _flat_events(self.split, self.root, found, entries, context, True)
             return
         top, tree = self._listing(warn)
@@ -160,7 +201,8 @@ def _flat_events(split, root, found: listing.TreeClass, entries, context, archiv
     """Found, rejects and one ClassFiles per label of a flat folder or tar, labelled by name."""
     yield listing.Found(split, found.found, sum(size for _, size in found.files))
     for relpath, kind, reason in found.rejects:
-        where = f"{root}#{relpath}" if archive else FileSystems.join(root, relpath)
+        where = (f"{root}#{relpath}" if relpath else root) if archive else \
+            FileSystems.join(root, relpath)
         yield listing.reject(split, where, kind, reason)
     per_label: dict[int, list] = {}
     for relpath, entry in entries:
@@ -195,15 +237,29 @@ class ImagenetRecords:
                                   boxes=tuple(tuple(b) for b in item.boxes))
 
 
-def train_tar_sources(split: str, tar_path: str, label_map, warn) -> list[InnerTar]:
-    """InnerTars of the training tar, from its 1000 member headers."""
-    sources = []
-    for name, offset, size in tar_members(tar_path):
+def train_tar_sources(split: str, tar_path: str, label_map, warn, listed: conversion.Listed
+                      ) -> list[InnerTar]:
+    """InnerTars of the training tar, from its 1000 member headers; what is not a per-synset
+    tar, and damage, go to `listed` as rejects."""
+    index = index_tar(tar_path)
+    if not index.files and index.problems:
+        raise launch.LaunchError(f"{tar_path} is not a readable tar archive "
+                                 f"({index.problems[0][2]}); pass ILSVRC2012_img_train.tar")
+    sources = []  # (a second <synset>.tar is one of index.problems: a duplicate)
+    for name, offset, size in index.files:
         synset = name.rsplit("/", 1)[-1]
         if not synset.endswith(".tar"):
-            warn(f"{tar_path}: member {name} is not a per-synset tar; skipped")
+            index.problems.append((name, "not a synset tar", "a member of the training tar "
+                                   "that is not a per-synset tar (<synset>.tar); not read"))
             continue
-        sources.append(InnerTar(split, tar_path, synset[:-4], offset, size))
+        synset = synset[:-4]
+        sources.append(InnerTar(split, tar_path, synset, offset, size))
+    for name, kind, reason in index.problems:
+        listed.found.append(listing.Found(split, 1))
+        listed.rejects.append(listing.reject(split, f"{tar_path}#{name}" if name else tar_path,
+                                             kind, reason))
+    conversion.warn_each(warn, [f"{tar_path}#{name or ''}: {reason}"
+                                for name, _, reason in index.problems])
     present = [s.name for s in sources]
     conversion.warn_each(warn, [
         f"{split}: synset {name} has no tar in {tar_path}; it keeps its label with 0 images"
@@ -236,8 +292,9 @@ def run_imagenet(config: conversion.BuildConfig, inputs: ImagenetInputs,
                                           ImagenetRecords(label_map.names, dict(texts)),
                                           config.verify, config.exif, config.resume)
     here, on_workers = [], []  # event streams listed by the launcher, sources by the workers
+    outer = conversion.Listed()  # the training tar's own problems, found by the launcher
     if inputs.train_is_tar:
-        on_workers += train_tar_sources("train", inputs.train, label_map, warn)
+        on_workers += train_tar_sources("train", inputs.train, label_map, warn, outer)
     elif inputs.train:
         tree = listing.Tree(inputs.train, warn)
         image_folder.warn_unlisted_names("train", inputs.train, tree.names, label_map, warn)
@@ -253,7 +310,10 @@ def run_imagenet(config: conversion.BuildConfig, inputs: ImagenetInputs,
         else:
             on_workers.append(source)
     with conversion.Scratch(plan) as scratch:
-        listed = conversion.list_in_launcher(here, scratch) if plan.is_local else None
+        listed = conversion.list_in_launcher(here, scratch) if plan.is_local else \
+            conversion.Listed()
+        listed.rejects += outer.rejects
+        listed.found += outer.found
         if listed and inputs.train and not inputs.train_is_tar:
             conversion.warn_empty_labels("train", inputs.train.rstrip("/"), label_map,
                                          conversion.spilled_counts(listed, "train"), warn)

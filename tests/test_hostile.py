@@ -114,49 +114,11 @@ def test_6_a_truncated_gif_is_a_reject_not_a_crash():
     assert rejected.value.kind == "truncated or corrupt"
 
 
-def _mutations(data: bytes, rng: random.Random):
-    """Damaged copies of real image bytes: flipped bytes, cut tails, spliced headers."""
-    choice = rng.randrange(4)
-    out = bytearray(data)
-    if choice == 0:
-        for _ in range(rng.randint(1, 8)):
-            out[rng.randrange(len(out))] = rng.randrange(256)
-    elif choice == 1:
-        out = out[:rng.randrange(1, len(out))]
-    elif choice == 2:
-        start = rng.randrange(min(len(out), 2000))
-        out[start:start + rng.randint(1, 64)] = bytes(rng.randrange(256) for _ in range(16))
-    else:
-        position = rng.randrange(min(len(out), 600))
-        out[position:position] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 32)))
-    return bytes(out)
-
-
-def fuzz_images(count: int, seed: int = 0):
-    """Feeds `count` mutations of real images to normalise in both verify modes; returns
-    (accepted, rejected) and fails on anything but ImageRejected."""
-    odd = fabricate.shared_data("odd-images")
-    samples = sorted(fabricate.shared_data("imagenet-samples").iterdir())[::50]
-    sources = [p.read_bytes() for p in samples] + [
-        (odd / name).read_bytes() for name in ("cmyk.jpg", "grayscale.png", "rgba-alpha.png",
-                                               "animated.gif", "exif-orientation-6.jpg",
-                                               "progressive-big-icc.jpg")]
-    rng = random.Random(seed)
-    accepted = rejected = 0
-    for _ in range(count):
-        data = _mutations(rng.choice(sources), rng)
-        for verify in images.VERIFY_MODES:
-            try:
-                images.normalise(data, verify=verify)
-                accepted += 1
-            except images.ImageRejected:
-                rejected += 1
-    return accepted, rejected
-
-
-def test_6_fuzzed_real_images_give_results_or_rejects_never_crashes():
-    accepted, rejected = fuzz_images(1500)
+def test_6_10_fuzzed_real_images_give_records_tensorflow_decodes_or_rejects():
+    found = fabricate.fuzz_normalise(1000)
+    accepted, rejected, undecodable = found["decode"]
     assert accepted > 100 and rejected > 100  # the mutations reach both outcomes
+    assert undecodable == 0  # decode mode's promise: training decodes every stored image
 
 
 def test_7_file_and_class_names_that_are_not_utf8(tmp_path):
@@ -196,7 +158,7 @@ def test_9_fuzzed_real_annotations_parse_or_are_reported():
     outcomes = {"parsed": 0, "reported": 0}
     for _ in range(2000):
         try:
-            boxes.parse(_mutations(rng.choice(real), rng), "x.xml")
+            boxes.parse(fabricate.mutate(rng.choice(real), rng), "x.xml")
             outcomes["parsed"] += 1
         except boxes.AnnotationError:
             outcomes["reported"] += 1
@@ -233,3 +195,48 @@ def test_labels_module_reads_bom_files_directly(tmp_path):
     path = tmp_path / "l.txt"
     path.write_bytes(b"\xef\xbb\xbfa\nb\n")
     assert labels.load_labels(str(path)).names == ("a", "b")
+
+
+def _tar_bytes(members) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as archive:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_8_damaged_and_duplicated_tars_keep_what_is_readable_and_report_the_rest(tmp_path):
+    jpeg = [fabricate.jpeg_bytes(seed=i) for i in range(6)]
+    tench = _tar_bytes([(f"n01440764_{i}.JPEG", jpeg[i]) for i in range(3)])
+    goldfish = _tar_bytes([("n01443537_1.JPEG", jpeg[3]), ("n01443537_1.JPEG", jpeg[4]),
+                           ("other/n01443537_1.JPEG", jpeg[5])])  # the same name three times
+    with tarfile.open(fileobj=io.BytesIO(tench)) as archive:
+        third = archive.getmembers()[2].offset_data
+    outer = _tar_bytes([
+        ("n01440764.tar", tench[:third + 100]),  # cut inside its third image
+        ("n01443537.tar", goldfish),
+        ("n01484850.tar", jpeg[0]),  # not a tar at all
+        ("n01443537.tar", goldfish),  # the same synset twice
+    ])
+    (tmp_path / "train.tar").write_bytes(outer)
+    out = tmp_path / "out"
+    run("imagenet", "--no-progress", "--workers", "1", "--train-tar", tmp_path / "train.tar",
+        "--train-shards", "1", "--output-dir", out)
+    summary = manifest(out)
+    rejects = [json.loads(line) for line in (out / "rejects-train.jsonl").read_text().splitlines()]
+    kinds = sorted(r["kind"] for r in rejects)
+    assert summary["written"] == 3  # 2 complete tench images + the first goldfish
+    assert summary["found"] == summary["written"] + summary["rejected"]
+    assert kinds.count("duplicate") == 3  # 2 names in the goldfish tar, its second copy
+    assert "damaged archive" in kinds and any("n01484850.tar" in r["path"] for r in rejects
+                                              if r["kind"] == "damaged archive")
+    # a truncated outer tar: the per-synset tars that are complete are converted
+    (tmp_path / "cut.tar").write_bytes(outer[:len(outer) - 3000])
+    run("imagenet", "--no-progress", "--workers", "1", "--train-tar", tmp_path / "cut.tar",
+        "--train-shards", "1", "--output-dir", tmp_path / "out-cut")
+    assert manifest(tmp_path / "out-cut")["written"] == 3
+    not_a_tar = run("imagenet", "--no-progress", "--train-tar", fabricate.shared_data(
+        "odd-images", "cmyk.jpg"), "--output-dir", tmp_path / "x", expect=2)
+    assert "is not a readable tar archive" in not_a_tar.output
