@@ -10,7 +10,8 @@ the header and returns the bytes to store:
   with `exif="apply"` (the default) JPEGs whose EXIF orientation is not 1 are rotated upright.
 
 Anything that cannot become a training image raises `ImageRejected` with a reason meant for the
-rejects report. Pure functions: no file I/O, no Beam, no TensorFlow.
+rejects report. Pure functions: no file I/O, no Beam; TensorFlow only in decode mode, whose
+check is TensorFlow's own JPEG decoder.
 """
 
 from __future__ import annotations
@@ -119,6 +120,24 @@ def _decode(image: Image.Image, fmt: str) -> None:
         raise ImageRejected("truncated or corrupt", f"{fmt} data is truncated or corrupt: {err}") from err
 
 
+def _tensorflow_decodes(data: bytes) -> None:
+    """Decode mode's promise is that training can decode every stored JPEG, and only
+    TensorFlow's own decoder keeps it: of 3,392 fuzzed JPEGs that Pillow decoded fully, 4 failed
+    in tf.io.decode_jpeg, while libjpeg-turbo through simplejpeg disagreed with TensorFlow on
+    749 (strict or not). At 1/8 scale (ratio=8) the entropy decoding, where damage shows, is
+    complete (no disagreement with full decodes on 3,000 mutations) and costs about what
+    Pillow's draft decode did (1.1 vs 1.0 ms per ImageNet photo). TensorFlow is imported here,
+    in decode mode only."""
+    import tensorflow as tf
+
+    try:
+        tf.io.decode_jpeg(data, channels=3, ratio=8)
+    except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as err:
+        detail = str(err).splitlines()[0][:200]
+        raise ImageRejected("truncated or corrupt", f"JPEG data does not decode in TensorFlow: "
+                                                    f"{detail}") from None
+
+
 def _orientation(image: Image.Image) -> int:
     try:
         value = int(image.getexif().get(_EXIF_ORIENTATION, 1))
@@ -168,7 +187,8 @@ def normalise(data: bytes, *, verify: str = "fast", exif: str = "apply") -> Norm
     Args:
         data: the whole file.
         verify: "fast" checks the header and, for kept JPEGs, the end-of-image marker (a
-            truncated file fails; nothing is decoded); "decode" fully decodes every image.
+            truncated file fails; nothing is decoded); "decode" decodes every image, kept JPEGs
+            with TensorFlow's decoder, so that every stored image decodes in training.
         exif: "apply" rotates JPEGs whose EXIF orientation is not 1 upright (re-encoding only
             those); "ignore" keeps their bytes, as TensorFlow's decoder ignores the tag.
 
@@ -202,7 +222,9 @@ def _normalise(data: bytes, fmt: str, verify: str, exif: str) -> NormalisedImage
         reason = _reencode_reason(image, orientation, exif)
         if reason is None:
             width, height = image.size  # from the header; draft mode below shrinks .size
-            if verify == "decode" or not _ends_with_eoi(data):
+            if verify == "decode":
+                _tensorflow_decodes(data)
+            elif not _ends_with_eoi(data):
                 # No end marker: a decode tells trailing junk from truncation. Draft mode
                 # (DCT scaling to 1/8) still entropy-decodes every coefficient, so it finds
                 # truncated and corrupt data, but skips most of the inverse DCT: ~1.5x faster.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import pathlib
+import random
 
 import numpy as np
 import pytest
@@ -123,3 +124,53 @@ def same_outputs(one: pathlib.Path, two: pathlib.Path) -> list[str]:
     for name in names:
         assert (one / name).read_bytes() == (two / name).read_bytes(), name
     return names
+
+
+def mutate(data: bytes, rng: random.Random):
+    """Damaged copies of real image bytes: flipped bytes, cut tails, spliced headers."""
+    choice = rng.randrange(4)
+    out = bytearray(data)
+    if choice == 0:
+        for _ in range(rng.randint(1, 8)):
+            out[rng.randrange(len(out))] = rng.randrange(256)
+    elif choice == 1:
+        out = out[:rng.randrange(1, len(out))]
+    elif choice == 2:
+        start = rng.randrange(min(len(out), 2000))
+        out[start:start + rng.randint(1, 64)] = bytes(rng.randrange(256) for _ in range(16))
+    else:
+        position = rng.randrange(min(len(out), 600))
+        out[position:position] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 32)))
+    return bytes(out)
+
+
+def fuzz_normalise(count: int, seed: int = 0):
+    """Feeds `count` mutations of real images to normalise in both verify modes; returns
+    {verify mode: (accepted, rejected, accepted that TensorFlow cannot decode)}, failing on any
+    exception but ImageRejected."""
+    odd = shared_data("odd-images")
+    samples = sorted(shared_data("imagenet-samples").iterdir())[::50]
+    sources = [p.read_bytes() for p in samples] + [
+        (odd / name).read_bytes() for name in ("cmyk.jpg", "grayscale.png", "rgba-alpha.png",
+                                               "animated.gif", "exif-orientation-6.jpg",
+                                               "progressive-big-icc.jpg")]
+    import tensorflow as tf
+
+    from inception_data import images
+
+    rng = random.Random(seed)
+    counts = {verify: [0, 0, 0] for verify in images.VERIFY_MODES}
+    for _ in range(count):
+        data = mutate(rng.choice(sources), rng)
+        for verify in images.VERIFY_MODES:
+            try:
+                encoded = images.normalise(data, verify=verify).encoded
+            except images.ImageRejected:
+                counts[verify][1] += 1
+                continue
+            counts[verify][0] += 1
+            try:
+                tf.io.decode_jpeg(encoded, channels=3)
+            except tf.errors.OpError:
+                counts[verify][2] += 1
+    return {verify: tuple(c) for verify, c in counts.items()}
