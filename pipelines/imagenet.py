@@ -91,7 +91,7 @@ def index_tar(path: str, offset: int = 0, size: int | None = None) -> TarIndex:
                 for member in archive:
                     if member.isfile() and member.offset_data + member.size > min(size, present):
                         index.problems.append((member.name, "damaged archive", (
-                            f"truncated: the archive ends inside this file")))
+                            "truncated: the archive ends inside this file")))
                         break  # nothing after it was stored either
                     _add_member(index, first, member, offset)
     except (tarfile.TarError, EOFError, OSError, ValueError) as err:

@@ -240,3 +240,67 @@ def test_8_damaged_and_duplicated_tars_keep_what_is_readable_and_report_the_rest
     not_a_tar = run("imagenet", "--no-progress", "--train-tar", fabricate.shared_data(
         "odd-images", "cmyk.jpg"), "--output-dir", tmp_path / "x", expect=2)
     assert "is not a readable tar archive" in not_a_tar.output
+
+
+def test_13_os_errors_are_one_line_naming_the_path_and_what_to_do(tmp_path, monkeypatch):
+    import errno
+
+    from pipelines import image_folder
+
+    full = OSError(errno.ENOSPC, "No space left on device", "/data/out/train-00003-of-00128")
+    assert cli.one_line(full) == ("/data/out/train-00003-of-00128: No space left on device; "
+                                  "free some space or choose another --output-dir")
+    wrapped = RuntimeError("Traceback (most recent call last):\n  File ...\nOSError: [Errno 30] "
+                           "Read-only file system: '/mnt/ro/.tmp-train-00000' [while running "
+                           "'WriteShardGroups']")
+    assert cli.one_line(wrapped) == ("/mnt/ro/.tmp-train-00000: Read-only file system; choose a "
+                                     "writable --output-dir")
+
+    def disk_full(*args, **kwargs):
+        raise full
+
+    monkeypatch.setattr(image_folder, "run_build", disk_full)
+    result = run("build", "--train-dir", small_tree(tmp_path / "train"), "--output-dir",
+                 tmp_path / "out", expect=2)
+    assert result.output.strip().splitlines() == [
+        f"error: {cli.one_line(full)} (--debug shows the whole traceback)"]
+    debug = CliRunner().invoke(cli.main, ["--debug", "build", "--train-dir",
+                                          str(tmp_path / "train"), "--output-dir",
+                                          str(tmp_path / "out")])
+    assert debug.exception is full  # --debug: the exception itself, traceback and all
+
+
+@pytest.mark.parametrize("signame,group,code", [("SIGTERM", False, 143), ("SIGINT", True, 130)])
+def test_13_14_signals_stop_everything_with_one_line(tmp_path, signame, group, code):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    tree = tmp_path / "train"
+    fabricate.imagenet_tree(tree)  # 1000 real images
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    (scratch / "inception-data-999999999-stale").mkdir()  # left by a build killed with -9
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "inception_data_cli", "build", "--no-progress", "--workers", "2",
+         "--verify", "decode", "--train-dir", str(tree), "--shards", "40", "--output-dir",
+         str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        env=dict(os.environ, TMPDIR=str(scratch)),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 120
+    while not list(out.glob("train-*")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    workers = cli._descendants(process.pid)
+    assert workers, "the build had no worker processes to stop"
+    (os.killpg if group else os.kill)(process.pid, getattr(signal, signame))
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == code
+    assert err.decode().strip().splitlines() == [
+        f"error: interrupted ({signame}); committed shards are kept: run the same command "
+        f"with --resume to finish"]
+    time.sleep(1)
+    assert not [p for p in workers if os.path.exists(f"/proc/{p}")]  # no orphans
+    assert os.listdir(scratch) == []  # its own scratch and the stale one are gone
+    assert len(list(out.glob("train-*"))) < 40 and not (out / "manifest.json").exists()
