@@ -133,9 +133,9 @@ def _tensorflow_decodes(data: bytes) -> None:
     try:
         tf.io.decode_jpeg(data, channels=3, ratio=8)
     except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as err:
-        detail = str(err).splitlines()[0][:200]
-        raise ImageRejected("truncated or corrupt", f"JPEG data does not decode in TensorFlow: "
-                                                    f"{detail}") from None
+        detail = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:\w+\]", "", err.message).strip()[:200]
+        raise ImageRejected("truncated or corrupt", f"JPEG data is truncated or corrupt: "
+                                                    f"TensorFlow's decoder fails ({detail})") from None
 
 
 def _orientation(image: Image.Image) -> int:
