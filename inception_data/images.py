@@ -17,6 +17,7 @@ check is TensorFlow's own JPEG decoder.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import re
 import warnings
@@ -120,6 +121,20 @@ def _decode(image: Image.Image, fmt: str) -> None:
         raise ImageRejected("truncated or corrupt", f"{fmt} data is truncated or corrupt: {err}") from err
 
 
+@functools.cache
+def _tensorflow():
+    """TensorFlow, imported on first use, with one thread per op: the converter runs one worker
+    process per core already, and TensorFlow's default pools would oversubscribe them."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # this process ran TensorFlow before: keep its settings
+        pass
+    return tf
+
+
 def _tensorflow_decodes(data: bytes) -> None:
     """Decode mode's promise is that training can decode every stored JPEG, and only
     TensorFlow's own decoder keeps it: of 3,392 fuzzed JPEGs that Pillow decoded fully, 4 failed
@@ -128,8 +143,7 @@ def _tensorflow_decodes(data: bytes) -> None:
     complete (no disagreement with full decodes on 3,000 mutations) and costs about what
     Pillow's draft decode did (1.1 vs 1.0 ms per ImageNet photo). TensorFlow is imported here,
     in decode mode only."""
-    import tensorflow as tf
-
+    tf = _tensorflow()
     try:
         tf.io.decode_jpeg(data, channels=3, ratio=8)
     except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as err:
