@@ -162,15 +162,19 @@ def _orientation(image: Image.Image) -> int:
 
 def _to_rgb(image: Image.Image) -> Image.Image:
     """Any Pillow mode to 8-bit RGB; transparency composited on white."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # Pillow's convert("L") clips 16-bit values instead of scaling them. float32 and in
-        # place: a float64 copy of a 9,400 x 9,400 image alone is 700 MB.
-        pixels = np.asarray(image, dtype=np.float32)
-        peak = 65535.0 if image.mode != "F" else max(float(pixels.max()), 1.0)
-        pixels *= 255.0 / peak
-        pixels += 0.5
-        np.clip(pixels, 0, 255, out=pixels)
-        return Image.fromarray(pixels.astype(np.uint8), "L").convert("RGB")
+    if image.mode == "F":  # floating point: scaled by its own peak
+        pixels = np.asarray(image, dtype=np.float64)
+        scaled = np.clip(pixels / max(float(pixels.max()), 1.0) * 255.0 + 0.5, 0, 255)
+        return Image.fromarray(scaled.astype(np.uint8), "L").convert("RGB")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # Pillow's convert("L") clips 16-bit values instead of scaling them. Integer arithmetic,
+        # in place, gives exactly round(v * 255 / 65535) at 4 bytes per pixel (a float64 copy
+        # of a 9,400 x 9,400 image alone is 700 MB).
+        scaled = np.clip(np.asarray(image), 0, 65535).astype(np.uint32)
+        scaled *= 255
+        scaled += 32767
+        scaled //= 65535
+        return Image.fromarray(scaled.astype(np.uint8), "L").convert("RGB")
     if image.mode == "P" and "transparency" in image.info or image.mode in ("RGBA", "LA", "PA",
                                                                               "RGBa", "La"):
         rgba = image.convert("RGBA")
