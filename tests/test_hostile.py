@@ -304,3 +304,49 @@ def test_13_14_signals_stop_everything_with_one_line(tmp_path, signame, group, c
     assert not [p for p in workers if os.path.exists(f"/proc/{p}")]  # no orphans
     assert os.listdir(scratch) == []  # its own scratch and the stale one are gone
     assert len(list(out.glob("train-*"))) < 40 and not (out / "manifest.json").exists()
+
+
+def _shard_with_a_bad_record(path):
+    """Five records, the third of which TensorFlow cannot decode (a bogus Huffman table)."""
+    from inception_data import schema, tfrecord
+
+    bad = bytearray(fabricate.jpeg_bytes(40, 30, seed=9))
+    table = bad.index(b"\xff\xc4") + 5
+    bad[table:table + 16] = b"\xff" * 16
+    encoded = [fabricate.jpeg_bytes(40, 30, seed=i) for i in range(4)]
+    encoded.insert(2, bytes(bad))
+    path.write_bytes(b"".join(tfrecord.frame(schema.to_example(schema.ImageRecord(
+        data, 30, 40, 1, "cats", f"{i}.jpg"))) for i, data in enumerate(encoded)))
+    return str(path)
+
+
+def test_11_input_fn_names_the_record_that_does_not_decode_or_skips_it(tmp_path, capfd):
+    import tensorflow as tf
+
+    from inception_data import reader
+
+    shard = _shard_with_a_bad_record(tmp_path / "train-00000-of-00001")
+    raising = reader.input_fn(shard, is_training=False, batch_size=1, image_size=32)
+    with pytest.raises(tf.errors.InvalidArgumentError) as failure:
+        list(raising.as_numpy_iterator())
+    assert "record 2 (0-based) of" in str(failure.value) and shard in str(failure.value)
+    for training in (False, True):
+        skipping = reader.input_fn(shard, is_training=training, batch_size=1, image_size=32,
+                                   on_error="skip", repeat=False, shuffle_buffer=5)
+        assert len(list(skipping.as_numpy_iterator())) == 4
+        logged = capfd.readouterr().err
+        assert f"skipped record 2 (0-based) of {shard}" in logged
+        assert "1 skipped in this file so far" in logged
+    with pytest.raises(ValueError, match="on_error"):
+        reader.input_fn(shard, is_training=False, batch_size=1, on_error="ignore")
+
+
+def test_11_shards_built_with_decode_verification_are_not_checked_again(tmp_path):
+    from inception_data import reader
+
+    shard = _shard_with_a_bad_record(tmp_path / "train-00000-of-00001")
+    assert not reader.verified_by_build([shard])  # no manifest: checked
+    (tmp_path / "manifest.json").write_text(json.dumps({"settings": {"verify": "fast"}}))
+    assert not reader.verified_by_build([shard])
+    (tmp_path / "manifest.json").write_text(json.dumps({"settings": {"verify": "decode"}}))
+    assert reader.verified_by_build([shard])
