@@ -50,16 +50,22 @@ def class_offsets(counts: Mapping[int, int]) -> dict[int, int]:
     return offsets
 
 
+def sort_key(seed: int, relpath: str, *, by_basename: bool = False) -> int:
+    """The key that orders a file within its class. With `by_basename` it ignores folders, so
+    the same images laid out differently (a flat ImageNet validation folder, a sorted one, a
+    tar) land in the same shards."""
+    return path_key(seed, relpath.rsplit("/", 1)[-1] if by_basename else relpath)
+
+
 def ordered(relpaths: Iterable[str], *, seed: int, by_basename: bool = False):
-    """[(key, relpath)] of one class, in the order its files are dealt to the shards.
+    """[(key, relpath)] of one class, in the order its files are dealt to the shards."""
+    return sorted((sort_key(seed, p, by_basename=by_basename), p) for p in relpaths)
 
-    With `by_basename` the key ignores folders, so the same images laid out differently (a flat
-    ImageNet validation folder, a sorted one, a tar) land in the same shards.
-    """
-    def name(path):
-        return path.rsplit("/", 1)[-1] if by_basename else path
 
-    return sorted((path_key(seed, name(p)), p) for p in relpaths)
+def shard_of(position: int, *, offset: int, num_shards: int) -> int:
+    """The shard that file `position` (in `ordered` order) of a class starting at `offset` is
+    dealt to."""
+    return (offset + position) % num_shards
 
 
 def assign(relpaths: Iterable[str], *, seed: int, offset: int, num_shards: int,
@@ -67,7 +73,7 @@ def assign(relpaths: Iterable[str], *, seed: int, offset: int, num_shards: int,
     """Yields (shard index, key, relpath) for one class's files."""
     keyed = ordered(relpaths, seed=seed, by_basename=by_basename)
     for position, (key, relpath) in enumerate(keyed):
-        yield (offset + position) % num_shards, key, relpath
+        yield shard_of(position, offset=offset, num_shards=num_shards), key, relpath
 
 
 def positions(shard: int, *, offset: int, num_shards: int, count: int) -> range:

@@ -55,7 +55,8 @@ def Layouts(counts, shards: Mapping[str, int | None]):  # noqa: N802 (a PTransfo
 def _assign(listed: ClassFiles, layouts):
     layout = layouts[listed.split]
     for position, item in enumerate(listed.items):
-        shard = (layout.offsets[listed.label] + position) % layout.num_shards
+        shard = sharding.shard_of(position, offset=layout.offsets[listed.label],
+                                  num_shards=layout.num_shards)
         yield (listed.split, shard, layout.num_shards), item
 
 

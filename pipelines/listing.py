@@ -93,8 +93,7 @@ class Keying:
         return items
 
     def key(self, relpath: str) -> int:
-        return sharding.path_key(self.seed, relpath.rsplit("/", 1)[-1] if self.by_basename
-                                 else relpath)
+        return sharding.sort_key(self.seed, relpath, by_basename=self.by_basename)
 
 
 @dataclasses.dataclass
