@@ -23,7 +23,7 @@ import re
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageMode, ImageOps
 
 JPEG_QUALITY = 95
 VERIFY_MODES = ("fast", "decode")
@@ -73,16 +73,19 @@ def sniff(data: bytes) -> str | None:
 # _working_bytes). Pillow's pixel limit alone lets a 172 KB 16-bit PNG of 9,400 x 9,400 take
 # 2.2 GB; with this bound a worker's memory per image is known before anything is decoded.
 MAX_WORKING_BYTES = 1 << 30
-_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "La": 2, "RGB": 3, "YCbCr": 3,
-                    "LAB": 3, "HSV": 3, "RGBA": 4, "RGBa": 4, "CMYK": 4, "RGBX": 4,
-                    "I;16": 2, "I;16B": 2, "I;16L": 2, "I": 4, "F": 4}
+
+
+def _bytes_per_pixel(mode: str) -> int:
+    """Bytes Pillow stores per pixel of `mode` (bands x the band type's size)."""
+    descriptor = ImageMode.getmode(mode)
+    return len(descriptor.bands) * np.dtype(descriptor.typestr).itemsize
 
 
 def _working_bytes(image: Image.Image) -> int:
     """Bytes a conversion of `image` holds at its peak, at most: the decoded pixels, the float32
     scaling of 16-bit modes, and the RGBA and RGB copies."""
     pixels = image.size[0] * image.size[1]
-    return pixels * (_BYTES_PER_PIXEL.get(image.mode, 4) + 4 + 4 + 3)
+    return pixels * (_bytes_per_pixel(image.mode) + 4 + 4 + 3)
 
 
 def _check_cost(image: Image.Image) -> None:
