@@ -75,6 +75,22 @@ class Listed:
     def bytes(self) -> int:
         return sum(f.bytes for f in self.found)
 
+    @property
+    def files(self) -> int:
+        return sum(f.count for f in self.found)
+
+
+def _kind(event) -> str:
+    """What a listing event is: a class's files, a Found count, or a reject row."""
+    if isinstance(event, ClassFiles):
+        return "listed"
+    return FOUND if isinstance(event, Found) else shard_writer.REJECTS
+
+
+def spill_class(listed: ClassFiles, spill_dir: str) -> layout.Spilled:
+    """Writes one class's listing to its file in the scratch directory."""
+    return layout.spill(listed, layout.spill_path(spill_dir, listed.split, listed.label))
+
 
 def list_in_launcher(streams: Sequence, spill_dir: str) -> Listed:
     """Consumes listing event streams here, spilling each class to `spill_dir` as soon as it
@@ -82,24 +98,18 @@ def list_in_launcher(streams: Sequence, spill_dir: str) -> Listed:
     listed = Listed()
     for events in streams:
         for event in events:
-            if isinstance(event, ClassFiles):
-                path = layout.spill_path(spill_dir, event.split, event.label)
-                listed.spilled.append(layout.spill(event, path))
-            elif isinstance(event, Found):
-                listed.found.append(event)
+            kind = _kind(event)
+            if kind == "listed":
+                listed.spilled.append(spill_class(event, spill_dir))
             else:
-                listed.rejects.append(event)
+                (listed.found if kind == FOUND else listed.rejects).append(event)
     return listed
 
 
 def _tagged_events(source, context: ListContext):
     for event in source.events(context, log.warning):
-        if isinstance(event, ClassFiles):
-            yield event
-        elif isinstance(event, Found):
-            yield beam.pvalue.TaggedOutput(FOUND, event)
-        else:
-            yield beam.pvalue.TaggedOutput(shard_writer.REJECTS, event)
+        kind = _kind(event)
+        yield event if kind == "listed" else beam.pvalue.TaggedOutput(kind, event)
 
 
 class ListImages(beam.PTransform):
@@ -114,10 +124,6 @@ class ListImages(beam.PTransform):
                 | "Spread" >> beam.Reshuffle()  # list (e.g. index tars) on many workers
                 | "ListSources" >> beam.FlatMap(_tagged_events, self._context).with_outputs(
                     shard_writer.REJECTS, FOUND, main="listed"))
-
-
-def _spill_on_worker(listed: ClassFiles, spill_dir: str) -> layout.Spilled:
-    return layout.spill(listed, layout.spill_path(spill_dir, listed.split, listed.label))
 
 
 def build(pipeline, config: BuildConfig, settings: shard_writer.ShardSettings,
@@ -136,7 +142,7 @@ def build(pipeline, config: BuildConfig, settings: shard_writer.ShardSettings,
                   | "ListImages" >> ListImages(context))  # ClassFiles + REJECTS + FOUND
     if spill_dir is not None:
         spilled = ((pipeline | "SpilledHere" >> beam.Create(listed.spilled),
-                    on_workers.listed | "Spill" >> beam.Map(_spill_on_worker, spill_dir))
+                    on_workers.listed | "Spill" >> beam.Map(spill_class, spill_dir))
                    | "AllSpilled" >> beam.Flatten())  # layout.Spilled per class
         splits_spilled = spilled | "SpilledSplits" >> layout.SpilledSplits(config.shards)
         written = (splits_spilled  # (split, layout.SpilledSplit)
@@ -165,6 +171,29 @@ def build(pipeline, config: BuildConfig, settings: shard_writer.ShardSettings,
                        "settings": config.settings()}
     _ = ((found, written.stats, reject_infos)
          | "WriteSummary" >> report.WriteSummary(config.output_dir, manifest_config))
+
+
+def shard_settings(config: BuildConfig, make_record) -> shard_writer.ShardSettings:
+    """What every shard of `config`'s build is written with."""
+    return shard_writer.ShardSettings(config.output_dir, dict(config.roots), make_record,
+                                      config.verify, config.exif, config.resume)
+
+
+def lists_in_launcher(plan: launch.Plan, root: str) -> bool:
+    """Whether the launcher opens `root` itself: always for a local build, and for local
+    folders (a cheap scan of the top level, for the label warnings); a distributed build of an
+    object-store tree leaves the listing to its workers - listing the bucket here as well would
+    list every object twice."""
+    return plan.is_local or listing.is_local(root)
+
+
+def warn_unlisted_after_run(manifest: Mapping, split: str, root: str, warn) -> None:
+    """For a split the launcher did not list: the files of directories not in the labels file,
+    counted in the manifest."""
+    unlisted = manifest["splits"][split]["reject_reasons"].get("unlisted directory")
+    if unlisted:
+        warn(f"{split}: {unlisted} file(s) of directories under {root} that are not in the "
+             f"labels file are listed in rejects-{split}.jsonl")
 
 
 def _inside(path: str, folder: str) -> bool:

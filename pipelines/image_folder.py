@@ -13,7 +13,7 @@ from typing import Sequence
 
 from inception_data import labels as labels_lib
 from inception_data import schema
-from pipelines import conversion, launch, listing, shard_writer
+from pipelines import conversion, launch, listing
 from pipelines.conversion import BuildConfig
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,9 @@ def run_build(config: BuildConfig, beam_args: Sequence[str] = (), *, overwrite: 
     manifest (None: a remote job that runs on)."""
     conversion.check_output_outside_inputs(config)
     plan = launch.plan(beam_args)
-    trees = {split: listing.Tree(root, warn) for split, root in config.roots.items()}
+    trees = {split: listing.Tree(root, warn) for split, root in config.roots.items()
+             if conversion.lists_in_launcher(plan, root)
+             or (split == "train" and config.label_map is None)}  # labels from its folders
     for split, tree in trees.items():
         if not tree.names:
             raise labels_lib.LabelError(f"{split}: no class directories in {tree.root}; "
@@ -78,9 +80,7 @@ def run_build(config: BuildConfig, beam_args: Sequence[str] = (), *, overwrite: 
     for split, tree in trees.items():
         warn_unlisted_names(split, tree.root, tree.names, label_map, warn)
     context = conversion.ListContext(label_map.as_dict(), listing.Keying(config.seed))
-    settings = shard_writer.ShardSettings(config.output_dir, dict(config.roots),
-                                          FolderRecords(label_map.names), config.verify,
-                                          config.exif, config.resume)
+    settings = conversion.shard_settings(config, FolderRecords(label_map.names))
     sources, listed = [], None
     with conversion.Scratch(plan) as scratch:
         if plan.is_local:  # list here, once; workers read the spilled listings
@@ -100,11 +100,13 @@ def run_build(config: BuildConfig, beam_args: Sequence[str] = (), *, overwrite: 
 
         manifest = conversion.launch_build(
             config, plan, build, input_bytes=listed.bytes if listed else 0,
-            input_files=sum(f.count for f in listed.found) if listed else 0,
+            input_files=listed.files if listed else 0,
             overwrite=overwrite, progress=progress, workers=workers)
     if manifest and not plan.is_local:
-        for split in config.roots:
-            conversion.warn_empty_labels(split, config.roots[split].rstrip("/"), label_map,
+        for split, root in config.roots.items():
+            conversion.warn_empty_labels(split, root.rstrip("/"), label_map,
                                          conversion.manifest_counts(manifest, split, label_map),
                                          warn)
+            if split not in trees:
+                conversion.warn_unlisted_after_run(manifest, split, root, warn)
     return manifest

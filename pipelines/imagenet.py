@@ -22,7 +22,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from inception_data import labels as labels_lib
 from inception_data import relabel, schema
-from pipelines import conversion, image_folder, launch, listing, shard_writer
+from pipelines import conversion, image_folder, launch, listing
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class InnerTar:
 
     def events(self, context: conversion.ListContext, warn):
         index = index_tar(self.root, self.offset, self.size)
-        where = f"{self.root}#{self.name}.tar"
+        where = listing.member_path(self.root, f"{self.name}.tar")
         yield listing.Found(self.split, index.found, self.size)
         for name, kind, reason in index.problems:
             yield listing.reject(self.split, f"{where}/{name}" if name else where, kind, reason)
@@ -200,20 +200,20 @@ class ValidationSource:
 def _flat_events(split, root, found: listing.TreeClass, entries, context, archive: bool):
     """Found, rejects and one ClassFiles per label of a flat folder or tar, labelled by name."""
     yield listing.Found(split, found.found, sum(size for _, size in found.files))
+    def where(relpath):
+        return listing.member_path(root, relpath) if archive else FileSystems.join(root, relpath)
+
     for relpath, kind, reason in found.rejects:
-        where = (f"{root}#{relpath}" if relpath else root) if archive else \
-            FileSystems.join(root, relpath)
-        yield listing.reject(split, where, kind, reason)
+        yield listing.reject(split, where(relpath), kind, reason)
     per_label: dict[int, list] = {}
     for relpath, entry in entries:
         name = relpath.rsplit("/", 1)[-1]
-        where = f"{root}#{relpath}" if archive else FileSystems.join(root, relpath)
         synset = context.synset_of_image.get(name)
         if listing.is_hidden(name):
-            yield listing.hidden_reject(split, where)
+            yield listing.hidden_reject(split, where(relpath))
         elif synset is None or synset not in context.label_of:
             yield listing.reject(
-                split, where, "not in validation labels",
+                split, where(relpath), "not in validation labels",
                 f"{name} is not in the validation labels file (or its synset is not in the "
                 f"synsets file); name validation images ILSVRC2012_val_%08d.JPEG")
         else:
@@ -256,9 +256,9 @@ def train_tar_sources(split: str, tar_path: str, label_map, warn, listed: conver
         sources.append(InnerTar(split, tar_path, synset, offset, size))
     for name, kind, reason in index.problems:
         listed.found.append(listing.Found(split, 1))
-        listed.rejects.append(listing.reject(split, f"{tar_path}#{name}" if name else tar_path,
-                                             kind, reason))
-    conversion.warn_each(warn, [f"{tar_path}#{name or ''}: {reason}"
+        listed.rejects.append(listing.reject(split, listing.member_path(tar_path, name), kind,
+                                             reason))
+    conversion.warn_each(warn, [f"{listing.member_path(tar_path, name)}: {reason}"
                                 for name, _, reason in index.problems])
     present = [s.name for s in sources]
     conversion.warn_each(warn, [
@@ -288,14 +288,14 @@ def run_imagenet(config: conversion.BuildConfig, inputs: ImagenetInputs,
     context = conversion.ListContext(
         label_map.as_dict(), listing.Keying(config.seed, by_basename=True),
         {relabel.validation_name(i): s for i, s in enumerate(validation_synsets, start=1)})
-    settings = shard_writer.ShardSettings(config.output_dir, dict(config.roots),
-                                          ImagenetRecords(label_map.names, dict(texts)),
-                                          config.verify, config.exif, config.resume)
+    settings = conversion.shard_settings(config, ImagenetRecords(label_map.names, dict(texts)))
     here, on_workers = [], []  # event streams listed by the launcher, sources by the workers
     outer = conversion.Listed()  # the training tar's own problems, found by the launcher
+    train_tree = inputs.train and not inputs.train_is_tar and conversion.lists_in_launcher(
+        plan, inputs.train)
     if inputs.train_is_tar:
         on_workers += train_tar_sources("train", inputs.train, label_map, warn, outer)
-    elif inputs.train:
+    elif train_tree:
         tree = listing.Tree(inputs.train, warn)
         image_folder.warn_unlisted_names("train", inputs.train, tree.names, label_map, warn)
         if plan.is_local:
@@ -303,6 +303,8 @@ def run_imagenet(config: conversion.BuildConfig, inputs: ImagenetInputs,
                                             warn))
         else:
             on_workers.append(image_folder.TreeSource("train", inputs.train))
+    elif inputs.train:  # an object-store tree of a distributed build: its workers list it
+        on_workers.append(image_folder.TreeSource("train", inputs.train))
     if inputs.validation:
         source = ValidationSource("validation", inputs.validation, inputs.validation_is_tar)
         if plan.is_local and not source.archive:
@@ -314,7 +316,9 @@ def run_imagenet(config: conversion.BuildConfig, inputs: ImagenetInputs,
             conversion.Listed()
         listed.rejects += outer.rejects
         listed.found += outer.found
-        if listed and inputs.train and not inputs.train_is_tar:
+        if plan.is_local and inputs.train and not inputs.train_is_tar:
+            # (a distributed build has no counts before it runs; the Listed is always truthy,
+            # which warned about every label of those builds)
             conversion.warn_empty_labels("train", inputs.train.rstrip("/"), label_map,
                                          conversion.spilled_counts(listed, "train"), warn)
         box_index = conversion.index_boxes_once(inputs.boxes_csv, scratch)
@@ -324,6 +328,9 @@ def run_imagenet(config: conversion.BuildConfig, inputs: ImagenetInputs,
                              listed=listed, boxes_csv=inputs.boxes_csv, box_index=box_index)
 
         tar_bytes = sum(s.size for s in on_workers if isinstance(s, InnerTar))
-        return conversion.launch_build(
-            config, plan, build, input_bytes=(listed.bytes if listed else 0) + tar_bytes,
-            overwrite=overwrite, progress=progress, workers=workers)
+        manifest = conversion.launch_build(
+            config, plan, build, input_bytes=listed.bytes + tar_bytes, overwrite=overwrite,
+            progress=progress, workers=workers)
+    if manifest and inputs.train and not inputs.train_is_tar and not train_tree:
+        conversion.warn_unlisted_after_run(manifest, "train", inputs.train, warn)
+    return manifest

@@ -63,6 +63,12 @@ def reject(split: str, path: str, kind: str, reason: str) -> dict:
     return {"split": split, "path": path, "kind": kind, "reason": reason}
 
 
+def member_path(archive: str, member: str = "") -> str:
+    """How reports name a member of an archive (`train.tar#n01440764.tar/x.JPEG`), or the
+    archive itself when `member` is empty."""
+    return f"{archive}#{member}" if member else archive
+
+
 def is_local(path: str) -> bool:
     """A path on this machine's filesystem (no `scheme://`)."""
     return "://" not in path
@@ -72,9 +78,12 @@ def is_hidden(basename: str) -> bool:
     return basename.startswith(".")
 
 
+HIDDEN = ("hidden file", "hidden file, not read")  # (kind, reason)
+
+
 def hidden_reject(split: str, path: str) -> dict:
     """Hidden files (.DS_Store, editor swap files) are reported, never read."""
-    return reject(split, path, "hidden file", "hidden file, not read")
+    return reject(split, path, *HIDDEN)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,7 +155,7 @@ def scan(folder: str, prefix: str = "", name: str = "") -> TreeClass:
             relpath = prefix + entry.name
             kind = _kind(entry)
             if kind == "file" and is_hidden(entry.name):
-                found.rejects.append((relpath, "hidden file", "hidden file, not read"))
+                found.rejects.append((relpath, *HIDDEN))
             elif kind == "file":
                 found.files.append((relpath, entry.stat().st_size))
             elif kind == "directory":
@@ -199,7 +208,7 @@ def walk_remote(root: str) -> tuple[TreeClass, dict[str, TreeClass]]:
         if len(parts) > 2:
             found.subdirectories += 1
         elif is_hidden(parts[-1]):
-            found.rejects.append((relpath, "hidden file", "hidden file, not read"))
+            found.rejects.append((relpath, *HIDDEN))
         else:
             found.files.append((relpath, meta.size_in_bytes))
     return top, dict(sorted(classes.items()))

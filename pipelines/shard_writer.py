@@ -18,7 +18,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from inception_data import images, schema, sharding, tfrecord
 from pipelines import box_join, layout, outputs
-from pipelines.listing import Item, reject
+from pipelines.listing import Item, member_path, reject
 
 REJECTS = "rejects"
 
@@ -61,17 +61,22 @@ def _read(root: str, item: Item, archive) -> bytes:
     return data
 
 
+def _where(root: str, item: Item) -> str:
+    """The path a reject row names (only built for rejects, not for every image)."""
+    return FileSystems.join(root, item.relpath) if item.offset < 0 else \
+        member_path(root, item.relpath)
+
+
 def _example(split: str, item: Item, archive, settings: ShardSettings):
     """(Example bytes, None) or (None, reject row) for one image."""
     root = settings.roots[split]
-    path = FileSystems.join(root, item.relpath) if item.offset < 0 else f"{root}#{item.relpath}"
     try:
         image = images.normalise(_read(root, item, archive), verify=settings.verify,
                                  exif=settings.exif)
     except images.ImageRejected as err:
-        return None, reject(split, path, err.kind, str(err))
+        return None, reject(split, _where(root, item), err.kind, str(err))
     except OSError as err:  # unreadable: permissions, a directory, a vanished file
-        return None, reject(split, path, "cannot read", f"cannot read: {err}")
+        return None, reject(split, _where(root, item), "cannot read", f"cannot read: {err}")
     return schema.to_example(settings.make_record(item, image)), None
 
 
