@@ -5,9 +5,12 @@ the header and returns the bytes to store:
 
 * the original bytes, untouched, when they already are a baseline or progressive JPEG in RGB
   (YCbCr) or grayscale and need no rotation - the common case, which decodes nothing;
-* otherwise an RGB JPEG re-encoded with Pillow (quality `JPEG_QUALITY`): PNG and other still
-  formats, CMYK/YCCK JPEG, palette, 16-bit and other modes; transparency is composited on white;
-  with `exif="apply"` (the default) JPEGs whose EXIF orientation is not 1 are rotated upright.
+* otherwise an RGB JPEG re-encoded with Pillow (quality `SizePolicy.jpeg_quality`, 95 by
+  default): PNG and other still formats, CMYK/YCCK JPEG, palette, 16-bit and other modes;
+  transparency is composited on white; with `exif="apply"` (the default) JPEGs whose EXIF
+  orientation is not 1 are rotated upright. A `SizePolicy` may also ask for images larger than
+  `max_size` to be scaled down (JPEGs decoded at the smallest DCT scale that is still large
+  enough) and for progressive JPEGs to be stored as baseline ones.
 
 Anything that cannot become a training image raises `ImageRejected` with a reason meant for the
 rejects report. Pure functions: no file I/O, no Beam; TensorFlow only in decode mode, whose
@@ -28,6 +31,9 @@ from PIL import Image, ImageMode, ImageOps
 JPEG_QUALITY = 95
 VERIFY_MODES = ("fast", "decode")
 EXIF_MODES = ("apply", "ignore")
+PROGRESSIVE_MODES = ("keep", "baseline")
+# Why an image was re-encoded, as counted in the manifest.
+REASONS = ("format", "colour", "exif", "size", "progressive")
 _EXIF_ORIENTATION = 0x0112
 _KEEP_JPEG_MODES = ("RGB", "L")  # what TensorFlow's decode_jpeg(channels=3) reads correctly
 
@@ -51,12 +57,77 @@ class ImageRejected(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
+class SizePolicy:
+    """What a build does to the size and encoding of the images it stores.
+
+    max_size: an image whose longer side exceeds it is scaled down so that its longer side is
+        exactly `max_size` and its shorter side `round(short * max_size / long)` (halves round
+        up, at least 1): aspect ratio kept, Lanczos filter, re-encoded. None: no limit.
+    jpeg_quality: the quality of every JPEG the build encodes (1-100).
+    progressive: "keep" stores progressive JPEGs as they are; "baseline" re-encodes them as
+        baseline JPEGs (no lossless transcoder is installable as a plain package: see README).
+    dct_scaling: decode JPEGs that are scaled down at the smallest libjpeg DCT scale (1/2, 1/4,
+        1/8) that is still at least the target size, then resample. Only benchmarks turn it off.
+    """
+
+    max_size: int | None = None
+    jpeg_quality: int = JPEG_QUALITY
+    progressive: str = "keep"
+    dct_scaling: bool = True
+
+    def __post_init__(self):
+        if self.max_size is not None and self.max_size < 1:
+            raise ValueError(f"max_size must be a positive number of pixels, not {self.max_size}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality must be within 1-100, not {self.jpeg_quality}")
+        if self.progressive not in PROGRESSIVE_MODES:
+            raise ValueError(f"progressive={self.progressive!r}; expected {PROGRESSIVE_MODES}")
+
+    def target(self, width: int, height: int) -> tuple[int, int] | None:
+        """The (width, height) an image of this size is scaled to, or None when it fits."""
+        return scaled_size(width, height, self.max_size) if self.max_size else None
+
+    def settings(self) -> dict:
+        return {"max_size": self.max_size, "jpeg_quality": self.jpeg_quality,
+                "progressive": self.progressive}
+
+
+def scaled_size(width: int, height: int, max_size: int) -> tuple[int, int] | None:
+    """(width, height) with the longer side `max_size` and the shorter side
+    round(short * max_size / long), halves rounding up, at least 1 - in integers, so that no
+    float rounding differs between machines; None when the longer side is within `max_size`."""
+    long, short = max(width, height), min(width, height)
+    if long <= max_size:
+        return None
+    scaled = max(1, (2 * short * max_size + long) // (2 * long))
+    return (max_size, scaled) if width >= height else (scaled, max_size)
+
+
+# Bins of stored megapixels in manifests and `inspect` reports: [low, high) in MP.
+_MEGAPIXEL_EDGES = (0.25, 0.5, 1, 2, 4, 8, 16)
+MEGAPIXEL_BINS = tuple(
+    [f"<{_MEGAPIXEL_EDGES[0]}"]
+    + [f"{low}-{high}" for low, high in zip(_MEGAPIXEL_EDGES, _MEGAPIXEL_EDGES[1:])]
+    + [f">={_MEGAPIXEL_EDGES[-1]}"])
+
+
+def megapixel_bin(width: int, height: int) -> str:
+    """The MEGAPIXEL_BINS label of an image of this size."""
+    megapixels = width * height / 1e6
+    for edge, label in zip(_MEGAPIXEL_EDGES, MEGAPIXEL_BINS):
+        if megapixels < edge:
+            return label
+    return MEGAPIXEL_BINS[-1]
+
+
+@dataclasses.dataclass(frozen=True)
 class NormalisedImage:
     encoded: bytes  # JPEG bytes TensorFlow decodes to RGB
     height: int
     width: int
     source_format: str  # what the bytes really were: JPEG, PNG, ...
     converted: str | None  # why the bytes were re-encoded, or None when kept untouched
+    reasons: tuple[str, ...] = ()  # the REASONS that applied; empty when kept untouched
 
 
 def sniff(data: bytes) -> str | None:
@@ -186,23 +257,39 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _encode_jpeg(image: Image.Image) -> bytes:
+def _encode_jpeg(image: Image.Image, quality: int) -> bytes:
     out = io.BytesIO()
     # 4:4:4 chroma: re-encoding happens once per image, and 4:2:0 smears colour edges.
-    image.save(out, "JPEG", quality=JPEG_QUALITY, subsampling=0)
+    # Pillow writes baseline JPEGs unless asked for progressive ones.
+    image.save(out, "JPEG", quality=quality, subsampling=0)
     return out.getvalue()
 
 
-def _reencode_reason(image: Image.Image, orientation: int, exif: str) -> str | None:
-    """Why a JPEG must be re-encoded, or None when its bytes can be kept."""
+def _jpeg_reasons(image: Image.Image, orientation: int, policy: SizePolicy) -> list[tuple[str, str]]:
+    """Why a JPEG must be re-encoded, as (reason, description) pairs; empty when its bytes
+    can be kept."""
+    reasons = []
     if image.mode not in _KEEP_JPEG_MODES:
-        return f"{image.mode} JPEG"
-    if exif == "apply" and orientation != 1:
-        return f"EXIF orientation {orientation}"
-    return None
+        reasons.append(("colour", f"{image.mode} JPEG"))
+    if orientation != 1:
+        reasons.append(("exif", f"EXIF orientation {orientation}"))
+    if policy.progressive == "baseline" and image.info.get("progressive"):
+        reasons.append(("progressive", "progressive JPEG"))
+    return reasons
 
 
-def normalise(data: bytes, *, verify: str = "fast", exif: str = "apply") -> NormalisedImage:
+def _size_reason(size: tuple[int, int], policy: SizePolicy) -> list[tuple[str, str]]:
+    target = policy.target(*size)
+    if target is None:
+        return []
+    return [("size", f"{size[0]}x{size[1]} scaled to {target[0]}x{target[1]}")]
+
+
+_SWAPS_AXES = (5, 6, 7, 8)  # EXIF orientations that turn the image by 90 degrees
+
+
+def normalise(data: bytes, *, verify: str = "fast", exif: str = "apply",
+              policy: SizePolicy = SizePolicy()) -> NormalisedImage:
     """Turns image file bytes into bytes to store in a record.
 
     Args:
@@ -212,6 +299,7 @@ def normalise(data: bytes, *, verify: str = "fast", exif: str = "apply") -> Norm
             with TensorFlow's decoder, so that every stored image decodes in training.
         exif: "apply" rotates JPEGs whose EXIF orientation is not 1 upright (re-encoding only
             those); "ignore" keeps their bytes, as TensorFlow's decoder ignores the tag.
+        policy: size limit, JPEG quality and progressive handling (see SizePolicy).
 
     Raises:
         ImageRejected: not an image, an unsupported or animated image, truncated or corrupt data.
@@ -224,7 +312,7 @@ def normalise(data: bytes, *, verify: str = "fast", exif: str = "apply") -> Norm
     if fmt is None:
         raise ImageRejected("not an image", f"not a JPEG or PNG image (starts with {data[:8]!r})")
     try:
-        return _normalise(data, fmt, verify, exif)
+        return _normalise(data, fmt, verify, exif, policy)
     except (ImageRejected, MemoryError):
         raise
     except Exception as err:  # Pillow raises IndexError, struct.error, TypeError, ... on damaged
@@ -233,16 +321,20 @@ def normalise(data: bytes, *, verify: str = "fast", exif: str = "apply") -> Norm
                                                    f"{type(err).__name__}: {err}") from err
 
 
-def _normalise(data: bytes, fmt: str, verify: str, exif: str) -> NormalisedImage:
+def _normalise(data: bytes, fmt: str, verify: str, exif: str, policy: SizePolicy
+               ) -> NormalisedImage:
     image = _open(data, fmt)
     if getattr(image, "n_frames", 1) > 1:
         raise ImageRejected("animated", f"animated {fmt} with {image.n_frames} frames; save "
                                         f"the frame you want as JPEG or PNG")
+    size = image.size  # from the header, in the file's orientation; draft mode shrinks .size
     if fmt == "JPEG":
-        orientation = _orientation(image)
-        reason = _reencode_reason(image, orientation, exif)
-        if reason is None:
-            width, height = image.size  # from the header; draft mode below shrinks .size
+        # with exif="ignore" nothing is rotated, also not the JPEGs re-encoded for another
+        # reason (rotating those alone would leave a dataset half upright)
+        orientation = _orientation(image) if exif == "apply" else 1
+        reasons = _jpeg_reasons(image, orientation, policy) + _size_reason(size, policy)
+        if not reasons:
+            width, height = size
             if verify == "decode":
                 _tensorflow_decodes(data)
             elif not _ends_with_eoi(data):
@@ -253,11 +345,23 @@ def _normalise(data: bytes, fmt: str, verify: str, exif: str) -> NormalisedImage
                 _decode(image, fmt)
             return NormalisedImage(data, height, width, fmt, None)
     else:
-        orientation, reason = 1, f"{fmt} image"
+        orientation = 1
+        reasons = [("format", f"{fmt} image")] + _size_reason(size, policy)
+    target = policy.target(*size)
+    if target is not None and fmt == "JPEG" and policy.dct_scaling:
+        # libjpeg decodes straight to 1/2, 1/4 or 1/8 of the size (the smallest scale whose
+        # result is still >= the target), skipping most of the inverse DCT and the pixels.
+        image.draft(image.mode, target)
     _check_cost(image)
     _decode(image, fmt)
     if orientation != 1:
         image = ImageOps.exif_transpose(image)
     rgb = _to_rgb(image)
+    if target is not None:
+        if orientation in _SWAPS_AXES:
+            target = target[::-1]
+        rgb = rgb.resize(target, Image.Resampling.LANCZOS)
     width, height = rgb.size
-    return NormalisedImage(_encode_jpeg(rgb), height, width, fmt, reason)
+    return NormalisedImage(_encode_jpeg(rgb, policy.jpeg_quality), height, width, fmt,
+                           "; ".join(text for _, text in reasons),
+                           tuple(reason for reason, _ in reasons))

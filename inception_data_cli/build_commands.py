@@ -5,14 +5,15 @@ from __future__ import annotations
 import click
 
 from inception_data_cli.main import (BEAM_ARGS, ShardCount, beam_args, build_options, fail,
-                                     main, run_and_report, warn)
+                                     main, run_and_report, size_policy, warn)
 
 
 def build_tree(train_dir: str, output_dir: str, *, validation_dir: str | None = None,
                labels_file: str | None = None, beam_args=(), shards: int | None = None,
                validation_shards: int | None = None, seed: int = 0, verify: str = "fast",
-               exif_orientation: str = "apply", max_rejects: float | None = None,
-               overwrite: bool = False, resume: bool = False, progress: bool = True,
+               exif_orientation: str = "apply", max_size: int | None = None,
+               jpeg_quality: int = 95, progressive: str = "keep",
+               max_rejects: float | None = None, overwrite: bool = False, resume: bool = False, progress: bool = True,
                workers: int | None = None) -> None:
     """`build` as a function of its options (with their defaults): what `download --build`
     calls too."""
@@ -27,7 +28,8 @@ def build_tree(train_dir: str, output_dir: str, *, validation_dir: str | None = 
         config = image_folder.BuildConfig(
             output_dir=output_dir.rstrip("/"), roots=roots, shards=split_shards,
             label_map=labels_lib.load_labels(labels_file) if labels_file else None, seed=seed,
-            verify=verify, exif=exif_orientation, max_rejects=max_rejects, resume=resume)
+            verify=verify, exif=exif_orientation, max_rejects=max_rejects, resume=resume,
+            policy=size_policy(max_size, jpeg_quality, progressive))
         return image_folder.run_build(config, beam_args, overwrite=overwrite, progress=progress,
                                       workers=workers, warn=warn)
 
@@ -68,8 +70,8 @@ def build(ctx, train_dir, output_dir, **options):
 @click.pass_context
 def imagenet(ctx, train_dir, train_tar, validation_dir, validation_tar, bounding_boxes,
              output_dir, train_shards, validation_shards, synsets_file, metadata_file,
-             validation_labels_file, seed, verify, exif_orientation, max_rejects, overwrite,
-             resume, progress, workers):
+             validation_labels_file, seed, verify, exif_orientation, max_size, jpeg_quality,
+             progressive, max_rejects, overwrite, resume, progress, workers):
     """Build ImageNet TFRecords (synsets, human text, boxes) from trees or the original tars."""
     from inception_data import labels as labels_lib
     from pipelines import conversion, imagenet as imagenet_lib
@@ -89,7 +91,8 @@ def imagenet(ctx, train_dir, train_tar, validation_dir, validation_tar, bounding
         config = conversion.BuildConfig(
             output_dir=output_dir.rstrip("/"), roots=roots, shards={s: shards[s] for s in roots},
             label_map=labels_lib.load_labels(synsets_file), seed=seed, verify=verify,
-            exif=exif_orientation, max_rejects=max_rejects, resume=resume)
+            exif=exif_orientation, max_rejects=max_rejects, resume=resume,
+            policy=size_policy(max_size, jpeg_quality, progressive))
         inputs = imagenet_lib.ImagenetInputs(train, bool(train_tar), validation,
                                              bool(validation_tar), bounding_boxes)
         return imagenet_lib.run_imagenet(

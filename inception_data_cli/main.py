@@ -62,6 +62,16 @@ _BUILD_OPTIONS = [
                  help="fast: header + end-of-image marker; decode: full decode."),
     click.option("--exif-orientation", type=click.Choice(["apply", "ignore"]), default="apply",
                  show_default=True, help="Rotate JPEGs with an EXIF orientation upright."),
+    click.option("--max-size", type=click.IntRange(min=1), metavar="PIXELS",
+                 help="Scale images whose longer side exceeds PIXELS down to it (aspect kept, "
+                      "Lanczos, re-encoded); smaller images keep their bytes. Default: no "
+                      "limit. 512 suits phone and camera photos (see README)."),
+    click.option("--jpeg-quality", type=click.IntRange(1, 100), default=95, show_default=True,
+                 help="Quality of every JPEG the build encodes (never of kept bytes)."),
+    click.option("--progressive", type=click.Choice(["keep", "baseline"]), default="keep",
+                 show_default=True,
+                 help="baseline: re-encode progressive JPEGs as baseline ones (faster to "
+                      "decode; what GPU hardware JPEG decoders accept)."),
     click.option("--max-rejects", type=float,
                  help="Fail when more files are rejected per split: a count (>= 1) or a "
                       "fraction (< 1)."),
@@ -72,6 +82,14 @@ _BUILD_OPTIONS = [
     click.option("--workers", type=int, help="Local worker processes (default: one process "
                                              "below ~1 GB of input, one per core above)."),
 ]
+
+
+def size_policy(max_size: int | None, jpeg_quality: int, progressive: str):
+    """The images.SizePolicy of the --max-size, --jpeg-quality and --progressive options."""
+    from inception_data import images
+
+    return images.SizePolicy(max_size=max_size, jpeg_quality=jpeg_quality,
+                             progressive=progressive)
 
 
 def build_options(command):

@@ -25,6 +25,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 import inception_data
+from inception_data import images
 from inception_data import labels as labels_lib
 from pipelines import box_join, launch, layout, listing, outputs, report, shard_writer
 from pipelines.listing import ClassFiles, Found, Keying
@@ -47,11 +48,13 @@ class BuildConfig:
     exif: str = "apply"
     max_rejects: float | None = None
     resume: bool = False  # reuse the committed shards of an interrupted identical build
+    policy: images.SizePolicy = images.SizePolicy()  # --max-size, --jpeg-quality, --progressive
 
     def settings(self) -> dict:
         return {"seed": self.seed, "verify": self.verify, "exif": self.exif,
                 "max_rejects": self.max_rejects,
-                "shards": {s: n or "auto" for s, n in self.shards.items()}}
+                "shards": {s: n or "auto" for s, n in self.shards.items()},
+                **self.policy.settings()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,7 +179,8 @@ def build(pipeline, config: BuildConfig, settings: shard_writer.ShardSettings,
 def shard_settings(config: BuildConfig, make_record) -> shard_writer.ShardSettings:
     """What every shard of `config`'s build is written with."""
     return shard_writer.ShardSettings(config.output_dir, dict(config.roots), make_record,
-                                      config.verify, config.exif, config.resume)
+                                      config.verify, config.exif, config.resume,
+                                      config.policy)
 
 
 def lists_in_launcher(plan: launch.Plan, root: str) -> bool:

@@ -16,7 +16,7 @@ from typing import Mapping
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from inception_data import labels, schema
+from inception_data import images, labels, schema
 from pipelines import outputs
 
 MANIFEST = "manifest.json"
@@ -42,6 +42,7 @@ def _split_summary(split, found, shards, rejects, label_names):
             per_class[int(label)] = per_class.get(int(label), 0) + count
     written = sum(s["records"] for s in shards)
     return {
+        "stored": _stored_summary(shards),
         "found": found,
         "written": written,
         "rejected": rejects["count"],
@@ -53,6 +54,31 @@ def _split_summary(split, found, shards, rejects, label_names):
         "per_class": {label_names[label - 1]: per_class.get(label, 0)
                       for label in range(1, len(label_names) + 1)},
     }
+
+
+def _add_counts(total: dict, counts: Mapping[str, int]) -> None:
+    for key, count in counts.items():
+        total[key] = total.get(key, 0) + count
+
+
+def _stored_summary(shards) -> dict:
+    """The shards' StoredTally dicts summed: kept, re-encoded (and why), resized, and the
+    histogram of stored megapixels as [bin, count] pairs (every bin, smallest first)."""
+    total = {"kept": 0, "reencoded": 0, "resized": 0, "reasons": {},
+             "megapixels": dict.fromkeys(images.MEGAPIXEL_BINS, 0)}
+    for shard in shards:
+        stored = shard.get("stored")
+        if stored is None:  # replayed from a build made before this was counted
+            continue
+        for key in ("kept", "reencoded", "resized"):
+            total[key] += stored[key]
+        _add_counts(total["reasons"], stored["reasons"])
+        _add_counts(total["megapixels"], stored["megapixels"])
+    total["reasons"] = {reason: total["reasons"][reason] for reason in images.REASONS
+                        if reason in total["reasons"]}
+    # a list of [bin, count], smallest first: the manifest's keys are sorted as text
+    total["megapixels"] = [[label, count] for label, count in total["megapixels"].items()]
+    return total
 
 
 def summarise(gathered, config: Mapping) -> dict:

@@ -47,6 +47,7 @@ class ShardSettings:
     verify: str
     exif: str
     resume: bool = False
+    policy: images.SizePolicy = images.SizePolicy()
 
 
 def _read(root: str, item: Item, archive) -> bytes:
@@ -68,16 +69,43 @@ def _where(root: str, item: Item) -> str:
 
 
 def _example(split: str, item: Item, archive, settings: ShardSettings):
-    """(Example bytes, None) or (None, reject row) for one image."""
+    """(Example bytes, NormalisedImage, None) or (None, None, reject row) for one image."""
     root = settings.roots[split]
     try:
         image = images.normalise(_read(root, item, archive), verify=settings.verify,
-                                 exif=settings.exif)
+                                 exif=settings.exif, policy=settings.policy)
     except images.ImageRejected as err:
-        return None, reject(split, _where(root, item), err.kind, str(err))
+        return None, None, reject(split, _where(root, item), err.kind, str(err))
     except OSError as err:  # unreadable: permissions, a directory, a vanished file
-        return None, reject(split, _where(root, item), "cannot read", f"cannot read: {err}")
-    return schema.to_example(settings.make_record(item, image)), None
+        return None, None, reject(split, _where(root, item), "cannot read", f"cannot read: {err}")
+    return schema.to_example(settings.make_record(item, image)), image, None
+
+
+class StoredTally:
+    """What happened to the stored images of a shard: kept byte for byte or re-encoded (and
+    why: images.REASONS, an image counting under each reason that applied), how many were
+    scaled down, and a histogram of stored megapixels (images.MEGAPIXEL_BINS)."""
+
+    def __init__(self):
+        self.kept = 0
+        self.reencoded = 0
+        self.reasons: dict[str, int] = {}
+        self.megapixels: dict[str, int] = {}
+
+    def add(self, image: images.NormalisedImage) -> None:
+        if image.reasons:
+            self.reencoded += 1
+            for reason in image.reasons:
+                self.reasons[reason] = self.reasons.get(reason, 0) + 1
+        else:
+            self.kept += 1
+        label = images.megapixel_bin(image.width, image.height)
+        self.megapixels[label] = self.megapixels.get(label, 0) + 1
+
+    def as_dict(self) -> dict:
+        return {"kept": self.kept, "reencoded": self.reencoded,
+                "resized": self.reasons.get("size", 0), "reasons": dict(self.reasons),
+                "megapixels": dict(self.megapixels)}
 
 
 def _replay(path: str) -> tuple[dict, list[dict]]:
@@ -102,21 +130,23 @@ def write_shard(items: Sequence[Item], shard: Shard, settings: ShardSettings
     tmp = outputs.temp_name(settings.output_dir, shard.name)
     per_class: dict[int, int] = {}
     rejects = []
+    stored = StoredTally()
     archive = None
     try:
         if any(item.offset >= 0 for item in items):
             archive = FileSystems.open(settings.roots[shard.split])  # one handle per shard
         with FileSystems.create(tmp) as handle:
             for item in items:
-                example, rejected = _example(shard.split, item, archive, settings)
+                example, image, rejected = _example(shard.split, item, archive, settings)
                 if rejected:
                     rejects.append(rejected)
                     continue
                 handle.write(tfrecord.frame(example))
                 per_class[item.label] = per_class.get(item.label, 0) + 1
+                stored.add(image)
         stats = {"shard": shard.name, "index": shard.index, "num_shards": shard.num_shards,
                  "assigned": len(items), "records": sum(per_class.values()),
-                 "per_class": per_class}
+                 "per_class": per_class, "stored": stored.as_dict()}
         outputs.write_text(record, json.dumps({"stats": stats, "rejects": rejects},
                                               sort_keys=True))
         outputs.commit(tmp, final)
