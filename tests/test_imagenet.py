@@ -126,6 +126,28 @@ def test_labels_synsets_texts_and_every_field(from_dirs):
     assert (out / "labels.txt").read_text() == SYNSETS.to_text()
 
 
+def test_max_size_keeps_boxes_and_every_other_field(ilsvrc, from_dirs):
+    # boxes are normalised to the image, so a scaled-down image keeps them as they are
+    out = ilsvrc / "out-small"
+    build(ilsvrc, out, "--train-dir", ilsvrc / "train", "--validation-dir", ilsvrc / "val",
+          "--max-size", "128")
+    for split in ("train", "validation"):
+        full = {r[schema.FILENAME]: r for r in parsed_records(from_dirs[0], split)}
+        small = {r[schema.FILENAME]: r for r in parsed_records(out, split)}
+        assert full.keys() == small.keys()
+        for name, row in small.items():
+            longer = max(full[name][schema.HEIGHT], full[name][schema.WIDTH])
+            assert max(row[schema.HEIGHT], row[schema.WIDTH]) == min(longer, 128), name
+            image = tf.io.decode_jpeg(row[schema.ENCODED], channels=3)
+            assert tuple(image.shape[:2]) == (row[schema.HEIGHT], row[schema.WIDTH])
+            ratio = full[name][schema.WIDTH] / full[name][schema.HEIGHT]
+            assert abs(row[schema.WIDTH] / row[schema.HEIGHT] - ratio) < 0.02, name
+            same = {k: v for k, v in row.items()
+                    if k not in (schema.ENCODED, schema.HEIGHT, schema.WIDTH)}
+            assert same == {k: full[name][k] for k in same}, name
+    assert small[b"ILSVRC2012_val_00000001.JPEG"][schema.BBOX_XMIN]  # boxes were there
+
+
 def test_flat_validation_labelled_from_the_labels_file(from_dirs):
     out, _ = from_dirs
     rows = parsed_records(out, "validation")
