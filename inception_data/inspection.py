@@ -1,14 +1,105 @@
-"""Read shards back: counts per shard and per class, sample records, and a full check.
+"""Read shards back: counts per shard and per class, sample records, a full check, and the
+sizes of the stored images (with what `--max-size` would save, measured on a sample).
 
 In: file patterns of TFRecord shards (local or gs://, read through TensorFlow's file I/O).
-Out: a `ShardReport` per shard and a list of problems; nothing is written.
+Out: a `ShardReport` per shard, a `SizeReport`, and a list of problems; nothing is written.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
+import statistics
+import time
 
-from inception_data import schema, tfrecord
+from inception_data import images, schema, tfrecord
+
+# Images count as large for the advice when at least this share of them stores more than
+# LARGE_MEGAPIXELS: there decoding, not the rest of the input pipeline, sets the read speed.
+LARGE_MEGAPIXELS = 1.0
+LARGE_SHARE = 0.1
+SUGGESTED_MAX_SIZE = 512  # FFCV's ImageNet setting, and what the README measures
+SAMPLE_IMAGES = 32  # large images re-encoded and decoded to measure the saving
+
+
+@dataclasses.dataclass
+class SizeReport:
+    """Stored image sizes of a set of shards; `sample` keeps the encoded bytes of the first
+    SAMPLE_IMAGES images larger than `max_size` (for `estimate_saving`)."""
+
+    max_size: int = SUGGESTED_MAX_SIZE
+    records: int = 0
+    encoded_bytes: int = 0
+    progressive: int = 0
+    large: int = 0  # more than LARGE_MEGAPIXELS
+    over_max_size: int = 0
+    bytes_over_max_size: int = 0
+    megapixels: dict = dataclasses.field(
+        default_factory=lambda: dict.fromkeys(images.MEGAPIXEL_BINS, 0))
+    sizes: list = dataclasses.field(default_factory=list)  # megapixels of each record
+    sample: list = dataclasses.field(default_factory=list)
+
+    def add(self, encoded: bytes, width: int, height: int) -> None:
+        self.records += 1
+        self.encoded_bytes += len(encoded)
+        self.megapixels[images.megapixel_bin(width, height)] += 1
+        self.sizes.append(width * height / 1e6)
+        self.large += width * height > LARGE_MEGAPIXELS * 1e6
+        self.progressive += _is_progressive(encoded)
+        if max(width, height) > self.max_size:
+            self.over_max_size += 1
+            self.bytes_over_max_size += len(encoded)
+            if len(self.sample) < SAMPLE_IMAGES:
+                self.sample.append(encoded)
+
+    @property
+    def median_megapixels(self) -> float:
+        return statistics.median(self.sizes) if self.sizes else 0.0
+
+    @property
+    def images_are_large(self) -> bool:
+        return self.records > 0 and self.large >= LARGE_SHARE * self.records
+
+
+def _is_progressive(encoded: bytes) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(encoded)) as image:  # the header only
+            return bool(image.info.get("progressive"))
+    except Exception:  # not a readable JPEG: `inspect --verify` reports it
+        return False
+
+
+def decode_seconds(encoded: list[bytes], repeats: int = 3) -> float:
+    """Seconds one thread of TensorFlow's JPEG decoder takes per image of `encoded` (the best
+    of `repeats` passes)."""
+    import tensorflow as tf
+
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for data in encoded:
+            tf.io.decode_jpeg(data, channels=3)
+        best = min(best, (time.perf_counter() - start) / max(1, len(encoded)))
+    return best
+
+
+def estimate_saving(report: SizeReport) -> dict | None:
+    """What `--max-size report.max_size` would save, measured on report.sample: the sampled
+    images are scaled as a build would, and both versions are decoded. The decode-time ratio
+    bounds the read speed-up from above (the rest of the input pipeline stays); bytes are
+    extrapolated to every image over the limit. None when no image is over the limit."""
+    if not report.sample:
+        return None
+    policy = images.SizePolicy(max_size=report.max_size)
+    scaled = [images.normalise(data, policy=policy).encoded for data in report.sample]
+    before, after = decode_seconds(report.sample), decode_seconds(scaled)
+    ratio = sum(map(len, scaled)) / sum(map(len, report.sample))
+    new_bytes = report.encoded_bytes - report.bytes_over_max_size * (1 - ratio)
+    return {"sampled": len(scaled), "decode_ms_before": before * 1e3,
+            "decode_ms_after": after * 1e3, "decode_speedup": before / after,
+            "bytes_before": report.encoded_bytes, "bytes_after": int(new_bytes)}
 
 
 @dataclasses.dataclass
@@ -40,8 +131,29 @@ def check_record(fields: dict) -> list[str]:
     return problems
 
 
-def inspect_shard(path: str, *, verify: bool = False, samples: int = 0) -> ShardReport:
-    """Reads one shard (checking both CRCs of every record) into a ShardReport."""
+def sample_sizes(files: list[str], records: int = 128,
+                 max_size: int = SUGGESTED_MAX_SIZE) -> SizeReport:
+    """A SizeReport of the first `records` records of `files` (a quick look, not a census)."""
+    import tensorflow as tf
+
+    sizes = SizeReport(max_size=max_size)
+    per_file = max(1, -(-records // len(files))) if files else 0
+    for path in files:
+        if sizes.records >= records:
+            break
+        with tf.io.gfile.GFile(path, "rb") as handle:
+            for count, serialized in enumerate(tfrecord.read_records(handle, path)):
+                if count >= per_file or sizes.records >= records:
+                    break
+                fields = schema.from_example(serialized)
+                sizes.add(fields[schema.ENCODED], fields[schema.WIDTH], fields[schema.HEIGHT])
+    return sizes
+
+
+def inspect_shard(path: str, *, verify: bool = False, samples: int = 0,
+                  sizes: SizeReport | None = None) -> ShardReport:
+    """Reads one shard (checking both CRCs of every record) into a ShardReport, and the sizes
+    of its images into `sizes` when given."""
     import tensorflow as tf
 
     report = ShardReport(path)
@@ -49,19 +161,22 @@ def inspect_shard(path: str, *, verify: bool = False, samples: int = 0) -> Shard
         with tf.io.gfile.GFile(path, "rb") as handle:
             for serialized in tfrecord.read_records(handle, path):
                 report.records += 1
-                _inspect_record(serialized, report, verify, samples)
+                _inspect_record(serialized, report, verify, samples, sizes)
     except (tfrecord.CorruptRecord, tf.errors.OpError) as err:
         report.problems.append(f"unreadable after {report.records} records: "
                                f"{str(err).splitlines()[0]}")
     return report
 
 
-def _inspect_record(serialized: bytes, report: ShardReport, verify: bool, samples: int) -> None:
+def _inspect_record(serialized: bytes, report: ShardReport, verify: bool, samples: int,
+                    sizes: SizeReport | None) -> None:
     try:
         fields = schema.from_example(serialized)
     except ValueError as err:
         report.problems.append(f"record {report.records}: {err}")
         return
+    if sizes is not None:
+        sizes.add(fields[schema.ENCODED], fields[schema.WIDTH], fields[schema.HEIGHT])
     key = (fields[schema.LABEL], fields.get(schema.TEXT, b"").decode(errors="replace"))
     report.per_class[key] = report.per_class.get(key, 0) + 1
     if len(report.samples) < samples:

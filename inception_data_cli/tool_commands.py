@@ -14,8 +14,12 @@ from inception_data_cli.main import fail, main
 @click.argument("patterns", nargs=-1, required=True)
 @click.option("--verify", is_flag=True, help="Decode every image and check it against its record.")
 @click.option("--samples", type=int, default=2, show_default=True, help="Records to print.")
-def inspect(patterns, verify, samples):
-    """Counts per shard and per class of TFRecord shards, a few samples, and checks."""
+@click.option("--max-size", type=click.IntRange(min=1), default=512, show_default=True,
+              metavar="PIXELS", help="When the images are large: the `build --max-size` whose "
+                                     "saving is estimated.")
+def inspect(patterns, verify, samples, max_size):
+    """Counts per shard and per class of TFRecord shards, a few samples, the sizes of the
+    stored images, and checks."""
     from inception_data import inspection, reader
 
     try:
@@ -24,8 +28,9 @@ def inspect(patterns, verify, samples):
         fail(str(err))
     totals: dict = {}
     problems = []
+    sizes = inspection.SizeReport(max_size=max_size)
     for path in files:
-        shard = inspection.inspect_shard(path, verify=verify, samples=samples)
+        shard = inspection.inspect_shard(path, verify=verify, samples=samples, sizes=sizes)
         samples = max(0, samples - len(shard.samples))
         click.echo(f"{path}: {shard.records} records")
         for sample in shard.samples:
@@ -36,11 +41,42 @@ def inspect(patterns, verify, samples):
     click.echo(f"{sum(totals.values())} records in {len(files)} file(s); per class:")
     for (label, text), count in sorted(totals.items()):
         click.echo(f"  {label:5d} {text}: {count}")
+    _echo_sizes(sizes)
     for problem in problems:
         click.secho(f"problem: {problem}", fg="red", err=True)
     if verify:
         click.echo(f"verify: {len(problems)} problem(s)")
     sys.exit(1 if problems else 0)
+
+
+def _megabytes(count: int) -> str:
+    return f"{count / 1e6:,.1f} MB" if count >= 1e6 else f"{count / 1e3:,.1f} KB"
+
+
+def _echo_sizes(sizes) -> None:
+    """The size distribution, and when the images are large, what --max-size would save."""
+    from inception_data import inspection
+
+    if not sizes.records:
+        return
+    click.echo(f"image sizes: median {sizes.median_megapixels:.2f} MP, "
+               f"{_megabytes(sizes.encoded_bytes // sizes.records)} per image, "
+               f"{sizes.progressive} progressive JPEG(s); stored megapixels:")
+    for label, count in sizes.megapixels.items():
+        click.echo(f"  {label:>9} MP: {count}")
+    if not sizes.images_are_large:
+        return
+    saving = inspection.estimate_saving(sizes)
+    click.echo(
+        f"{sizes.large} of {sizes.records} images store more than "
+        f"{inspection.LARGE_MEGAPIXELS:g} MP: decoding them sets the read speed. "
+        f"`build --max-size {sizes.max_size}` would scale {sizes.over_max_size} images down; "
+        f"measured on {saving['sampled']} of them, one core decodes one in "
+        f"{saving['decode_ms_after']:.1f} ms instead of {saving['decode_ms_before']:.1f} ms "
+        f"({saving['decode_speedup']:.1f}x faster, an upper bound for reading), and the shards "
+        f"would take about {_megabytes(saving['bytes_after'])} instead of "
+        f"{_megabytes(saving['bytes_before'])} "
+        f"({saving['bytes_before'] / max(1, saving['bytes_after']):.1f}x smaller).")
 
 
 @main.command("benchmark-input")
@@ -66,3 +102,30 @@ def benchmark_input(pattern, batch_size, image_size, distortions, evaluation, ba
     mode = "eval" if evaluation else f"train, distortions={distortions}"
     click.echo(f"{rate:.1f} images/s ({rate / cores:.1f} per core, {cores} cores) over {images} "
                f"images; {mode}, batch {batch_size}, image size {image_size}")
+    _decode_bound_hint(reader.list_files(pattern), rate / cores)
+
+
+# The pipeline counts as decode-bound when decoding alone would take at least this share of
+# each core's time at the measured rate.
+DECODE_BOUND_SHARE = 0.5
+
+
+def _decode_bound_hint(files, rate_per_core: float) -> None:
+    """Says when large stored images make the pipeline decode-bound, and what to do."""
+    from inception_data import inspection
+
+    sizes = inspection.sample_sizes(files)
+    if not sizes.images_are_large or not sizes.sample:
+        return
+    seconds = inspection.decode_seconds(sizes.sample, repeats=1)
+    share = rate_per_core * seconds
+    if share < DECODE_BOUND_SHARE:
+        return
+    click.echo(
+        f"decode-bound: the sampled images are a median {sizes.median_megapixels:.1f} MP "
+        f"({sizes.progressive} of {sizes.records} progressive); decoding one whole takes "
+        f"{seconds * 1e3:.1f} ms on a core, and each core spent {1e3 / rate_per_core:.1f} ms "
+        f"per image here. "
+        f"Rebuild with `inception-data build --max-size {sizes.max_size}`; `inception-data "
+        f"inspect` measures what it would save on your shards (README: \"Real photo "
+        f"collections\").")

@@ -282,8 +282,10 @@ def test_size_policy_builds_are_deterministic(photo_tree, tmp_path):
     build(*args, "--output-dir", tmp_path / "a", workers="1")
     build(*args, "--output-dir", tmp_path / "b", workers="1")
     build(*args, "--output-dir", tmp_path / "c", workers="2")
+    build(*args, "--output-dir", tmp_path / "d", *fabricate.SHUFFLING_RUNNER)  # as on Dataflow
     fabricate.same_outputs(tmp_path / "a", tmp_path / "b")
     fabricate.same_outputs(tmp_path / "a", tmp_path / "c")
+    fabricate.same_outputs(tmp_path / "a", tmp_path / "d")
     assert len(digests(tmp_path / "a")) == 2
 
 
@@ -293,3 +295,61 @@ def test_bad_policy_options_are_usage_errors(photo_tree, tmp_path):
         result = build("--train-dir", photo_tree, "--output-dir", tmp_path / "x", option, value,
                        expect=2)
         assert option in result.output
+
+
+# --- telling the user -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def large_build(tmp_path_factory):
+    """Shards of 8 camera-size JPEGs (4.3 MP, two progressive), stored as they are."""
+    root = tmp_path_factory.mktemp("large")
+    for i in range(8):
+        fabricate.write(root / "train" / f"c{i % 2}" / f"p{i}.jpg",
+                        fabricate.jpeg_bytes(2400, 1800, seed=i, progressive=i % 4 == 0))
+    build("--train-dir", root / "train", "--output-dir", root / "out", "--shards", "2")
+    return root / "out"
+
+
+def invoke(*args):
+    result = CliRunner().invoke(cli.main, [*map(str, args)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result.output
+
+
+def test_inspect_reports_sizes_and_what_max_size_would_save(large_build):
+    output = invoke("inspect", large_build / "train-*", "--samples", "0")
+    assert "image sizes: median 4.32 MP" in output and "2 progressive JPEG(s)" in output
+    assert "      4-8 MP: 8" in output
+    assert "8 of 8 images store more than 1 MP" in output
+    assert "`build --max-size 512` would scale 8 images down; measured on 8 of them" in output
+    saving = [line for line in output.splitlines() if "would take about" in line]
+    assert saving, output
+
+
+def test_inspect_estimate_is_measured(large_build):
+    from inception_data import inspection
+
+    sizes = inspection.SizeReport(max_size=256)
+    for path in sorted(large_build.glob("train-*")):
+        inspection.inspect_shard(str(path), sizes=sizes)
+    saving = inspection.estimate_saving(sizes)
+    assert saving["sampled"] == 8 and saving["decode_speedup"] > 3
+    assert saving["bytes_after"] * 5 < saving["bytes_before"] == sizes.encoded_bytes
+
+
+def test_inspect_says_nothing_about_max_size_for_small_images(tmp_path):
+    fabricate.image_tree(tmp_path / "train", odd=False)
+    build("--train-dir", tmp_path / "train", "--output-dir", tmp_path / "out")
+    output = invoke("inspect", tmp_path / "out" / "train-*")
+    assert "image sizes: median" in output and "--max-size" not in output
+
+
+def test_benchmark_input_points_to_max_size_when_decode_bound(large_build, photo_tree, tmp_path):
+    output = invoke("benchmark-input", large_build / "train-*", "--batch-size", "4",
+                    "--batches", "3")
+    assert "decode-bound: the sampled images are a median 4.3 MP (2 of 8 progressive)" in output
+    assert "--max-size 512" in output
+    build("--train-dir", photo_tree, "--output-dir", tmp_path / "small", "--max-size", "256")
+    small = invoke("benchmark-input", tmp_path / "small" / "train-*", "--batch-size", "4",
+                   "--batches", "3")
+    assert "images/s" in small and "decode-bound" not in small
