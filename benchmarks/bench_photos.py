@@ -105,49 +105,44 @@ def normalise_rate(paths, policy) -> float:
     return len(data) / (time.perf_counter() - start)
 
 
-def ratio_decode_train(pattern, batch_size, image_size):
+def ratio_crop(encoded, window, image_size):
     """The training crop decoded at the coarsest DCT scale that still leaves the crop at least
-    image_size pixels on its shorter side, then cropped and resized as input_fn does (no
-    colour distortions in either, to isolate the decode)."""
-    files = reader.list_files(pattern)
-    spec = schema.parse_spec()
+    image_size pixels on its shorter side (the whole image at that scale, then sliced)."""
+    shorter = tf.minimum(window[2], window[3])
+    # index 3, 2, 1, 0 -> ratio 8, 4, 2, 1: the largest ratio with shorter / ratio >= size
+    index = tf.reduce_sum(tf.cast(shorter // tf.constant([2, 4, 8]) >= image_size, tf.int32))
 
-    def fn(serialized, seed):
-        encoded = tf.io.parse_single_example(serialized, spec)[schema.ENCODED]
-        shape = tf.image.extract_jpeg_shape(encoded)[:2]
-        window = preprocessing.distorted_crop_window(shape, tf.zeros([0, 4]), seed)
-        shorter = tf.minimum(window[2], window[3])
-        # index 3, 2, 1, 0 -> ratio 8, 4, 2, 1: the largest ratio with shorter / ratio >= size
-        index = tf.reduce_sum(tf.cast(shorter // tf.constant([2, 4, 8]) >= image_size,
-                                      tf.int32))
+    def at(ratio):
+        def decode():
+            image = tf.io.decode_jpeg(encoded, channels=3, ratio=ratio)
+            scaled = window // ratio
+            return image[scaled[0]:scaled[0] + tf.maximum(scaled[2], 1),
+                         scaled[1]:scaled[1] + tf.maximum(scaled[3], 1)]
+        return decode
 
-        def at(ratio):
-            def decode():
-                image = tf.io.decode_jpeg(encoded, channels=3, ratio=ratio)
-                scaled = window // ratio
-                return image[scaled[0]:scaled[0] + tf.maximum(scaled[2], 1),
-                             scaled[1]:scaled[1] + tf.maximum(scaled[3], 1)]
-            return decode
-
-        crop = tf.switch_case(index, [at(1), at(2), at(4), at(8)])
-        return tf.image.resize(tf.cast(crop, tf.float32), [image_size, image_size])
-
-    return _train_dataset(files, batch_size, fn)
+    return tf.switch_case(index, [at(1), at(2), at(4), at(8)])
 
 
-def crop_decode_train(pattern, batch_size, image_size):
-    """input_fn's decode: decode_and_crop_jpeg of the same window, same resize."""
-    files = reader.list_files(pattern)
-    spec = schema.parse_spec()
+def fused_crop(encoded, window, image_size):
+    """input_fn's decode: decode_and_crop_jpeg, full scale, only the window's rows."""
+    return tf.image.decode_and_crop_jpeg(encoded, window, channels=3)
 
-    def fn(serialized, seed):
-        encoded = tf.io.parse_single_example(serialized, spec)[schema.ENCODED]
-        shape = tf.image.extract_jpeg_shape(encoded)[:2]
-        window = preprocessing.distorted_crop_window(shape, tf.zeros([0, 4]), seed)
-        crop = tf.image.decode_and_crop_jpeg(encoded, window, channels=3)
-        return tf.image.resize(tf.cast(crop, tf.float32), [image_size, image_size])
 
-    return _train_dataset(files, batch_size, fn)
+def crop_decode_only(decode_crop):
+    """A training pipeline that samples input_fn's crop window, decodes it with `decode_crop`
+    and resizes it (no colour distortions and no decode check, to isolate the decode)."""
+    def make(pattern, batch_size, image_size):
+        spec = schema.parse_spec()
+
+        def fn(serialized, seed):
+            encoded = tf.io.parse_single_example(serialized, spec)[schema.ENCODED]
+            shape = tf.image.extract_jpeg_shape(encoded)[:2]
+            window = preprocessing.distorted_crop_window(shape, tf.zeros([0, 4]), seed)
+            crop = decode_crop(encoded, window, image_size)
+            return tf.image.resize(tf.cast(crop, tf.float32), [image_size, image_size])
+
+        return _train_dataset(reader.list_files(pattern), batch_size, fn)
+    return make
 
 
 def _train_dataset(files, batch_size, fn):
@@ -248,8 +243,8 @@ def main():
         "eval, full size": (input_fn(False), full),
         f"eval, --max-size {MAX_SIZE}": (input_fn(False), small),
         "eval, ImageNet samples": (input_fn(False), imagenet),
-        "crop decode only, full size": (crop_decode_train, full),
-        "ratio decode only, full size": (ratio_decode_train, full),
+        "crop decode only, full size": (crop_decode_only(fused_crop), full),
+        "ratio decode only, full size": (crop_decode_only(ratio_crop), full),
     }
     rates, rounds = median_rates(pipelines, args.rounds, args.batches, args.batch_size, 299)
     print(f"\nread (input_fn, batch {args.batch_size}, 299 px; rounds in brackets):")
