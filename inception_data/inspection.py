@@ -111,8 +111,9 @@ class ShardReport:
     problems: list = dataclasses.field(default_factory=list)
 
 
-def check_record(fields: dict) -> list[str]:
-    """Decodes the image of one parsed record and compares it with the record's fields."""
+def check_record(fields: dict, label_offset: int = 1) -> list[str]:
+    """Decodes the image of one parsed record and compares it with the record's fields
+    (`label_offset`: the shards' label convention, see reader.manifest_label_offset)."""
     import tensorflow as tf
 
     problems = []
@@ -124,8 +125,11 @@ def check_record(fields: dict) -> list[str]:
     if (shape[0], shape[1]) != (fields[schema.HEIGHT], fields[schema.WIDTH]):
         problems.append(f"{name}: record says {fields[schema.HEIGHT]}x{fields[schema.WIDTH]} "
                         f"(HxW), image is {shape[0]}x{shape[1]}")
-    if fields[schema.LABEL] < 1:
-        problems.append(f"{name}: label {fields[schema.LABEL]} < 1 (0 is the background class)")
+    if fields[schema.LABEL] < label_offset:
+        problems.append(f"{name}: label {fields[schema.LABEL]} < {label_offset} (0 is the "
+                        f"background class)")
+    elif fields[schema.LABEL] < 0:
+        problems.append(f"{name}: label {fields[schema.LABEL]} < 0")
     if fields.get(schema.FORMAT, b"JPEG") != b"JPEG":
         problems.append(f"{name}: image/format is {fields[schema.FORMAT]!r}, expected b'JPEG'")
     return problems
@@ -151,7 +155,7 @@ def sample_sizes(files: list[str], records: int = 128,
 
 
 def inspect_shard(path: str, *, verify: bool = False, samples: int = 0,
-                  sizes: SizeReport | None = None) -> ShardReport:
+                  sizes: SizeReport | None = None, label_offset: int = 1) -> ShardReport:
     """Reads one shard (checking both CRCs of every record) into a ShardReport, and the sizes
     of its images into `sizes` when given."""
     import tensorflow as tf
@@ -161,7 +165,7 @@ def inspect_shard(path: str, *, verify: bool = False, samples: int = 0,
         with tf.io.gfile.GFile(path, "rb") as handle:
             for serialized in tfrecord.read_records(handle, path):
                 report.records += 1
-                _inspect_record(serialized, report, verify, samples, sizes)
+                _inspect_record(serialized, report, verify, samples, sizes, label_offset)
     except (tfrecord.CorruptRecord, tf.errors.OpError) as err:
         report.problems.append(f"unreadable after {report.records} records: "
                                f"{str(err).splitlines()[0]}")
@@ -169,7 +173,7 @@ def inspect_shard(path: str, *, verify: bool = False, samples: int = 0,
 
 
 def _inspect_record(serialized: bytes, report: ShardReport, verify: bool, samples: int,
-                    sizes: SizeReport | None) -> None:
+                    sizes: SizeReport | None, label_offset: int) -> None:
     try:
         fields = schema.from_example(serialized)
     except ValueError as err:
@@ -182,4 +186,4 @@ def _inspect_record(serialized: bytes, report: ShardReport, verify: bool, sample
     if len(report.samples) < samples:
         report.samples.append({k: v for k, v in fields.items() if k != schema.ENCODED})
     if verify:
-        report.problems += check_record(fields)
+        report.problems += check_record(fields, label_offset)

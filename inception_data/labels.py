@@ -1,8 +1,10 @@
-"""Label files: text lines in, a label map out. Label 0 is the background class.
+"""Label files: text lines in, a label map out. Label 0 is the background class by default.
 
 A labels file has one label per line; line 1 is label 1, line 2 label 2, and so on, exactly as
 the original Inception scripts numbered them (label 0 is reserved for the background class, so a
-model has N+1 outputs). Rules, each with a clear message:
+model has N+1 outputs). That is `label_offset` 1; with offset 0 (`--no-background`, for models
+with N outputs such as Keras applications' 1000-way ImageNet heads) line 1 is label 0. Rules,
+each with a clear message:
 
 * blank lines between labels: error (they would silently shift every later label);
   trailing blank lines at the end of the file are ignored;
@@ -19,6 +21,10 @@ import importlib.resources
 from typing import Iterable, Sequence
 
 BACKGROUND = 0
+WITH_BACKGROUND = 1  # label_offset: background 0, then 1..N (the original scripts)
+NO_BACKGROUND = 0  # label_offset: 0..N-1
+# sha256 of the ILSVRC-2012 validation labels file the original scripts shipped (and we do)
+ILSVRC2012_VALIDATION_SHA256 = "313fc3f23c864dde9183c9a368809065765dd1b657a6904fded44e3e46d34604"
 SYNSETS_FILE = "imagenet_lsvrc_2015_synsets.txt"
 METADATA_FILE = "imagenet_metadata.txt"
 VALIDATION_FILE = "imagenet_2012_validation_synset_labels.txt"
@@ -30,13 +36,23 @@ class LabelError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class LabelMap:
-    """Label names in label order; `names[0]` is label 1."""
+    """Label names in label order; `names[0]` is label `offset` (1: label 0 is the background
+    class; 0: no background class)."""
 
     names: tuple[str, ...]
+    offset: int = WITH_BACKGROUND
 
     def index(self, name: str) -> int:
-        """The 1-based label of `name`."""
+        """The label of `name`."""
         return self._indices[name]
+
+    def name(self, label: int) -> str:
+        """The name of `label`."""
+        return self.names[label - self.offset]
+
+    def numbered(self) -> list[tuple[int, str]]:
+        """(label, name) in label order."""
+        return list(enumerate(self.names, start=self.offset))
 
     def __contains__(self, name: str) -> bool:
         return name in self._indices
@@ -48,7 +64,7 @@ class LabelMap:
     def _indices(self) -> dict[str, int]:
         cached = self.__dict__.get("_cache")
         if cached is None:
-            cached = {name: i + 1 for i, name in enumerate(self.names)}
+            cached = {name: i + self.offset for i, name in enumerate(self.names)}
             object.__setattr__(self, "_cache", cached)
         return cached
 
@@ -160,6 +176,27 @@ def parse_validation_labels(text: str, source: str = VALIDATION_FILE) -> list[st
     if not lines:
         raise LabelError(f"{source} holds no labels")
     return lines
+
+
+def validation_labels_differ(path: str | None) -> str | None:
+    """A warning when the validation labels file is not ILSVRC-2012's (by sha256), else None:
+    a reordered or edited copy mislabels validation images without any other sign."""
+    import hashlib
+
+    from apache_beam.io.filesystems import FileSystems
+
+    if path is None:
+        data = packaged_file(VALIDATION_FILE).encode()
+    else:
+        with FileSystems.open(path) as handle:
+            data = handle.read()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest == ILSVRC2012_VALIDATION_SHA256:
+        return None
+    return (f"{path or VALIDATION_FILE} is not the ILSVRC-2012 validation labels file (sha256 "
+            f"{digest[:16]}..., expected {ILSVRC2012_VALIDATION_SHA256[:16]}...); if it is a "
+            f"reordered or edited copy, validation images get wrong labels - unless you meant "
+            f"another labelling, use the packaged file (omit --validation-labels-file)")
 
 
 def load_validation_labels(path: str | None) -> list[str]:

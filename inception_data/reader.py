@@ -61,19 +61,38 @@ def _decodes(record):
     return tf.shape(tf.io.decode_jpeg(encoded, channels=3, ratio=8))
 
 
+def _manifests(files: Sequence[str]) -> list[dict | None]:
+    """The manifest.json beside each folder of `files` (None where there is none, e.g. shards
+    of older builds or other tools)."""
+    found = []
+    for folder in sorted({os.path.dirname(f) for f in files}):
+        try:
+            with tf.io.gfile.GFile(os.path.join(folder, "manifest.json")) as handle:
+                manifest = json.load(handle)
+        except (tf.errors.OpError, ValueError):
+            manifest = None
+        found.append(manifest if isinstance(manifest, dict) else None)
+    return found
+
+
 def verified_by_build(files: Sequence[str]) -> bool:
     """True when every file sits next to a manifest.json of `inception-data build --verify
     decode`, which decoded each stored image with TensorFlow's decoder: checking such records
     again would cost ~35% of the input pipeline's throughput for nothing."""
-    for folder in sorted({os.path.dirname(f) for f in files}):
-        try:
-            with tf.io.gfile.GFile(os.path.join(folder, "manifest.json")) as handle:
-                settings = json.load(handle).get("settings", {})
-        except (tf.errors.OpError, ValueError, AttributeError):
-            return False
-        if settings.get("verify") != "decode":
-            return False
-    return True
+    return all(m is not None and m.get("settings", {}).get("verify") == "decode"
+               for m in _manifests(files))
+
+
+def manifest_label_offset(files: Sequence[str]) -> int:
+    """The label convention of the shards, from their manifests: 1 = label 0 is the background
+    class and the N classes are 1..N (also for shards without a manifest, the original
+    scripts' format); 0 = the classes are 0..N-1 (`build --no-background`)."""
+    offsets = {(m or {}).get("label_offset", 1) for m in _manifests(files)}
+    if len(offsets) > 1:
+        raise ValueError(f"the files mix label conventions (label_offset {sorted(offsets)} in "
+                         f"their manifests): one model cannot train on both; rebuild one of "
+                         f"them with or without --no-background")
+    return offsets.pop() if offsets else 1
 
 
 def _checked_records(filename, on_error: str):
@@ -133,20 +152,22 @@ _METADATA_KEYS = (schema.FILENAME, schema.TEXT, schema.SYNSET, schema.HEIGHT, sc
 
 
 def decode_record(serialized, filename, *, num_classes: int | None = None,
-                  boxes: bool = True, metadata: bool = False) -> dict:
+                  boxes: bool = True, metadata: bool = False, label_offset: int = 1) -> dict:
     """Serialized Example -> dict of the tensors the reader needs (only those are parsed).
 
     A record without `image/encoded` or `image/class/label`, or with a label outside
-    0..num_classes, fails with an error that names the values and the shard file.
+    0..num_classes - 1 + label_offset (num_classes: N, the classes without the background),
+    fails with an error that names the values and the shard file.
     """
     keys = (_TRAIN_KEYS if boxes or metadata else _EVAL_KEYS) + (_METADATA_KEYS if metadata else ())
     fields = tf.io.parse_single_example(serialized, _spec(keys))
     label, length = fields[schema.LABEL], tf.strings.length(fields[schema.ENCODED])
-    highest = num_classes if num_classes is not None else tf.int64.max
+    highest = num_classes - 1 + label_offset if num_classes is not None else tf.int64.max
+    convention = ("1..N, 0 = background" if label_offset else "0..N-1, no background class")
     check = tf.debugging.Assert(
         (length > 0) & (label >= 0) & (label <= highest),
         [f"bad record: it needs {schema.ENCODED} (non-empty) and {schema.LABEL} in 0..{highest} "
-         f"(1..N, 0 = background; -1 means the key is missing). {schema.LABEL}:", label,
+         f"({convention}; -1 means the key is missing). {schema.LABEL}:", label,
          f"{schema.ENCODED} bytes:", length, "in file", filename])
     with tf.control_dependencies([check]):
         out = {key: tf.identity(value) for key, value in fields.items()
@@ -164,6 +185,7 @@ def input_fn(file_pattern: str | Sequence[str], is_training: bool, batch_size: i
              deterministic: bool | None = None, cache: bool = False,
              num_parallel_calls: int = tf.data.AUTOTUNE, distortions: str | None = "fast",
              input_context=None, num_classes: int | None = None,
+             label_offset: int | None = None,
              with_metadata: bool = False, cycle_length: int = 16,
              preprocessing: str = "inception", flip: bool = True,
              min_crop_area: float = 0.05, on_error: str = "raise") -> tf.data.Dataset:
@@ -187,7 +209,11 @@ def input_fn(file_pattern: str | Sequence[str], is_training: bool, batch_size: i
             see preprocessing.py for the difference.
         input_context: a tf.distribute.InputContext: this pipeline reads every
             num_input_pipelines-th file; fewer files than pipelines is an error.
-        num_classes: when given, a label above it fails naming the file.
+        num_classes: N, the number of classes (without the background class); when given, a
+            label above the highest of the shards' convention fails naming the file.
+        label_offset: the label of the first class: 1 (label 0 is the background class, as
+            the original scripts numbered them) or 0 (`build --no-background`). None: read
+            from the shards' manifest.json (1 where there is none).
         with_metadata: also yield a dict with file name, text, synset, size and boxes (ragged).
         preprocessing: "inception" (the crops above, for photos) or "small" (for MNIST/CIFAR-
             size images: pad 4 px and crop at random plus flip for training, the whole image
@@ -209,6 +235,8 @@ def input_fn(file_pattern: str | Sequence[str], is_training: bool, batch_size: i
     drop_remainder = is_training if drop_remainder is None else drop_remainder
     deterministic = (not is_training) if deterministic is None else deterministic
     files = shard_files(list_files(file_pattern), input_context)
+    if label_offset is None:
+        label_offset = manifest_label_offset(files)
 
     dataset = tf.data.Dataset.from_tensor_slices(files)
     if is_training:
@@ -232,6 +260,7 @@ def input_fn(file_pattern: str | Sequence[str], is_training: bool, batch_size: i
     def prepare(position, record_and_file):
         example_seed = tf.stack([tf.constant(run_seed, tf.int64), position])
         fields = decode_record(*record_and_file, num_classes=num_classes,
+                               label_offset=label_offset,
                                boxes=is_training and preprocessing == "inception",
                                metadata=with_metadata)
         image = _preprocess(fields, example_seed, is_training, image_size, distortions,

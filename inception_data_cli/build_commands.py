@@ -12,7 +12,7 @@ def build_tree(train_dir: str, output_dir: str, *, validation_dir: str | None = 
                labels_file: str | None = None, beam_args=(), shards: int | None = None,
                validation_shards: int | None = None, seed: int = 0, verify: str = "fast",
                exif_orientation: str = "apply", max_size: int | None = None,
-               jpeg_quality: int = 95, progressive: str = "keep",
+               jpeg_quality: int = 95, progressive: str = "keep", background: bool = True,
                max_rejects: float | None = None, overwrite: bool = False, resume: bool = False, progress: bool = True,
                workers: int | None = None) -> None:
     """`build` as a function of its options (with their defaults): what `download --build`
@@ -29,7 +29,8 @@ def build_tree(train_dir: str, output_dir: str, *, validation_dir: str | None = 
             output_dir=output_dir.rstrip("/"), roots=roots, shards=split_shards,
             label_map=labels_lib.load_labels(labels_file) if labels_file else None, seed=seed,
             verify=verify, exif=exif_orientation, max_rejects=max_rejects, resume=resume,
-            policy=size_policy(max_size, jpeg_quality, progressive))
+            policy=size_policy(max_size, jpeg_quality, progressive),
+            label_offset=labels_lib.WITH_BACKGROUND if background else labels_lib.NO_BACKGROUND)
         return image_folder.run_build(config, beam_args, overwrite=overwrite, progress=progress,
                                       workers=workers, warn=warn)
 
@@ -71,7 +72,7 @@ def build(ctx, train_dir, output_dir, **options):
 def imagenet(ctx, train_dir, train_tar, validation_dir, validation_tar, bounding_boxes,
              output_dir, train_shards, validation_shards, synsets_file, metadata_file,
              validation_labels_file, seed, verify, exif_orientation, max_size, jpeg_quality,
-             progressive, max_rejects, overwrite, resume, progress, workers):
+             progressive, background, max_rejects, overwrite, resume, progress, workers):
     """Build ImageNet TFRecords (synsets, human text, boxes) from trees or the original tars."""
     from inception_data import labels as labels_lib
     from pipelines import conversion, imagenet as imagenet_lib
@@ -92,7 +93,12 @@ def imagenet(ctx, train_dir, train_tar, validation_dir, validation_tar, bounding
             output_dir=output_dir.rstrip("/"), roots=roots, shards={s: shards[s] for s in roots},
             label_map=labels_lib.load_labels(synsets_file), seed=seed, verify=verify,
             exif=exif_orientation, max_rejects=max_rejects, resume=resume,
-            policy=size_policy(max_size, jpeg_quality, progressive))
+            policy=size_policy(max_size, jpeg_quality, progressive),
+            label_offset=labels_lib.WITH_BACKGROUND if background else labels_lib.NO_BACKGROUND)
+        if validation:
+            differs = labels_lib.validation_labels_differ(validation_labels_file)
+            if differs:
+                warn(differs)
         inputs = imagenet_lib.ImagenetInputs(train, bool(train_tar), validation,
                                              bool(validation_tar), bounding_boxes)
         return imagenet_lib.run_imagenet(

@@ -72,6 +72,10 @@ _BUILD_OPTIONS = [
                  show_default=True,
                  help="baseline: re-encode progressive JPEGs as baseline ones (faster to "
                       "decode; what GPU hardware JPEG decoders accept)."),
+    click.option("--background/--no-background", default=True, show_default=True,
+                 help="--no-background numbers labels 0..N-1 (models with N outputs, such as "
+                      "Keras applications' 1000-way ImageNet heads) instead of 1..N with 0 "
+                      "for the background class."),
     click.option("--max-rejects", type=float,
                  help="Fail when more files are rejected per split: a count (>= 1) or a "
                       "fraction (< 1)."),

@@ -29,8 +29,13 @@ def inspect(patterns, verify, samples, max_size):
     totals: dict = {}
     problems = []
     sizes = inspection.SizeReport(max_size=max_size)
+    try:
+        offset = reader.manifest_label_offset(files)
+    except ValueError as err:
+        fail(str(err))
     for path in files:
-        shard = inspection.inspect_shard(path, verify=verify, samples=samples, sizes=sizes)
+        shard = inspection.inspect_shard(path, verify=verify, samples=samples, sizes=sizes,
+                                         label_offset=offset)
         samples = max(0, samples - len(shard.samples))
         click.echo(f"{path}: {shard.records} records")
         for sample in shard.samples:

@@ -49,12 +49,19 @@ class BuildConfig:
     max_rejects: float | None = None
     resume: bool = False  # reuse the committed shards of an interrupted identical build
     policy: images.SizePolicy = images.SizePolicy()  # --max-size, --jpeg-quality, --progressive
+    label_offset: int = labels_lib.WITH_BACKGROUND  # 0: --no-background
 
     def settings(self) -> dict:
         return {"seed": self.seed, "verify": self.verify, "exif": self.exif,
                 "max_rejects": self.max_rejects,
                 "shards": {s: n or "auto" for s, n in self.shards.items()},
-                **self.policy.settings()}
+                "label_offset": self.label_offset, **self.policy.settings()}
+
+
+def numbered(config: BuildConfig, label_map: labels_lib.LabelMap) -> BuildConfig:
+    """`config` with `label_map` numbered from config.label_offset."""
+    return dataclasses.replace(config, label_map=dataclasses.replace(
+        label_map, offset=config.label_offset))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,6 +177,7 @@ def build(pipeline, config: BuildConfig, settings: shard_writer.ShardSettings,
     found = ((on_workers[FOUND], pipeline | "FoundHere" >> beam.Create(listed.found))
              | "AllFound" >> beam.Flatten())
     manifest_config = {"splits": splits, "labels": list(config.label_map.names),
+                       "label_offset": config.label_map.offset,
                        "tool_version": inception_data.__version__,
                        "settings": config.settings()}
     _ = ((found, written.stats, reject_infos)
@@ -307,8 +315,7 @@ def warn_empty_labels(split: str, where: str, label_map: labels_lib.LabelMap,
     """Warns about labels that got no images (no directory, an empty one, or no tar)."""
     warn_each(warn, [f"{split}: label {name!r} has no images under {where}/{name}; it keeps "
                      f"label {label} with 0 examples"
-                     for label, name in enumerate(label_map.names, start=1)
-                     if not counts.get(label)])
+                     for label, name in label_map.numbered() if not counts.get(label)])
 
 
 def spilled_counts(listed: Listed, split: str) -> dict[int, int]:

@@ -24,11 +24,11 @@ __all__ = ["BuildConfig", "FolderRecords", "TreeSource", "run_build"]
 class FolderRecords:
     """Builds the ImageRecord of a class-per-directory image (picklable for workers)."""
 
-    names: tuple[str, ...]
+    label_map: labels_lib.LabelMap
 
     def __call__(self, item, image) -> schema.ImageRecord:
         return schema.ImageRecord(encoded=image.encoded, height=image.height, width=image.width,
-                                  label=item.label, text=self.names[item.label - 1],
+                                  label=item.label, text=self.label_map.name(item.label),
                                   filename=item.name)
 
 
@@ -73,14 +73,13 @@ def run_build(config: BuildConfig, beam_args: Sequence[str] = (), *, overwrite: 
         if not tree.names:
             raise labels_lib.LabelError(f"{split}: no class directories in {tree.root}; "
                                         f"expected {tree.root}/<label>/<image>")
-    if config.label_map is None:
-        config = dataclasses.replace(config, label_map=labels_lib.from_directories(
-            trees["train"].names))
+    config = conversion.numbered(
+        config, config.label_map or labels_lib.from_directories(trees["train"].names))
     label_map = config.label_map
     for split, tree in trees.items():
         warn_unlisted_names(split, tree.root, tree.names, label_map, warn)
     context = conversion.ListContext(label_map.as_dict(), listing.Keying(config.seed))
-    settings = conversion.shard_settings(config, FolderRecords(label_map.names))
+    settings = conversion.shard_settings(config, FolderRecords(label_map))
     sources, listed = [], None
     with conversion.Scratch(plan) as scratch:
         if plan.is_local:  # list here, once; workers read the spilled listings

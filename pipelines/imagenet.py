@@ -226,11 +226,11 @@ def _flat_events(split, root, found: listing.TreeClass, entries, context, archiv
 class ImagenetRecords:
     """Builds build_imagenet_data.py's record for an image (picklable for workers)."""
 
-    synsets: tuple[str, ...]
+    label_map: labels_lib.LabelMap
     texts: Mapping[str, str]
 
     def __call__(self, item, image) -> schema.ImageRecord:
-        synset = self.synsets[item.label - 1]
+        synset = self.label_map.name(item.label)
         return schema.ImageRecord(encoded=image.encoded, height=image.height, width=image.width,
                                   label=item.label, text=self.texts.get(synset, synset),
                                   filename=item.name, synset=synset,
@@ -284,11 +284,12 @@ def run_imagenet(config: conversion.BuildConfig, inputs: ImagenetInputs,
     """Lists the inputs (each file once), runs the ImageNet build; returns the manifest."""
     conversion.check_output_outside_inputs(config)
     plan = launch.plan(beam_args)
+    config = conversion.numbered(config, config.label_map)
     label_map = config.label_map
     context = conversion.ListContext(
         label_map.as_dict(), listing.Keying(config.seed, by_basename=True),
         {relabel.validation_name(i): s for i, s in enumerate(validation_synsets, start=1)})
-    settings = conversion.shard_settings(config, ImagenetRecords(label_map.names, dict(texts)))
+    settings = conversion.shard_settings(config, ImagenetRecords(label_map, dict(texts)))
     here, on_workers = [], []  # event streams listed by the launcher, sources by the workers
     outer = conversion.Listed()  # the training tar's own problems, found by the launcher
     train_tree = inputs.train and not inputs.train_is_tar and conversion.lists_in_launcher(

@@ -34,7 +34,7 @@ def reject_limit(max_rejects: float | None, found: int) -> int | None:
     return int(max_rejects) if max_rejects >= 1 else int(max_rejects * found)
 
 
-def _split_summary(split, found, shards, rejects, label_names):
+def _split_summary(split, found, shards, rejects, label_names, offset):
     shards = sorted(shards, key=lambda s: s["index"])
     per_class: dict[int, int] = {}
     for shard in shards:
@@ -51,8 +51,8 @@ def _split_summary(split, found, shards, rejects, label_names):
         "num_shards": shards[0]["num_shards"] if shards else 0,
         "shards_resumed": sum(1 for s in shards if s.get("resumed")),
         "shards": {s["shard"]: s["records"] for s in shards},
-        "per_class": {label_names[label - 1]: per_class.get(label, 0)
-                      for label in range(1, len(label_names) + 1)},
+        "per_class": {name: per_class.get(label, 0)
+                      for label, name in enumerate(label_names, start=offset)},
     }
 
 
@@ -96,12 +96,15 @@ def summarise(gathered, config: Mapping) -> dict:
     splits = {}
     for split in config["splits"]:
         summary = _split_summary(split, found.get(split, 0), shards.get(split, []),
-                                 rejects[split], config["labels"])
+                                 rejects[split], config["labels"], config["label_offset"])
         splits[split] = summary
     return {"tool": "inception-data", "tool_version": config["tool_version"],
             "schema_version": schema.SCHEMA_VERSION,
-            "labels": {str(i): name for i, name in enumerate(config["labels"], start=1)},
-            "background_label": labels.BACKGROUND, "settings": config["settings"], "splits": splits}
+            "labels": {str(i): name for i, name in enumerate(config["labels"],
+                                                             start=config["label_offset"])},
+            "label_offset": config["label_offset"],
+            "background_label": labels.BACKGROUND if config["label_offset"] else None,
+            "settings": config["settings"], "splits": splits}
 
 
 def check(manifest: dict, max_rejects: float | None) -> None:

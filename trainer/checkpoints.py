@@ -77,7 +77,7 @@ def load(path: str, num_classes: int | None, *, fine_tune: bool = False) -> kera
     classes = model.get_layer(LOGITS).units
     if num_classes is not None and classes != num_classes and not fine_tune:
         raise TrainingError(
-            f"{path} predicts {classes} classes (background included) but the data has "
+            f"{path} has {classes} outputs but the data needs "
             f"{num_classes}; pass --fine-tune to start new logits layers, or use the data the "
             f"checkpoint was trained on")
     return model

@@ -30,15 +30,17 @@ class DataError(RuntimeError):
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
     data_dir: str
-    names: tuple[str, ...]  # label i + 1 is names[i]; label 0 is the background class
+    names: tuple[str, ...]  # label i + label_offset is names[i]
     train_examples: int
     validation_examples: int
     image_size: int  # the longer side of the first training image (a probe, not a census)
+    label_offset: int = labels_lib.WITH_BACKGROUND  # the manifest's: 1 = label 0 is background
 
     @property
     def num_classes(self) -> int:
-        """Outputs of a model: the labels plus the background class."""
-        return len(self.names) + 1
+        """Outputs of a model: the labels, plus the background class when label 0 is it (the
+        one place the trainer decides this)."""
+        return len(self.names) + self.label_offset
 
     @property
     def preprocessing(self) -> str:
@@ -67,7 +69,8 @@ def load(data_dir: str) -> DatasetInfo:
     splits = manifest["splits"]
     written = {name: splits.get(name, {}).get("written", 0) for name in ("train", "validation")}
     return DatasetInfo(data_dir, names, written["train"], written["validation"],
-                       _probe_size(os.path.join(paths.glob_escape(data_dir), "train-*")))
+                       _probe_size(os.path.join(paths.glob_escape(data_dir), "train-*")),
+                       manifest.get("label_offset", labels_lib.WITH_BACKGROUND))
 
 
 def _probe_size(pattern: str) -> int:
@@ -108,6 +111,7 @@ def datasets(info: DatasetInfo, strategy, *, training: bool, global_batch: int,
             batch_size=global_batch // replicas if training else global_batch, image_size=image_size,
             input_context=context if training else None, seed=seed,
             deterministic=True if seed is not None else None, num_classes=len(info.names),
+            label_offset=info.label_offset,
             distortions=distortions, preprocessing=info.preprocessing, flip=info.flip,
             min_crop_area=min_crop_area)
         return dataset.map(lambda images, labels: (

@@ -170,7 +170,8 @@ def train(config: TrainConfig) -> keras.Model:
         return model
     size, rec = model.input_shape[1], config.recipe(model.name)
     print(f"{strategy.num_replicas_in_sync} tower(s), global batch {config.batch_size}, "
-          f"{info.num_classes} classes (background included), {info.train_examples} training "
+          f"{info.num_classes} outputs ({len(info.names)} classes"
+          f"{' + background' if info.label_offset else ''}), {info.train_examples} training "
           f"examples, {steps_per_epoch} steps/epoch", flush=True)
     train_data = data.datasets(info, strategy, training=True, global_batch=config.batch_size,
                                image_size=size, outputs=len(model.outputs), seed=config.seed,
@@ -250,7 +251,7 @@ def benchmark(config: TrainConfig, steps: int) -> dict:
 
     def synthetic(context):
         images = tf.random.uniform([batch, size, size, 3], -1, 1)
-        labels = tf.random.uniform([batch], 1, info.num_classes, dtype=tf.int32)
+        labels = tf.random.uniform([batch], info.label_offset, info.num_classes, dtype=tf.int32)
         targets = data.one_hot_targets(labels, info.num_classes, outputs)
         return tf.data.Dataset.from_tensors((images, targets)).repeat()
 
