@@ -46,13 +46,13 @@ def run(*args) -> None:
 
 def digests(out: pathlib.Path) -> dict[str, str]:
     found = {}
-    for path in sorted(out.iterdir()):
+    for path in sorted(p for p in out.rglob("*") if p.is_file()):  # index/ included
         data = path.read_bytes()
         if path.name == "manifest.json":
             manifest = json.loads(data)
             manifest["tool_version"] = ""
             data = json.dumps(manifest, indent=2, sort_keys=True).encode()
-        found[path.name] = hashlib.sha256(data).hexdigest()
+        found[str(path.relative_to(out))] = hashlib.sha256(data).hexdigest()
     return found
 
 

@@ -37,6 +37,9 @@ BBOX_LABEL = "image/object/bbox/label"
 BBOX_KEYS = (BBOX_YMIN, BBOX_XMIN, BBOX_YMAX, BBOX_XMAX)  # the order tf.image box ops expect
 
 REQUIRED_KEYS = (ENCODED, HEIGHT, WIDTH, LABEL)
+# The keys to_example writes: every record, and an ImageNet record (synset given).
+GENERIC_KEYS = (ENCODED, HEIGHT, WIDTH, COLORSPACE, CHANNELS, FORMAT, FILENAME, LABEL, TEXT)
+IMAGENET_KEYS = GENERIC_KEYS + (SYNSET, BBOX_XMIN, BBOX_YMIN, BBOX_XMAX, BBOX_YMAX, BBOX_LABEL)
 
 
 @dataclasses.dataclass(frozen=True)

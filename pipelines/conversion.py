@@ -178,6 +178,7 @@ def build(pipeline, config: BuildConfig, settings: shard_writer.ShardSettings,
              | "AllFound" >> beam.Flatten())
     manifest_config = {"splits": splits, "labels": list(config.label_map.names),
                        "label_offset": config.label_map.offset,
+                       "record_keys": list(settings.make_record.keys),
                        "tool_version": inception_data.__version__,
                        "settings": config.settings()}
     _ = ((found, written.stats, reject_infos)

@@ -25,6 +25,7 @@ class FolderRecords:
     """Builds the ImageRecord of a class-per-directory image (picklable for workers)."""
 
     label_map: labels_lib.LabelMap
+    keys = schema.GENERIC_KEYS  # what its records hold (the manifest's record_keys)
 
     def __call__(self, item, image) -> schema.ImageRecord:
         return schema.ImageRecord(encoded=image.encoded, height=image.height, width=image.width,

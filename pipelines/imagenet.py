@@ -228,6 +228,7 @@ class ImagenetRecords:
 
     label_map: labels_lib.LabelMap
     texts: Mapping[str, str]
+    keys = schema.IMAGENET_KEYS  # what its records hold (the manifest's record_keys)
 
     def __call__(self, item, image) -> schema.ImageRecord:
         synset = self.label_map.name(item.label)

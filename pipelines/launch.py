@@ -15,7 +15,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
-from inception_data import paths, sharding
+from inception_data import paths, sharding, tfds_metadata
 from pipelines import outputs, report
 
 
@@ -123,6 +123,7 @@ def plan(beam_args: Sequence[str]) -> Plan:
 
 
 SETTINGS = ".build-settings.json"
+TFDS_FILES = ("dataset_info.json", "features.json", tfds_metadata.labels_file_name())
 
 
 def _existing_outputs(output_dir: str, splits: Sequence[str]) -> list[str]:
@@ -130,13 +131,17 @@ def _existing_outputs(output_dir: str, splits: Sequence[str]) -> list[str]:
     patterns = [FileSystems.join(literal, f"{split}-*-of-*") for split in splits]
     patterns += [FileSystems.join(literal, name) for name in
                  (report.MANIFEST, report.SUMMARY, SETTINGS, ".tmp-*", ".stats-*",
-                  *(f"rejects-{s}.jsonl" for s in splits))]
+                  *TFDS_FILES, *(f"rejects-{s}.jsonl" for s in splits))]
+    index = FileSystems.join(literal, outputs.INDEX_DIR)
+    patterns += [FileSystems.join(index, ".tmp-*")]
+    patterns += [FileSystems.join(index, f"{split}-*-of-*.idx") for split in splits]
     found = []
     for result in paths.beam_match(patterns):
         for meta in result.metadata_list:
             name = meta.path.rsplit("/", 1)[-1]
             if name.startswith((".tmp-", ".stats-", "rejects-")) or name in (
-                    report.MANIFEST, report.SUMMARY, SETTINGS) or sharding.parse_shard_name(name):
+                    report.MANIFEST, report.SUMMARY, SETTINGS, *TFDS_FILES) or sharding.parse_shard_name(
+                        name[:-4] if name.endswith(".idx") else name):
                 found.append(meta.path)
     return sorted(set(found))
 

@@ -58,6 +58,16 @@ def read_json(path: str):
         return json.loads(handle.read().decode())
 
 
+INDEX_DIR = "index"
+
+
+def index_path(output_dir: str, shard: str) -> str:
+    """Where a shard's record index goes: `index/<shard>.idx`, in the format of DALI's
+    tfrecord2idx (one `offset size` line per record), which the `tfrecord` package's PyTorch
+    reader also takes. A sub-folder, so that `train-*` patterns match only shards."""
+    return FileSystems.join(output_dir, INDEX_DIR, f"{shard}.idx")
+
+
 def stats_name(shard: str) -> str:
     """The hidden per-shard record of counts and rejects that makes --resume possible."""
     return f".stats-{shard}.json"

@@ -16,7 +16,7 @@ from typing import Mapping
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from inception_data import images, labels, schema
+from inception_data import images, labels, schema, tfds_metadata
 from pipelines import outputs
 
 MANIFEST = "manifest.json"
@@ -42,6 +42,7 @@ def _split_summary(split, found, shards, rejects, label_names, offset):
             per_class[int(label)] = per_class.get(int(label), 0) + count
     written = sum(s["records"] for s in shards)
     return {
+        "bytes": sum(s.get("bytes", 0) for s in shards),  # of the shards (TFDS's numBytes)
         "stored": _stored_summary(shards),
         "found": found,
         "written": written,
@@ -102,7 +103,7 @@ def summarise(gathered, config: Mapping) -> dict:
             "schema_version": schema.SCHEMA_VERSION,
             "labels": {str(i): name for i, name in enumerate(config["labels"],
                                                              start=config["label_offset"])},
-            "label_offset": config["label_offset"],
+            "label_offset": config["label_offset"], "record_keys": config["record_keys"],
             "background_label": labels.BACKGROUND if config["label_offset"] else None,
             "settings": config["settings"], "splits": splits}
 
@@ -154,10 +155,13 @@ class WriteSummary(beam.PTransform):
 
 def commit_manifest(output_dir: str, max_rejects: float | None) -> dict:
     """The launcher's last step: checks the pipeline's summary (raises TooManyRejects or, on a
-    broken accounting, RuntimeError) and commits it as manifest.json; returns the manifest."""
+    broken accounting, RuntimeError), writes the TensorFlow Datasets metadata derived from it
+    and commits it as manifest.json; returns the manifest."""
     summary_path = FileSystems.join(output_dir, SUMMARY)
     manifest = outputs.read_json(summary_path)
     check(manifest, max_rejects)
+    for name, text in tfds_metadata.files(manifest).items():
+        outputs.write_text(FileSystems.join(output_dir, name), text)
     outputs.write_text(FileSystems.join(output_dir, MANIFEST), _manifest_text(manifest))
     outputs.delete_quietly(summary_path)
     return manifest

@@ -119,8 +119,8 @@ def write_shard(items: Sequence[Item], shard: Shard, settings: ShardSettings
                 ) -> tuple[dict, list[dict]]:
     """Writes `items` (in this order) as one shard; returns (stats, rejects).
 
-    The shard's stats and rejects are committed (a hidden `.stats-<shard>.json`) just before the
-    shard itself, so --resume can account for a committed shard without reading it; with
+    The shard's record index (`index/<shard>.idx`, outputs.index_path) and then its stats and
+    rejects (a hidden `.stats-<shard>.json`) are committed just before the shard itself, so --resume can account for a committed shard without reading it; with
     `settings.resume` such a shard is not written again. A failed attempt leaves nothing.
     """
     final = FileSystems.join(settings.output_dir, shard.name)
@@ -131,6 +131,8 @@ def write_shard(items: Sequence[Item], shard: Shard, settings: ShardSettings
     per_class: dict[int, int] = {}
     rejects = []
     stored = StoredTally()
+    index = []  # DALI/PyTorch index lines: "offset size" per record
+    offset = 0
     archive = None
     try:
         if any(item.offset >= 0 for item in items):
@@ -141,12 +143,16 @@ def write_shard(items: Sequence[Item], shard: Shard, settings: ShardSettings
                 if rejected:
                     rejects.append(rejected)
                     continue
-                handle.write(tfrecord.frame(example))
+                framed = tfrecord.frame(example)
+                handle.write(framed)
+                index.append(f"{offset} {len(framed)}\n")
+                offset += len(framed)
                 per_class[item.label] = per_class.get(item.label, 0) + 1
                 stored.add(image)
         stats = {"shard": shard.name, "index": shard.index, "num_shards": shard.num_shards,
-                 "assigned": len(items), "records": sum(per_class.values()),
+                 "assigned": len(items), "records": sum(per_class.values()), "bytes": offset,
                  "per_class": per_class, "stored": stored.as_dict()}
+        outputs.write_text(outputs.index_path(settings.output_dir, shard.name), "".join(index))
         outputs.write_text(record, json.dumps({"stats": stats, "rejects": rejects},
                                               sort_keys=True))
         outputs.commit(tmp, final)

@@ -118,9 +118,10 @@ Dataflow, instead of the local spilled-listing design: naming a runner selects i
 
 
 def same_outputs(one: pathlib.Path, two: pathlib.Path) -> list[str]:
-    """Asserts two output directories hold the same files, byte for byte; returns the names."""
-    names = sorted(p.name for p in one.iterdir())
-    assert names == sorted(p.name for p in two.iterdir())
+    """Asserts two output directories hold the same files (sub-folders included), byte for
+    byte; returns their relative paths."""
+    names = sorted(str(p.relative_to(one)) for p in one.rglob("*") if p.is_file())
+    assert names == sorted(str(p.relative_to(two)) for p in two.rglob("*") if p.is_file())
     for name in names:
         assert (one / name).read_bytes() == (two / name).read_bytes(), name
     return names

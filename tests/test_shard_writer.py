@@ -31,7 +31,10 @@ def test_write_shard_commits_records_stats_and_rejects(tmp_path):
     assert (stats["records"], stats["assigned"], stats["per_class"]) == (1, 2, {1: 1})
     assert [(r["kind"], r["path"]) for r in rejects] == [("not an image", str(src / "a/bad.jpg"))]
     assert sorted(p.name for p in out.iterdir()) == [".stats-train-00000-of-00001.json",
-                                                     "train-00000-of-00001"]
+                                                     "index", "train-00000-of-00001"]
+    shard_size = (out / "train-00000-of-00001").stat().st_size
+    assert (out / "index" / "train-00000-of-00001.idx").read_text() == f"0 {shard_size}\n"
+    assert stats["bytes"] == shard_size
     saved = json.loads((out / ".stats-train-00000-of-00001.json").read_text())
     assert saved["stats"]["records"] == 1 and saved["rejects"] == rejects
     with open(out / "train-00000-of-00001", "rb") as handle:
