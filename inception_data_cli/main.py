@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import importlib.util
 import logging
 import os
 import re
@@ -103,14 +104,40 @@ def build_options(command):
     return command
 
 
+GCP_EXTRA = "pip install 'inception-data[gcp]'"
+
+
+def gcp_installed() -> bool:
+    """Whether Beam's Google Cloud support (the [gcp] extra) is installed: its Cloud Storage
+    filesystem and Dataflow client."""
+    try:
+        return all(importlib.util.find_spec(name) is not None
+                   for name in ("google.cloud.storage", "google.cloud.dataflow"))
+    except ModuleNotFoundError:  # no google.cloud package at all
+        return False
+
+
+def _require_gcp(ctx: click.Context) -> None:
+    """A gs:// path or the Dataflow runner without the [gcp] extra: an error naming the extra
+    (Beam's own would name apache-beam[gcp], or come as an import error mid-way)."""
+    users = [f"{value}" for value in ctx.params.values()
+             if isinstance(value, str) and value.startswith("gs://")]
+    users += [arg for arg in ctx.args if "DataflowRunner" in arg]
+    if users and not gcp_installed():
+        fail(f"{users[0]} needs Google Cloud support, an optional part of inception-data: "
+             f"{GCP_EXTRA}")
+
+
 def beam_args(ctx: click.Context) -> list[str]:
     """The extra arguments of a command, for Beam. An option Beam does not know either is a
     usage error naming it and the nearest real option: Beam would drop it without a word, so
-    `--shard 5` or `--verfy decode` would build with the defaults."""
+    `--shard 5` or `--verfy decode` would build with the defaults. gs:// paths and Dataflow
+    need the [gcp] extra."""
     import difflib
 
     from pipelines import launch
 
+    _require_gcp(ctx)
     unknown = launch.unknown_options(ctx.args)
     if unknown:
         ours = [name for param in ctx.command.params for name in getattr(param, "opts", [])
