@@ -155,9 +155,11 @@ def sample_sizes(files: list[str], records: int = 128,
 
 
 def inspect_shard(path: str, *, verify: bool = False, samples: int = 0,
-                  sizes: SizeReport | None = None, label_offset: int = 1) -> ShardReport:
-    """Reads one shard (checking both CRCs of every record) into a ShardReport, and the sizes
-    of its images into `sizes` when given."""
+                  sizes: SizeReport | None = None, label_offset: int = 1,
+                  sheet=None) -> ShardReport:
+    """Reads one shard (checking both CRCs of every record) into a ShardReport, the sizes of
+    its images into `sizes` and sample tiles into `sheet` (a contact_sheet.Samples) when
+    given."""
     import tensorflow as tf
 
     report = ShardReport(path)
@@ -165,7 +167,8 @@ def inspect_shard(path: str, *, verify: bool = False, samples: int = 0,
         with tf.io.gfile.GFile(path, "rb") as handle:
             for serialized in tfrecord.read_records(handle, path):
                 report.records += 1
-                _inspect_record(serialized, report, verify, samples, sizes, label_offset)
+                _inspect_record(serialized, report, verify, samples, sizes, label_offset,
+                                sheet)
     except (tfrecord.CorruptRecord, tf.errors.OpError) as err:
         report.problems.append(f"unreadable after {report.records} records: "
                                f"{str(err).splitlines()[0]}")
@@ -173,7 +176,7 @@ def inspect_shard(path: str, *, verify: bool = False, samples: int = 0,
 
 
 def _inspect_record(serialized: bytes, report: ShardReport, verify: bool, samples: int,
-                    sizes: SizeReport | None, label_offset: int) -> None:
+                    sizes: SizeReport | None, label_offset: int, sheet) -> None:
     try:
         fields = schema.from_example(serialized)
     except ValueError as err:
@@ -181,6 +184,8 @@ def _inspect_record(serialized: bytes, report: ShardReport, verify: bool, sample
         return
     if sizes is not None:
         sizes.add(fields[schema.ENCODED], fields[schema.WIDTH], fields[schema.HEIGHT])
+    if sheet is not None:
+        sheet.add(fields)
     key = (fields[schema.LABEL], fields.get(schema.TEXT, b"").decode(errors="replace"))
     report.per_class[key] = report.per_class.get(key, 0) + 1
     if len(report.samples) < samples:

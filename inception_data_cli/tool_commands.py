@@ -17,10 +17,23 @@ from inception_data_cli.main import fail, main
 @click.option("--max-size", type=click.IntRange(min=1), default=512, show_default=True,
               metavar="PIXELS", help="When the images are large: the `build --max-size` whose "
                                      "saving is estimated.")
-def inspect(patterns, verify, samples, max_size):
+@click.option("--contact-sheet", "sheet_path", metavar="PNG",
+              help="Write a picture of the dataset: sample tiles per class and the counts.")
+@click.option("--per-class", type=click.IntRange(1, 50), default=4, show_default=True,
+              help="Tiles per class on the contact sheet.")
+@click.option("--tile", type=click.IntRange(16, 512), default=96, show_default=True,
+              help="Tile size of the contact sheet, pixels.")
+@click.option("--classes", "max_classes", type=click.IntRange(min=1), default=100,
+              show_default=True, help="At most this many classes (the first, in label order) "
+                                      "on the contact sheet.")
+@click.option("--augmented", is_flag=True,
+              help="Contact sheet tiles are training examples from input_fn (random crops, "
+                   "flips, colour), what the model sees, instead of the stored images.")
+def inspect(patterns, verify, samples, max_size, sheet_path, per_class, tile, max_classes,
+            augmented):
     """Counts per shard and per class of TFRecord shards, a few samples, the sizes of the
-    stored images, and checks."""
-    from inception_data import inspection, reader
+    stored images, checks, and optionally a contact sheet."""
+    from inception_data import contact_sheet, inspection, reader
 
     try:
         files = reader.list_files(list(patterns))
@@ -29,13 +42,14 @@ def inspect(patterns, verify, samples, max_size):
     totals: dict = {}
     problems = []
     sizes = inspection.SizeReport(max_size=max_size)
+    sheet = contact_sheet.Samples(per_class, tile) if sheet_path else None
     try:
         offset = reader.manifest_label_offset(files)
     except ValueError as err:
         fail(str(err))
     for path in files:
         shard = inspection.inspect_shard(path, verify=verify, samples=samples, sizes=sizes,
-                                         label_offset=offset)
+                                         label_offset=offset, sheet=sheet)
         samples = max(0, samples - len(shard.samples))
         click.echo(f"{path}: {shard.records} records")
         for sample in shard.samples:
@@ -47,11 +61,34 @@ def inspect(patterns, verify, samples, max_size):
     for (label, text), count in sorted(totals.items()):
         click.echo(f"  {label:5d} {text}: {count}")
     _echo_sizes(sizes)
+    if sheet is not None:
+        _write_sheet(sheet, files, sheet_path, per_class, tile, max_classes, augmented)
     for problem in problems:
         click.secho(f"problem: {problem}", fg="red", err=True)
     if verify:
         click.echo(f"verify: {len(problems)} problem(s)")
     sys.exit(1 if problems else 0)
+
+
+def _write_sheet(sheet, files, path, per_class, tile, max_classes, augmented) -> None:
+    import tensorflow as tf
+
+    from inception_data import contact_sheet
+
+    labels = sorted(sheet.counts)[:max_classes]
+    tiles = sheet.tiles
+    if augmented:
+        tiles = contact_sheet.augmented_tiles(files, labels, per_class, tile)
+    total = sum(sheet.counts.values())
+    title = (f"{total} records, {len(sheet.counts)} classes"
+             + (f" (the first {len(labels)} shown)" if len(labels) < len(sheet.counts) else "")
+             + (": training examples from input_fn" if augmented else ": stored images"))
+    image = contact_sheet.render(tiles, sheet.texts, sheet.counts, labels, per_class, tile,
+                                 title)
+    with tf.io.gfile.GFile(path, "wb") as handle:
+        image.save(handle, "PNG")
+    click.echo(f"contact sheet: {path} ({image.width}x{image.height}, {len(labels)} classes, "
+               f"up to {per_class} tiles each)")
 
 
 def _megabytes(count: int) -> str:
