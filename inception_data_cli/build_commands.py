@@ -13,7 +13,7 @@ def build_tree(train_dir: str, output_dir: str, *, validation_dir: str | None = 
                validation_shards: int | None = None, seed: int = 0, verify: str = "fast",
                exif_orientation: str = "apply", max_size: int | None = None,
                jpeg_quality: int = 95, progressive: str = "keep", background: bool = True,
-               max_rejects: float | None = None, overwrite: bool = False, resume: bool = False, progress: bool = True,
+               duplicates: str = "report", max_rejects: float | None = None, overwrite: bool = False, resume: bool = False, progress: bool = True,
                workers: int | None = None) -> None:
     """`build` as a function of its options (with their defaults): what `download --build`
     calls too."""
@@ -30,7 +30,8 @@ def build_tree(train_dir: str, output_dir: str, *, validation_dir: str | None = 
             label_map=labels_lib.load_labels(labels_file) if labels_file else None, seed=seed,
             verify=verify, exif=exif_orientation, max_rejects=max_rejects, resume=resume,
             policy=size_policy(max_size, jpeg_quality, progressive),
-            label_offset=labels_lib.WITH_BACKGROUND if background else labels_lib.NO_BACKGROUND)
+            label_offset=labels_lib.WITH_BACKGROUND if background else labels_lib.NO_BACKGROUND,
+            duplicates=duplicates)
         return image_folder.run_build(config, beam_args, overwrite=overwrite, progress=progress,
                                       workers=workers, warn=warn)
 
@@ -72,7 +73,8 @@ def build(ctx, train_dir, output_dir, **options):
 def imagenet(ctx, train_dir, train_tar, validation_dir, validation_tar, bounding_boxes,
              output_dir, train_shards, validation_shards, synsets_file, metadata_file,
              validation_labels_file, seed, verify, exif_orientation, max_size, jpeg_quality,
-             progressive, background, max_rejects, overwrite, resume, progress, workers):
+             progressive, background, duplicates, max_rejects, overwrite, resume, progress,
+             workers):
     """Build ImageNet TFRecords (synsets, human text, boxes) from trees or the original tars."""
     from inception_data import labels as labels_lib
     from pipelines import conversion, imagenet as imagenet_lib
@@ -94,7 +96,8 @@ def imagenet(ctx, train_dir, train_tar, validation_dir, validation_tar, bounding
             label_map=labels_lib.load_labels(synsets_file), seed=seed, verify=verify,
             exif=exif_orientation, max_rejects=max_rejects, resume=resume,
             policy=size_policy(max_size, jpeg_quality, progressive),
-            label_offset=labels_lib.WITH_BACKGROUND if background else labels_lib.NO_BACKGROUND)
+            label_offset=labels_lib.WITH_BACKGROUND if background else labels_lib.NO_BACKGROUND,
+            duplicates=duplicates)
         if validation:
             differs = labels_lib.validation_labels_differ(validation_labels_file)
             if differs:

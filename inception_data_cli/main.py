@@ -77,6 +77,11 @@ _BUILD_OPTIONS = [
                  help="--no-background numbers labels 0..N-1 (models with N outputs, such as "
                       "Keras applications' 1000-way ImageNet heads) instead of 1..N with 0 "
                       "for the background class."),
+    click.option("--duplicates", type=click.Choice(["report", "drop", "off"]), default="report",
+                 show_default=True,
+                 help="Exact duplicate files within and across splits: report lists them in "
+                      "duplicates.jsonl; drop also keeps one copy per split and no validation "
+                      "copy of a training image (reads every file twice); off skips hashing."),
     click.option("--max-rejects", type=float,
                  help="Fail when more files are rejected per split: a count (>= 1) or a "
                       "fraction (< 1)."),

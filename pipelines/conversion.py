@@ -27,7 +27,7 @@ from apache_beam.io.filesystems import FileSystems
 import inception_data
 from inception_data import images
 from inception_data import labels as labels_lib
-from pipelines import box_join, launch, layout, listing, outputs, report, shard_writer
+from pipelines import box_join, dedup, launch, layout, listing, outputs, report, shard_writer
 from pipelines.listing import ClassFiles, Found, Keying
 
 log = logging.getLogger(__name__)
@@ -50,12 +50,14 @@ class BuildConfig:
     resume: bool = False  # reuse the committed shards of an interrupted identical build
     policy: images.SizePolicy = images.SizePolicy()  # --max-size, --jpeg-quality, --progressive
     label_offset: int = labels_lib.WITH_BACKGROUND  # 0: --no-background
+    duplicates: str = "report"  # dedup.MODES
 
     def settings(self) -> dict:
         return {"seed": self.seed, "verify": self.verify, "exif": self.exif,
                 "max_rejects": self.max_rejects,
                 "shards": {s: n or "auto" for s, n in self.shards.items()},
-                "label_offset": self.label_offset, **self.policy.settings()}
+                "label_offset": self.label_offset, "duplicates": self.duplicates,
+                **self.policy.settings()}
 
 
 def numbered(config: BuildConfig, label_map: labels_lib.LabelMap) -> BuildConfig:
@@ -155,21 +157,49 @@ def build(pipeline, config: BuildConfig, settings: shard_writer.ShardSettings,
                     on_workers.listed | "Spill" >> beam.Map(spill_class, spill_dir))
                    | "AllSpilled" >> beam.Flatten())  # layout.Spilled per class
         splits_spilled = spilled | "SpilledSplits" >> layout.SpilledSplits(config.shards)
-        written = (splits_spilled  # (split, layout.SpilledSplit)
-                   | "ShardGroups" >> beam.FlatMap(layout.shard_groups, layout.GROUP_IMAGES)
-                   | "SpreadGroups" >> beam.Reshuffle()  # layout.ShardGroup
-                   | "WriteShardGroups" >> beam.ParDo(
-                       shard_writer.WriteShardGroups(settings, box_index),
-                       beam.pvalue.AsDict(splits_spilled)).with_outputs(
-                           shard_writer.REJECTS, main="stats"))
+        groups = (splits_spilled  # (split, layout.SpilledSplit)
+                  | "ShardGroups" >> beam.FlatMap(layout.shard_groups, layout.GROUP_IMAGES)
+                  | "SpreadGroups" >> beam.Reshuffle())  # layout.ShardGroup
+        copies_dir = os.path.join(spill_dir, "copies")
+        os.makedirs(copies_dir, exist_ok=True)
+        spilled_side = beam.pvalue.AsDict(splits_spilled)
+        drops = None
+        if settings.duplicates == "drop":  # hash every source first, then write
+            found_duplicates = (groups
+                                | "HashSources" >> beam.ParDo(shard_writer.HashShardGroups(
+                                    settings, copies_dir), spilled_side)
+                                | "AllHashed" >> beam.combiners.Count.Globally()
+                                | "FindDuplicates" >> beam.Map(dedup.find_local, copies_dir,
+                                                               config.output_dir))
+            drops = beam.pvalue.AsSingleton(found_duplicates)
+        writer = shard_writer.WriteShardGroups(
+            settings, box_index, copies_dir if settings.duplicates == "report" else None)
+        written = (groups
+                   | "WriteShardGroups" >> beam.ParDo(writer, spilled_side, drops).with_outputs(
+                       shard_writer.REJECTS, main="stats"))
+        if settings.duplicates == "report":  # once every shard group has saved its copies
+            found_duplicates = (written.stats
+                                | "AllWritten" >> beam.combiners.Count.Globally()
+                                | "FindDuplicates" >> beam.Map(dedup.find_local, copies_dir,
+                                                               config.output_dir))
     else:
         assigned = on_workers.listed | "AssignShards" >> layout.AssignShards(config.shards)
         if boxes_csv:
             assigned = assigned | "AttachBoxes" >> box_join.AttachBoxes(boxes_csv)
-        written = (assigned  # ((split, shard, num), Item | None)
-                   | "GroupByShard" >> beam.GroupByKey()  # ((split, shard, num), [Item])
-                   | "WriteShards" >> beam.ParDo(shard_writer.WriteShards(settings)).with_outputs(
-                       shard_writer.REJECTS, main="stats"))  # (split, shard stats)
+        grouped = assigned | "GroupByShard" >> beam.GroupByKey()  # ((split, shard, num), [Item])
+        drops = None
+        if settings.duplicates == "drop":
+            found_duplicates = (grouped
+                                | "HashSources" >> beam.FlatMap(shard_writer.hash_shard, settings)
+                                | "FindDuplicates" >> dedup.FindDuplicates(config.output_dir))
+            drops = beam.pvalue.AsSingleton(found_duplicates)
+        written = (grouped
+                   | "WriteShards" >> beam.ParDo(shard_writer.WriteShards(settings), drops)
+                   .with_outputs(shard_writer.REJECTS, shard_writer.COPIES,
+                                 main="stats"))  # (split, shard stats)
+        if settings.duplicates == "report":
+            found_duplicates = (written[shard_writer.COPIES]
+                                | "FindDuplicates" >> dedup.FindDuplicates(config.output_dir))
     reject_infos = ((on_workers[shard_writer.REJECTS], written[shard_writer.REJECTS],
                      pipeline | "RejectsHere" >> beam.Create(listed.rejects))
                     | "AllRejects" >> beam.Flatten()  # {split, path, kind, reason}
@@ -181,7 +211,10 @@ def build(pipeline, config: BuildConfig, settings: shard_writer.ShardSettings,
                        "record_keys": list(settings.make_record.keys),
                        "tool_version": inception_data.__version__,
                        "settings": config.settings()}
-    _ = ((found, written.stats, reject_infos)
+    duplicate_counts = (found_duplicates | "DuplicateCounts" >> beam.Map(dedup.summary_of)
+                        if settings.duplicates != "off"
+                        else pipeline | "NoDuplicates" >> beam.Create([{"mode": "off"}]))
+    _ = ((found, written.stats, reject_infos, duplicate_counts)
          | "WriteSummary" >> report.WriteSummary(config.output_dir, manifest_config))
 
 
@@ -189,7 +222,7 @@ def shard_settings(config: BuildConfig, make_record) -> shard_writer.ShardSettin
     """What every shard of `config`'s build is written with."""
     return shard_writer.ShardSettings(config.output_dir, dict(config.roots), make_record,
                                       config.verify, config.exif, config.resume,
-                                      config.policy)
+                                      config.policy, config.duplicates)
 
 
 def lists_in_launcher(plan: launch.Plan, root: str) -> bool:

@@ -123,7 +123,9 @@ def plan(beam_args: Sequence[str]) -> Plan:
 
 
 SETTINGS = ".build-settings.json"
-TFDS_FILES = ("dataset_info.json", "features.json", tfds_metadata.labels_file_name())
+# side files of a build, replaced with it (--overwrite): TFDS metadata, the duplicates report
+SIDE_FILES = ("dataset_info.json", "features.json", tfds_metadata.labels_file_name(),
+              "duplicates.jsonl")
 
 
 def _existing_outputs(output_dir: str, splits: Sequence[str]) -> list[str]:
@@ -131,7 +133,7 @@ def _existing_outputs(output_dir: str, splits: Sequence[str]) -> list[str]:
     patterns = [FileSystems.join(literal, f"{split}-*-of-*") for split in splits]
     patterns += [FileSystems.join(literal, name) for name in
                  (report.MANIFEST, report.SUMMARY, SETTINGS, ".tmp-*", ".stats-*",
-                  *TFDS_FILES, *(f"rejects-{s}.jsonl" for s in splits))]
+                  *SIDE_FILES, *(f"rejects-{s}.jsonl" for s in splits))]
     index = FileSystems.join(literal, outputs.INDEX_DIR)
     patterns += [FileSystems.join(index, ".tmp-*")]
     patterns += [FileSystems.join(index, f"{split}-*-of-*.idx") for split in splits]
@@ -140,7 +142,7 @@ def _existing_outputs(output_dir: str, splits: Sequence[str]) -> list[str]:
         for meta in result.metadata_list:
             name = meta.path.rsplit("/", 1)[-1]
             if name.startswith((".tmp-", ".stats-", "rejects-")) or name in (
-                    report.MANIFEST, report.SUMMARY, SETTINGS, *TFDS_FILES) or sharding.parse_shard_name(
+                    report.MANIFEST, report.SUMMARY, SETTINGS, *SIDE_FILES) or sharding.parse_shard_name(
                         name[:-4] if name.endswith(".idx") else name):
                 found.append(meta.path)
     return sorted(set(found))

@@ -53,6 +53,11 @@ def write_text(path: str, text: str) -> None:
     commit(tmp, path)
 
 
+def json_line(row) -> str:
+    """One line of a .jsonl file (keys sorted, so the same row gives the same bytes)."""
+    return json.dumps(row, sort_keys=True) + "\n"
+
+
 def read_json(path: str):
     with FileSystems.open(path) as handle:
         return json.loads(handle.read().decode())

@@ -87,11 +87,14 @@ def summarise(gathered, config: Mapping) -> dict:
     found: dict[str, int] = {}
     shards: dict[str, list] = {}
     rejects: dict[str, dict] = {}
+    duplicate_counts = None
     for kind, split, value in gathered:
         if kind == "found":
             found[split] = found.get(split, 0) + value
         elif kind == "shard":
             shards.setdefault(split, []).append(value)
+        elif kind == "duplicates":
+            duplicate_counts = value
         else:
             rejects[split] = value
     splits = {}
@@ -105,7 +108,9 @@ def summarise(gathered, config: Mapping) -> dict:
                                                              start=config["label_offset"])},
             "label_offset": config["label_offset"], "record_keys": config["record_keys"],
             "background_label": labels.BACKGROUND if config["label_offset"] else None,
-            "settings": config["settings"], "splits": splits}
+            "settings": config["settings"], "splits": splits,
+            "duplicates": {"mode": config["settings"].get("duplicates", "off"),
+                           **(duplicate_counts or {})}}
 
 
 def check(manifest: dict, max_rejects: float | None) -> None:
@@ -134,18 +139,20 @@ def _write_summary(gathered, output_dir, config):
 
 
 class WriteSummary(beam.PTransform):
-    """(Found, shard stats, reject infos) PCollections -> `.summary.json`, written last."""
+    """(Found, shard stats, reject infos, duplicate counts) PCollections -> `.summary.json`,
+    written last."""
 
     def __init__(self, output_dir: str, config: Mapping):
         super().__init__()
         self._output_dir, self._config = output_dir, dict(config)
 
     def expand(self, inputs):
-        found, shard_stats, reject_infos = inputs
+        found, shard_stats, reject_infos, duplicate_counts = inputs
         tagged = (
             found | "TagFound" >> beam.Map(lambda f: ("found", f.split, f.count)),
             shard_stats | "TagShard" >> beam.MapTuple(lambda split, s: ("shard", split, s)),
             reject_infos | "TagRejects" >> beam.MapTuple(lambda split, r: ("rejects", split, r)),
+            duplicate_counts | "TagDuplicates" >> beam.Map(lambda d: ("duplicates", None, d)),
         )
         return (tagged
                 | "Gather" >> beam.Flatten()
@@ -170,7 +177,7 @@ def commit_manifest(output_dir: str, max_rejects: float | None) -> dict:
 def _write_rejects(split_rejects, output_dir):
     split, entries = split_rejects
     rows = sorted((e for e in entries if e is not None), key=lambda e: e["path"])
-    text = "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows)
+    text = "".join(outputs.json_line(row) for row in rows)
     outputs.write_text(FileSystems.join(output_dir, f"rejects-{split}.jsonl"), text)
     return split, {"count": len(rows), "reasons": _reason_summary(rows)}
 

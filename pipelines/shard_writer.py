@@ -16,11 +16,12 @@ from typing import Callable, Mapping, NamedTuple, Sequence
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from inception_data import images, schema, sharding, tfrecord
-from pipelines import box_join, layout, outputs
+from inception_data import duplicates, images, schema, sharding, tfrecord
+from pipelines import box_join, dedup, layout, outputs
 from pipelines.listing import Item, member_path, reject
 
 REJECTS = "rejects"
+COPIES = dedup.COPIES
 
 
 class Shard(NamedTuple):
@@ -48,6 +49,7 @@ class ShardSettings:
     exif: str
     resume: bool = False
     policy: images.SizePolicy = images.SizePolicy()
+    duplicates: str = "report"  # dedup.MODES: "report" hashes what it writes
 
 
 def _read(root: str, item: Item, archive) -> bytes:
@@ -68,17 +70,41 @@ def _where(root: str, item: Item) -> str:
         member_path(root, item.relpath)
 
 
-def _example(split: str, item: Item, archive, settings: ShardSettings):
-    """(Example bytes, NormalisedImage, None) or (None, None, reject row) for one image."""
+def _example(split: str, item: Item, archive, settings: ShardSettings, copies: list):
+    """(Example bytes, NormalisedImage, None) or (None, None, reject row) for one image; with
+    duplicates="report" the source's Copy is appended to `copies`."""
     root = settings.roots[split]
     try:
-        image = images.normalise(_read(root, item, archive), verify=settings.verify,
-                                 exif=settings.exif, policy=settings.policy)
+        data = _read(root, item, archive)
+        image = images.normalise(data, verify=settings.verify, exif=settings.exif,
+                                 policy=settings.policy)
     except images.ImageRejected as err:
         return None, None, reject(split, _where(root, item), err.kind, str(err))
     except OSError as err:  # unreadable: permissions, a directory, a vanished file
         return None, None, reject(split, _where(root, item), "cannot read", f"cannot read: {err}")
+    if settings.duplicates == "report":
+        copies.append(duplicates.Copy(duplicates.sha256(data), split, _where(root, item)))
     return schema.to_example(settings.make_record(item, image)), image, None
+
+
+def hash_sources(items: Sequence[Item], split: str, settings: ShardSettings
+                 ) -> list[duplicates.Copy]:
+    """The Copy of each readable source file of `items` (the hashing pass of
+    --duplicates drop); unreadable files are left to the writer, which rejects them."""
+    root = settings.roots[split]
+    copies = []
+    archive = FileSystems.open(root) if any(i.offset >= 0 for i in items) else None
+    try:
+        for item in items:
+            try:
+                data = _read(root, item, archive)
+            except OSError:
+                continue
+            copies.append(duplicates.Copy(duplicates.sha256(data), split, _where(root, item)))
+    finally:
+        if archive is not None:
+            archive.close()
+    return copies
 
 
 class StoredTally:
@@ -108,16 +134,19 @@ class StoredTally:
                 "megapixels": dict(self.megapixels)}
 
 
-def _replay(path: str) -> tuple[dict, list[dict]]:
+def _replay(path: str) -> tuple[dict, list[dict], list]:
     saved = outputs.read_json(path)
     stats = dict(saved["stats"], resumed=True)
     stats["per_class"] = {int(label): n for label, n in stats["per_class"].items()}
-    return stats, saved["rejects"]
+    return stats, saved["rejects"], [duplicates.Copy(*c) for c in saved.get("copies", [])]
 
 
-def write_shard(items: Sequence[Item], shard: Shard, settings: ShardSettings
-                ) -> tuple[dict, list[dict]]:
-    """Writes `items` (in this order) as one shard; returns (stats, rejects).
+def write_shard(items: Sequence[Item], shard: Shard, settings: ShardSettings,
+                drops: Mapping[tuple[str, str], str] | None = None
+                ) -> tuple[dict, list[dict], list]:
+    """Writes `items` (in this order) as one shard; returns (stats, rejects, copies): copies
+    of the written sources for the duplicates report (duplicates="report"). `drops`:
+    {(split, path): reason} of copies --duplicates drop does not write (rejects instead).
 
     The shard's record index (`index/<shard>.idx`, outputs.index_path) and then its stats and
     rejects (a hidden `.stats-<shard>.json`) are committed just before the shard itself, so --resume can account for a committed shard without reading it; with
@@ -131,6 +160,7 @@ def write_shard(items: Sequence[Item], shard: Shard, settings: ShardSettings
     per_class: dict[int, int] = {}
     rejects = []
     stored = StoredTally()
+    copies: list = []
     index = []  # DALI/PyTorch index lines: "offset size" per record
     offset = 0
     archive = None
@@ -139,7 +169,14 @@ def write_shard(items: Sequence[Item], shard: Shard, settings: ShardSettings
             archive = FileSystems.open(settings.roots[shard.split])  # one handle per shard
         with FileSystems.create(tmp) as handle:
             for item in items:
-                example, image, rejected = _example(shard.split, item, archive, settings)
+                if drops:
+                    where = _where(settings.roots[shard.split], item)
+                    if (shard.split, where) in drops:
+                        rejects.append(reject(shard.split, where, "duplicate",
+                                              drops[(shard.split, where)]))
+                        continue
+                example, image, rejected = _example(shard.split, item, archive, settings,
+                                                    copies)
                 if rejected:
                     rejects.append(rejected)
                     continue
@@ -153,7 +190,8 @@ def write_shard(items: Sequence[Item], shard: Shard, settings: ShardSettings
                  "assigned": len(items), "records": sum(per_class.values()), "bytes": offset,
                  "per_class": per_class, "stored": stored.as_dict()}
         outputs.write_text(outputs.index_path(settings.output_dir, shard.name), "".join(index))
-        outputs.write_text(record, json.dumps({"stats": stats, "rejects": rejects},
+        outputs.write_text(record, json.dumps({"stats": stats, "rejects": rejects,
+                                               "copies": [list(c) for c in copies]},
                                               sort_keys=True))
         outputs.commit(tmp, final)
     except BaseException:
@@ -162,7 +200,7 @@ def write_shard(items: Sequence[Item], shard: Shard, settings: ShardSettings
     finally:
         if archive is not None:
             archive.close()
-    return stats, rejects
+    return stats, rejects, copies
 
 
 def _outputs(split: str, stats: dict, rejects: list[dict]):
@@ -171,17 +209,25 @@ def _outputs(split: str, stats: dict, rejects: list[dict]):
     yield split, stats
 
 
+def shard_items(element) -> tuple[Shard, list[Item]]:
+    """A grouped ((split, shard, num_shards), [Item | None]) as (Shard, Items in key order)."""
+    shard, items = element
+    return Shard(*shard), sorted(i for i in items if i is not None)
+
+
 class WriteShards(beam.DoFn):
-    """((split, shard, num_shards), [Item | None]) -> (split, stats) and tagged REJECTS."""
+    """((split, shard, num_shards), [Item | None]) -> (split, stats), tagged REJECTS and, with
+    duplicates="report", tagged COPIES; `drops` (a side input): what not to write."""
 
     def __init__(self, settings: ShardSettings):
         self._settings = settings
 
-    def process(self, element):
-        shard, items = element
-        shard = Shard(*shard)
-        stats, rejects = write_shard(sorted(i for i in items if i is not None), shard,
-                                     self._settings)
+    def process(self, element, drops=None):
+        shard, items = shard_items(element)
+        stats, rejects, copies = write_shard(items, shard, self._settings,
+                                             drops[1] if drops else None)
+        for copy in copies:
+            yield beam.pvalue.TaggedOutput(COPIES, copy)
         yield from _outputs(shard.split, stats, rejects)
 
 
@@ -190,8 +236,10 @@ class WriteShardGroups(beam.DoFn):
     listings (the local build; the splits' layout.SpilledSplit come as a side input);
     `box_index`: box_join.index_boxes() file, or None."""
 
-    def __init__(self, settings: ShardSettings, box_index: str | None = None):
+    def __init__(self, settings: ShardSettings, box_index: str | None = None,
+                 copies_dir: str | None = None):
         self._settings, self._box_index = settings, box_index
+        self._copies_dir = copies_dir  # where duplicates="report" saves each group's copies
         self._boxes = None
 
     def setup(self):
@@ -202,11 +250,37 @@ class WriteShardGroups(beam.DoFn):
         if self._boxes is not None:
             self._boxes.close()
 
-    def process(self, group: layout.ShardGroup, spilled_splits):
+    def process(self, group: layout.ShardGroup, spilled_splits, drops=None):
         spilled = spilled_splits[group.split]
+        copies = []
         for index, items in layout.read_group(group, spilled).items():
             if self._boxes is not None:
                 items = self._boxes.attach(items)
-            stats, rejects = write_shard(items, Shard(group.split, index,
-                                                      spilled.layout.num_shards), self._settings)
+            stats, rejects, shard_copies = write_shard(
+                items, Shard(group.split, index, spilled.layout.num_shards), self._settings,
+                drops[1] if drops else None)
+            copies += shard_copies
             yield from _outputs(group.split, stats, rejects)
+        if self._copies_dir is not None:
+            dedup.save_copies(copies, self._copies_dir, f"{group.split}-{group.first}")
+
+
+class HashShardGroups(beam.DoFn):
+    """layout.ShardGroup -> its sources' copies saved in `copies_dir` (the local hashing pass
+    of --duplicates drop); yields the number of copies."""
+
+    def __init__(self, settings: ShardSettings, copies_dir: str):
+        self._settings, self._copies_dir = settings, copies_dir
+
+    def process(self, group: layout.ShardGroup, spilled_splits):
+        copies = []
+        for items in layout.read_group(group, spilled_splits[group.split]).values():
+            copies += hash_sources(items, group.split, self._settings)
+        dedup.save_copies(copies, self._copies_dir, f"{group.split}-{group.first}")
+        yield len(copies)
+
+
+def hash_shard(element, settings: ShardSettings):
+    """A grouped shard's sources' copies (the distributed hashing pass of --duplicates drop)."""
+    shard, items = shard_items(element)
+    return hash_sources(items, shard.split, settings)

@@ -26,8 +26,8 @@ def test_write_shard_commits_records_stats_and_rejects(tmp_path):
     fabricate.write(src / "a" / "good.jpg", good)
     fabricate.write(src / "a" / "bad.jpg", b"nope")
     items = [Item(1, "a/good.jpg", 1), Item(2, "a/bad.jpg", 1)]
-    stats, rejects = shard_writer.write_shard(items, shard_writer.Shard("train", 0, 1),
-                                              settings(src, out))
+    stats, rejects, _ = shard_writer.write_shard(items, shard_writer.Shard("train", 0, 1),
+                                                 settings(src, out))
     assert (stats["records"], stats["assigned"], stats["per_class"]) == (1, 2, {1: 1})
     assert [(r["kind"], r["path"]) for r in rejects] == [("not an image", str(src / "a/bad.jpg"))]
     assert sorted(p.name for p in out.iterdir()) == [".stats-train-00000-of-00001.json",
@@ -51,9 +51,9 @@ def test_resume_replays_a_committed_shard_without_reading_images(tmp_path):
     out.mkdir()
     fabricate.write(src / "a" / "x.jpg", fabricate.jpeg_bytes())
     shard = shard_writer.Shard("train", 0, 1)
-    first, _ = shard_writer.write_shard([Item(1, "a/x.jpg", 1)], shard, settings(src, out))
+    first, _, _ = shard_writer.write_shard([Item(1, "a/x.jpg", 1)], shard, settings(src, out))
     (src / "a" / "x.jpg").unlink()  # a rewrite would now reject it
-    again, rejects = shard_writer.write_shard([Item(1, "a/x.jpg", 1)], shard,
+    again, rejects, _ = shard_writer.write_shard([Item(1, "a/x.jpg", 1)], shard,
                                               settings(src, out, resume=True))
     assert again == dict(first, resumed=True) and rejects == []
 
