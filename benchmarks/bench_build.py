@@ -57,6 +57,10 @@ def run_all(sizes, workdir: pathlib.Path, output_root: pathlib.Path, cores: int,
         "ours (default)": lambda tree, out, n: [tool, "build", "--no-progress", "--train-dir",
                                                 str(tree), "--output-dir", str(out),
                                                 "--overwrite"],
+        "ours --duplicates off": lambda tree, out, n: [tool, "build", "--no-progress",
+                                                       "--duplicates", "off", "--train-dir",
+                                                       str(tree), "--output-dir", str(out),
+                                                       "--overwrite"],
         "ours --verify decode": lambda tree, out, n: [tool, "build", "--no-progress",
                                                       "--verify", "decode", "--train-dir",
                                                       str(tree), "--output-dir", str(out),
@@ -83,7 +87,8 @@ def run_all(sizes, workdir: pathlib.Path, output_root: pathlib.Path, cores: int,
 
 
 PREVIOUS = "previous (default)"
-NAMES = ("original-style", "ours (default)", "ours --verify decode", PREVIOUS)
+NAMES = ("original-style", "ours (default)", "ours --duplicates off", "ours --verify decode",
+         PREVIOUS)
 
 
 def report(seconds, sizes):

@@ -27,27 +27,50 @@ class Copy(NamedTuple):
     sha256: str
     split: str
     path: str
+    phash: str = ""  # perceptual hash (--near-duplicates), "" when not computed
 
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def perceptual_hash(data: bytes) -> str:
+    """imagehash's 64-bit DCT hash (phash) of the image, hex: equal for resized or re-encoded
+    copies of a picture. The JPEG is decoded at a reduced DCT scale first (phash looks at a
+    32x32 grayscale version). Needs the optional `imagehash` package."""
+    import io
+
+    import imagehash
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        image.draft("L", (64, 64))
+        return str(imagehash.phash(image.convert("L")))
+
+
 def _order(copy: Copy):
     return (copy.split != TRAIN, copy.split, copy.path)  # training first, then by path
 
 
-def grouped(copies: Iterable[Copy]) -> Iterator[list[Copy]]:
-    """Groups of two or more copies with one hash, from copies sorted by hash."""
+def grouped(copies: Iterable[Copy], key=lambda c: c.sha256) -> Iterator[list[Copy]]:
+    """Groups of two or more copies with one hash, from copies sorted by that hash."""
     group: list[Copy] = []
     for copy in copies:
-        if group and copy.sha256 != group[0].sha256:
+        if group and key(copy) != key(group[0]):
             if len(group) > 1:
                 yield sorted(group, key=_order)
             group = []
         group.append(copy)
     if len(group) > 1:
         yield sorted(group, key=_order)
+
+
+def near_groups(copies_by_phash: Iterable[Copy]) -> Iterator[list[Copy]]:
+    """Groups of copies with one perceptual hash but more than one file content (copies
+    sorted by phash; copies without one are skipped): resized or re-encoded copies."""
+    for group in grouped((c for c in copies_by_phash if c.phash), key=lambda c: c.phash):
+        if len({c.sha256 for c in group}) > 1:
+            yield group
 
 
 def drops(group: list[Copy]) -> list[tuple[Copy, str]]:
@@ -68,12 +91,20 @@ def drops(group: list[Copy]) -> list[tuple[Copy, str]]:
     return out
 
 
-def report_row(group: list[Copy]) -> dict:
-    """One line of duplicates.jsonl."""
+def report_row(group: list[Copy], near: bool = False) -> dict:
+    """One line of duplicates.jsonl: an exact group (its sha256) or a near one (its phash,
+    and each copy's sha256)."""
     splits = sorted({c.split for c in group}, key=lambda s: (s != TRAIN, s))
-    return {"sha256": group[0].sha256, "splits": splits,
-            "leakage": TRAIN in splits and len(splits) > 1,
-            "copies": [{"split": c.split, "path": c.path} for c in group]}
+    row = {"kind": "near" if near else "exact", "splits": splits,
+           "leakage": TRAIN in splits and len(splits) > 1,
+           "copies": [{"split": c.split, "path": c.path} for c in group]}
+    if near:
+        row["phash"] = group[0].phash
+        for entry, copy in zip(row["copies"], group):
+            entry["sha256"] = copy.sha256
+    else:
+        row["sha256"] = group[0].sha256
+    return row
 
 
 class Summary:
@@ -81,6 +112,7 @@ class Summary:
 
     def __init__(self):
         self.groups = 0
+        self.near_groups = 0
         self.extra_copies: dict[str, int] = {}  # per split: copies beyond the first
         self.leaked: dict[str, int] = {}  # per split other than train: copies also in train
 
@@ -96,8 +128,11 @@ class Summary:
                 self.leaked[split] = self.leaked.get(split, 0) + count
 
     def as_dict(self) -> dict:
-        return {"groups": self.groups, "extra_copies": dict(sorted(self.extra_copies.items())),
-                "leaked": dict(sorted(self.leaked.items()))}
+        out = {"groups": self.groups, "extra_copies": dict(sorted(self.extra_copies.items())),
+               "leaked": dict(sorted(self.leaked.items()))}
+        if self.near_groups:
+            out["near_groups"] = self.near_groups
+        return out
 
 
 def copy_line(copy: Copy) -> str:
@@ -115,13 +150,14 @@ class HashIndex:
         self._db = sqlite3.connect(path)
         self._db.execute("PRAGMA temp_store = FILE")  # sort on disk, not in memory
         self._db.execute("PRAGMA journal_mode = OFF")
-        self._db.execute("CREATE TABLE IF NOT EXISTS copies (sha256 TEXT, split TEXT, path TEXT)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS copies "
+                         "(sha256 TEXT, split TEXT, path BLOB, phash TEXT)")
 
     def add(self, copies: Iterable[Copy]) -> None:
         # paths as bytes: names that are not UTF-8 on disk arrive with surrogate escapes
-        self._db.executemany("INSERT INTO copies VALUES (?, ?, ?)",
-                             ((c.sha256, c.split, c.path.encode("utf-8", "surrogateescape"))
-                              for c in copies))
+        self._db.executemany("INSERT INTO copies VALUES (?, ?, ?, ?)",
+                             ((c.sha256, c.split, c.path.encode("utf-8", "surrogateescape"),
+                               c.phash) for c in copies))
         self._db.commit()
 
     def add_files(self, paths: Iterable[str]) -> None:
@@ -130,10 +166,18 @@ class HashIndex:
             with open(path, encoding="utf-8") as handle:
                 self.add(parse_copy_line(line) for line in handle)
 
+    def _copies(self, order: str) -> Iterator[Copy]:
+        rows = self._db.execute(f"SELECT sha256, split, path, phash FROM copies ORDER BY {order}")
+        return (Copy(sha, split, path.decode("utf-8", "surrogateescape"), phash)
+                for sha, split, path, phash in rows)
+
     def groups(self) -> Iterator[list[Copy]]:
-        rows = self._db.execute("SELECT sha256, split, path FROM copies ORDER BY sha256")
-        return grouped(Copy(sha, split, path.decode("utf-8", "surrogateescape"))
-                       for sha, split, path in rows)
+        """Exact groups, by sha256."""
+        return grouped(self._copies("sha256"))
+
+    def near_groups(self) -> Iterator[list[Copy]]:
+        """Near groups, by perceptual hash (see near_groups)."""
+        return near_groups(self._copies("phash"))
 
     def close(self) -> None:
         self._db.close()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from inception_data_cli.main import (BEAM_ARGS, ShardCount, beam_args, build_options, fail,
-                                     main, run_and_report, size_policy, warn)
+from inception_data_cli.main import (BEAM_ARGS, ShardCount, beam_args, build_options,
+                                     duplicates_mode, fail, main, run_and_report, size_policy,
+                                     warn)
 
 
 def build_tree(train_dir: str, output_dir: str, *, validation_dir: str | None = None,
@@ -13,7 +14,7 @@ def build_tree(train_dir: str, output_dir: str, *, validation_dir: str | None = 
                validation_shards: int | None = None, seed: int = 0, verify: str = "fast",
                exif_orientation: str = "apply", max_size: int | None = None,
                jpeg_quality: int = 95, progressive: str = "keep", background: bool = True,
-               duplicates: str = "report", max_rejects: float | None = None, overwrite: bool = False, resume: bool = False, progress: bool = True,
+               duplicates: str = "report", near_duplicates: bool = False, max_rejects: float | None = None, overwrite: bool = False, resume: bool = False, progress: bool = True,
                workers: int | None = None) -> None:
     """`build` as a function of its options (with their defaults): what `download --build`
     calls too."""
@@ -31,7 +32,7 @@ def build_tree(train_dir: str, output_dir: str, *, validation_dir: str | None = 
             verify=verify, exif=exif_orientation, max_rejects=max_rejects, resume=resume,
             policy=size_policy(max_size, jpeg_quality, progressive),
             label_offset=labels_lib.WITH_BACKGROUND if background else labels_lib.NO_BACKGROUND,
-            duplicates=duplicates)
+            **duplicates_mode(duplicates, near_duplicates))
         return image_folder.run_build(config, beam_args, overwrite=overwrite, progress=progress,
                                       workers=workers, warn=warn)
 
@@ -73,8 +74,8 @@ def build(ctx, train_dir, output_dir, **options):
 def imagenet(ctx, train_dir, train_tar, validation_dir, validation_tar, bounding_boxes,
              output_dir, train_shards, validation_shards, synsets_file, metadata_file,
              validation_labels_file, seed, verify, exif_orientation, max_size, jpeg_quality,
-             progressive, background, duplicates, max_rejects, overwrite, resume, progress,
-             workers):
+             progressive, background, duplicates, near_duplicates, max_rejects, overwrite,
+             resume, progress, workers):
     """Build ImageNet TFRecords (synsets, human text, boxes) from trees or the original tars."""
     from inception_data import labels as labels_lib
     from pipelines import conversion, imagenet as imagenet_lib
@@ -97,7 +98,7 @@ def imagenet(ctx, train_dir, train_tar, validation_dir, validation_tar, bounding
             exif=exif_orientation, max_rejects=max_rejects, resume=resume,
             policy=size_policy(max_size, jpeg_quality, progressive),
             label_offset=labels_lib.WITH_BACKGROUND if background else labels_lib.NO_BACKGROUND,
-            duplicates=duplicates)
+            **duplicates_mode(duplicates, near_duplicates))
         if validation:
             differs = labels_lib.validation_labels_differ(validation_labels_file)
             if differs:

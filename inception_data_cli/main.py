@@ -82,6 +82,10 @@ _BUILD_OPTIONS = [
                  help="Exact duplicate files within and across splits: report lists them in "
                       "duplicates.jsonl; drop also keeps one copy per split and no validation "
                       "copy of a training image (reads every file twice); off skips hashing."),
+    click.option("--near-duplicates", is_flag=True,
+                 help="Also report near duplicates (resized or re-encoded copies) by a "
+                      "perceptual hash; decodes every image (extra: inception-data[near-"
+                      "duplicates])."),
     click.option("--max-rejects", type=float,
                  help="Fail when more files are rejected per split: a count (>= 1) or a "
                       "fraction (< 1)."),
@@ -100,6 +104,18 @@ def size_policy(max_size: int | None, jpeg_quality: int, progressive: str):
 
     return images.SizePolicy(max_size=max_size, jpeg_quality=jpeg_quality,
                              progressive=progressive)
+
+
+def duplicates_mode(duplicates: str, near_duplicates: bool) -> dict:
+    """BuildConfig's duplicates settings from --duplicates and --near-duplicates."""
+    if near_duplicates:
+        if duplicates != "report":
+            fail("--near-duplicates reports near duplicates while writing: use it with "
+                 "--duplicates report (the default)")
+        if importlib.util.find_spec("imagehash") is None:
+            fail("--near-duplicates needs the imagehash package, an optional part of "
+                 "inception-data: pip install 'inception-data[near-duplicates]'")
+    return {"duplicates": duplicates, "near_duplicates": near_duplicates}
 
 
 def build_options(command):

@@ -51,12 +51,14 @@ class BuildConfig:
     policy: images.SizePolicy = images.SizePolicy()  # --max-size, --jpeg-quality, --progressive
     label_offset: int = labels_lib.WITH_BACKGROUND  # 0: --no-background
     duplicates: str = "report"  # dedup.MODES
+    near_duplicates: bool = False
 
     def settings(self) -> dict:
         return {"seed": self.seed, "verify": self.verify, "exif": self.exif,
                 "max_rejects": self.max_rejects,
                 "shards": {s: n or "auto" for s, n in self.shards.items()},
                 "label_offset": self.label_offset, "duplicates": self.duplicates,
+                "near_duplicates": self.near_duplicates,
                 **self.policy.settings()}
 
 
@@ -222,7 +224,8 @@ def shard_settings(config: BuildConfig, make_record) -> shard_writer.ShardSettin
     """What every shard of `config`'s build is written with."""
     return shard_writer.ShardSettings(config.output_dir, dict(config.roots), make_record,
                                       config.verify, config.exif, config.resume,
-                                      config.policy, config.duplicates)
+                                      config.policy, config.duplicates,
+                                      config.near_duplicates)
 
 
 def lists_in_launcher(plan: launch.Plan, root: str) -> bool:

@@ -30,20 +30,28 @@ REPORT = "duplicates.jsonl"
 COPIES = "copies"  # tagged output of the writers (distributed report mode)
 
 
-def write_report(groups: Iterable[list[duplicates.Copy]], output_dir: str):
-    """Writes duplicates.jsonl (one group per line, by hash) and returns (summary, drops):
-    the manifest's counts and {(split, path): reason} of the copies `drop` does not write."""
+def write_report(groups: Iterable[list[duplicates.Copy]], output_dir: str,
+                 near: Iterable[list[duplicates.Copy]] = ()):
+    """Writes duplicates.jsonl (exact groups by hash, then near groups by perceptual hash, one
+    per line) and returns (summary, drops): the manifest's counts and {(split, path): reason}
+    of the copies `drop` does not write (exact duplicates only)."""
     summary = duplicates.Summary()
     drops: dict[tuple[str, str], str] = {}
     final = FileSystems.join(output_dir, REPORT)
     tmp = outputs.temp_name(output_dir, REPORT)
+
+    def write(handle, row):
+        handle.write(outputs.json_line(row).encode("utf-8", "surrogateescape"))
+
     with FileSystems.create(tmp) as handle:  # streamed: the groups are never all in memory
         for group in groups:
             summary.add(group)
-            handle.write(outputs.json_line(duplicates.report_row(group)).encode(
-                "utf-8", "surrogateescape"))
+            write(handle, duplicates.report_row(group))
             for copy, reason in duplicates.drops(group):
                 drops[(copy.split, copy.path)] = reason
+        for group in near:
+            summary.near_groups += 1
+            write(handle, duplicates.report_row(group, near=True))
     outputs.commit(tmp, final)
     return {**summary.as_dict(), "file": REPORT}, drops
 
@@ -54,7 +62,7 @@ def find_local(_, copies_dir: str, output_dir: str):
     index = duplicates.HashIndex(os.path.join(copies_dir, "index.sqlite"))
     try:
         index.add_files(sorted(glob.glob(os.path.join(copies_dir, "*.jsonl"))))
-        return write_report(index.groups(), output_dir)
+        return write_report(index.groups(), output_dir, index.near_groups())
     finally:
         index.close()
 
@@ -73,8 +81,16 @@ def _group(keyed):
         yield from duplicates.grouped(sorted(copies))
 
 
-def _report_from(groups, output_dir):
-    return write_report(sorted(groups, key=lambda g: g[0].sha256), output_dir)
+def _near_group(keyed):
+    _, copies = keyed
+    copies = list(copies)
+    if len(copies) > 1:
+        yield from duplicates.near_groups(sorted(copies, key=lambda c: (c.phash, c)))
+
+
+def _report_from(groups, near, output_dir):
+    return write_report(sorted(groups, key=lambda g: g[0].sha256), output_dir,
+                        sorted(near, key=lambda g: g[0].phash))
 
 
 class FindDuplicates(beam.PTransform):
@@ -85,12 +101,20 @@ class FindDuplicates(beam.PTransform):
         self._output_dir = output_dir
 
     def expand(self, copies):
-        return (copies
-                | "ByHash" >> beam.Map(lambda c: (c.sha256, c))
-                | "GroupByHash" >> beam.GroupByKey()
-                | "Groups" >> beam.FlatMap(_group)  # only hashes with two or more copies
-                | "Together" >> beam.combiners.ToList()
-                | "Report" >> beam.Map(_report_from, self._output_dir))
+        groups = (copies
+                  | "ByHash" >> beam.Map(lambda c: (c.sha256, c))
+                  | "GroupByHash" >> beam.GroupByKey()
+                  | "Groups" >> beam.FlatMap(_group)  # only hashes with two or more copies
+                  | "Together" >> beam.combiners.ToList())
+        near = (copies
+                | "WithPhash" >> beam.Filter(lambda c: bool(c.phash))
+                | "ByPhash" >> beam.Map(lambda c: (c.phash, c))
+                | "GroupByPhash" >> beam.GroupByKey()
+                | "NearGroups" >> beam.FlatMap(_near_group)
+                | "NearTogether" >> beam.combiners.ToList())
+        return (groups
+                | "Report" >> beam.Map(_report_from, beam.pvalue.AsSingleton(near),
+                                       self._output_dir))
 
 
 def summary_of(found) -> Mapping:

@@ -50,6 +50,7 @@ class ShardSettings:
     resume: bool = False
     policy: images.SizePolicy = images.SizePolicy()
     duplicates: str = "report"  # dedup.MODES: "report" hashes what it writes
+    near_duplicates: bool = False  # also a perceptual hash of each written image (report)
 
 
 def _read(root: str, item: Item, archive) -> bytes:
@@ -83,7 +84,8 @@ def _example(split: str, item: Item, archive, settings: ShardSettings, copies: l
     except OSError as err:  # unreadable: permissions, a directory, a vanished file
         return None, None, reject(split, _where(root, item), "cannot read", f"cannot read: {err}")
     if settings.duplicates == "report":
-        copies.append(duplicates.Copy(duplicates.sha256(data), split, _where(root, item)))
+        phash = duplicates.perceptual_hash(data) if settings.near_duplicates else ""
+        copies.append(duplicates.Copy(duplicates.sha256(data), split, _where(root, item), phash))
     return schema.to_example(settings.make_record(item, image)), image, None
 
 

@@ -129,3 +129,54 @@ def test_resume_keeps_the_copies_of_committed_shards(tree, tmp_path):
     (out / "duplicates.jsonl").unlink()
     build(tree, out, "--resume")
     assert (out / "duplicates.jsonl").read_text() == complete
+
+
+def test_near_groups_need_two_contents():
+    copies = sorted([Copy("s1", "train", "a", "p1"), Copy("s1", "train", "b", "p1"),
+                     Copy("s2", "validation", "c", "p1"), Copy("s3", "train", "d", "p2"),
+                     Copy("s4", "train", "e", "")], key=lambda c: (c.phash, c))
+    assert [[c.path for c in g] for g in duplicates.near_groups(copies)] == [["a", "b", "c"]]
+    same_bytes_only = [Copy("s1", "train", "a", "p1"), Copy("s1", "train", "b", "p1")]
+    assert list(duplicates.near_groups(same_bytes_only)) == []  # an exact group, not a near one
+
+
+@pytest.fixture(scope="module")
+def near_tree(tmp_path_factory):
+    """A real sample, its half-size re-encoded copy in validation, and distinct images."""
+    pytest.importorskip("imagehash", reason="the test extra installs it")
+    import io
+
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("near")
+    samples = sorted(fabricate.shared_data("imagenet-samples").iterdir())[10:16]
+    for i, sample in enumerate(samples):
+        fabricate.write(root / "train" / f"c{i % 2}" / sample.name, sample.read_bytes())
+    with Image.open(samples[0]) as image:
+        small = io.BytesIO()
+        image.resize((image.width // 2, image.height // 2)).save(small, "JPEG", quality=80)
+    fabricate.write(root / "validation" / "c0" / "smaller.jpg", small.getvalue())
+    fabricate.write(root / "validation" / "c1" / samples[5].name, samples[5].read_bytes())
+    return root, samples
+
+
+def test_near_duplicates_report_resized_copies(near_tree, tmp_path):
+    root, samples = near_tree
+    manifest = build(root, tmp_path / "out", "--near-duplicates")
+    assert manifest["duplicates"]["near_groups"] == 1
+    assert manifest["duplicates"]["groups"] == 1  # samples[5] twice, byte for byte
+    assert manifest["settings"]["near_duplicates"] is True
+    rows = [json.loads(line) for line in
+            (tmp_path / "out" / "duplicates.jsonl").read_text().splitlines()]
+    near = [row for row in rows if row["kind"] == "near"]
+    assert len(near) == 1 and near[0]["leakage"] is True
+    assert sorted(c["path"].rsplit("/", 1)[1] for c in near[0]["copies"]) == sorted(
+        [samples[0].name, "smaller.jpg"])
+    build(root, tmp_path / "distributed", "--near-duplicates", *fabricate.SHUFFLING_RUNNER)
+    fabricate.same_outputs(tmp_path / "out", tmp_path / "distributed")
+
+
+def test_near_duplicates_only_while_reporting(tree, tmp_path):
+    result = run("build", "--train-dir", tree / "train", "--output-dir", tmp_path / "out",
+                 "--duplicates", "drop", "--near-duplicates", expect=2)
+    assert "--duplicates report" in result.output
