@@ -117,6 +117,17 @@ SHUFFLING_RUNNER = ("--runner", "apache_beam.runners.portability.fn_api_runner.F
 Dataflow, instead of the local spilled-listing design: naming a runner selects it."""
 
 
+def cli(*args, expect: int = 0):
+    """Runs `inception-data ARGS` in this process (click's CliRunner) and checks the exit code."""
+    from click.testing import CliRunner
+
+    from inception_data_cli import main
+
+    result = CliRunner().invoke(main.main, [*map(str, args)])
+    assert result.exit_code == expect, result.output + repr(result.exception)
+    return result
+
+
 def same_outputs(one: pathlib.Path, two: pathlib.Path) -> list[str]:
     """Asserts two output directories hold the same files (sub-folders included), byte for
     byte; returns their relative paths."""

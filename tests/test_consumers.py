@@ -11,19 +11,11 @@ import textwrap
 import numpy as np
 import pytest
 import tensorflow as tf
-from click.testing import CliRunner
 
 from inception_data import schema, tfds_metadata
-from inception_data_cli import main as cli
 from tests import fabricate
 
 tfds = pytest.importorskip("tensorflow_datasets", reason="the test extra installs it")
-
-
-def invoke(*args):
-    result = CliRunner().invoke(cli.main, [*map(str, args)])
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return result
 
 
 def our_records(out, split):
@@ -48,9 +40,9 @@ def real_build(tmp_path_factory):
     fabricate.write(root / "train" / synsets[1] / "cmyk.jpg", (odd / "cmyk.jpg").read_bytes())
     (root / "labels.txt").write_text("".join(f"{s}\n" for s in synsets))
     out = root / "out"
-    invoke("build", "--train-dir", root / "train", "--validation-dir", root / "val",
-           "--labels-file", root / "labels.txt", "--output-dir", out, "--shards", "3",
-           "--validation-shards", "2", "--no-progress", "--workers", "2")
+    fabricate.cli("build", "--train-dir", root / "train", "--validation-dir", root / "val",
+                  "--labels-file", root / "labels.txt", "--output-dir", out, "--shards", "3",
+                  "--validation-shards", "2", "--no-progress", "--workers", "2")
     return out
 
 
@@ -66,20 +58,26 @@ def test_tfds_loads_every_split_as_the_manifest_counts(real_build):
         manifest["labels"][str(i)] for i in range(1, len(names))]
 
 
+def tfds_and_ours(out, split="train"):
+    """(TFDS example, our record of the same file) for every example TFDS yields."""
+    builder = tfds.builder_from_directory(str(out))
+    ours = {r[schema.FILENAME]: r for r in our_records(out, split)}
+    for example in builder.as_dataset(split=split).as_numpy_iterator():
+        yield example, ours[example[schema.FILENAME]]
+
+
 def test_tfds_yields_our_images_labels_and_names(real_build):
-    builder = tfds.builder_from_directory(str(real_build))
-    ours = {r[schema.FILENAME]: r for r in our_records(real_build, "train")}
+    ours = our_records(real_build, "train")
     seen = 0
-    for example in builder.as_dataset(split="train").as_numpy_iterator():
-        record = ours[example[schema.FILENAME]]
+    for example, record in tfds_and_ours(real_build):
         assert example[schema.LABEL] == record[schema.LABEL]
         assert example[schema.TEXT] == record[schema.TEXT]
         expected = tf.io.decode_jpeg(record[schema.ENCODED], channels=3).numpy()
         assert np.array_equal(example[schema.ENCODED], expected)
         seen += 1
     assert seen == len(ours)
-    labels = builder.info.features[schema.LABEL]
-    some = next(iter(ours.values()))
+    labels = tfds.builder_from_directory(str(real_build)).info.features[schema.LABEL]
+    some = ours[0]
     assert labels.int2str(some[schema.LABEL]) == some[schema.TEXT].decode()
 
 
@@ -101,27 +99,25 @@ def test_tfds_reads_imagenet_builds_with_synsets_and_boxes(tmp_path):
     ann = tmp_path / "ann"
     xml = bbox / "train" / "n01440764" / "n01440764_96.xml"
     fabricate.write(ann / "n01440764" / xml.name, xml.read_bytes())
-    invoke("boxes", ann, "--output", tmp_path / "boxes.csv", "--workers", "1")
+    fabricate.cli("boxes", ann, "--output", tmp_path / "boxes.csv", "--workers", "1")
     out = tmp_path / "out"
-    invoke("imagenet", "--train-dir", train, "--bounding-boxes", tmp_path / "boxes.csv",
-           "--output-dir", out, "--train-shards", "2", "--no-progress", "--workers", "1")
-    builder = tfds.builder_from_directory(str(out))
-    ours = {r[schema.FILENAME]: r for r in our_records(out, "train")}
-    boxed = 0
-    for example in builder.as_dataset(split="train").as_numpy_iterator():
-        record = ours[example[schema.FILENAME]]
+    fabricate.cli("imagenet", "--train-dir", train, "--bounding-boxes", tmp_path / "boxes.csv",
+                  "--output-dir", out, "--train-shards", "2", "--no-progress", "--workers", "1")
+    boxed = seen = 0
+    for example, record in tfds_and_ours(out):
+        seen += 1
         assert example[schema.SYNSET] == record[schema.SYNSET]
         for key in (schema.BBOX_XMIN, schema.BBOX_YMIN, schema.BBOX_XMAX, schema.BBOX_YMAX):
             assert example[key].tolist() == pytest.approx(record[key])
         boxed += len(record[schema.BBOX_XMIN]) > 0
-    assert len(ours) == 7 and boxed == 1
-    assert builder.info.features[schema.LABEL].num_classes == 1001
+    assert seen == 7 and boxed == 1
+    assert tfds.builder_from_directory(str(out)).info.features[schema.LABEL].num_classes == 1001
 
 
 def test_tfds_names_without_background(tmp_path):
     fabricate.image_tree(tmp_path / "train", odd=False)
-    invoke("build", "--train-dir", tmp_path / "train", "--output-dir", tmp_path / "out",
-           "--no-background", "--no-progress", "--workers", "1")
+    fabricate.cli("build", "--train-dir", tmp_path / "train", "--output-dir", tmp_path / "out",
+                  "--no-background", "--no-progress", "--workers", "1")
     builder = tfds.builder_from_directory(str(tmp_path / "out"))
     assert builder.info.features[schema.LABEL].names == ["cats", "dogs", "fish"]
     labels = {int(label) for _, label in builder.as_dataset(split="train", as_supervised=True)}
@@ -190,9 +186,9 @@ def test_overwrite_with_fewer_shards_leaves_no_stale_side_files(tmp_path):
     fabricate.image_tree(tmp_path / "train", odd=False)
     args = ("build", "--train-dir", tmp_path / "train", "--output-dir", tmp_path / "out",
             "--no-progress", "--workers", "1")
-    invoke(*args, "--shards", "3")
+    fabricate.cli(*args, "--shards", "3")
     assert len(list((tmp_path / "out" / "index").iterdir())) == 3
-    invoke(*args, "--shards", "2", "--overwrite")
+    fabricate.cli(*args, "--shards", "2", "--overwrite")
     assert sorted(p.name for p in (tmp_path / "out" / "index").iterdir()) == [
         "train-00000-of-00002.idx", "train-00001-of-00002.idx"]
     builder = tfds.builder_from_directory(str(tmp_path / "out"))

@@ -4,11 +4,9 @@
 import json
 
 import pytest
-from click.testing import CliRunner
 
 from inception_data import duplicates
 from inception_data.duplicates import Copy
-from inception_data_cli import main as cli
 from tests import fabricate
 
 
@@ -48,12 +46,6 @@ def test_hash_index_groups_on_disk(tmp_path):
     index.close()
 
 
-def run(*args, expect=0):
-    result = CliRunner().invoke(cli.main, [*map(str, args)])
-    assert result.exit_code == expect, result.output + repr(result.exception)
-    return result
-
-
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
     """Real samples: one copied 3 times in train (two classes), one in train and validation
@@ -69,9 +61,9 @@ def tree(tmp_path_factory):
 
 
 def build(tree, out, *extra):
-    run("build", "--train-dir", tree / "train", "--validation-dir", tree / "validation",
-        "--output-dir", out, "--shards", "2", "--validation-shards", "2", "--no-progress",
-        "--workers", "1", *extra)
+    fabricate.cli("build", "--train-dir", tree / "train", "--validation-dir",
+                  tree / "validation", "--output-dir", out, "--shards", "2",
+                  "--validation-shards", "2", "--no-progress", "--workers", "1", *extra)
     return json.loads((out / "manifest.json").read_text())
 
 
@@ -177,6 +169,7 @@ def test_near_duplicates_report_resized_copies(near_tree, tmp_path):
 
 
 def test_near_duplicates_only_while_reporting(tree, tmp_path):
-    result = run("build", "--train-dir", tree / "train", "--output-dir", tmp_path / "out",
-                 "--duplicates", "drop", "--near-duplicates", expect=2)
+    result = fabricate.cli("build", "--train-dir", tree / "train", "--output-dir",
+                           tmp_path / "out", "--duplicates", "drop", "--near-duplicates",
+                           expect=2)
     assert "--duplicates report" in result.output

@@ -6,17 +6,9 @@ import shutil
 
 import pytest
 import tensorflow as tf
-from click.testing import CliRunner
 
 from inception_data import labels, reader, schema
-from inception_data_cli import main as cli
 from tests import fabricate
-
-
-def invoke(*args, expect=0):
-    result = CliRunner().invoke(cli.main, [*map(str, args)])
-    assert result.exit_code == expect, result.output + repr(result.exception)
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +18,8 @@ def builds(tmp_path_factory):
     out = {}
     for name, extra in (("background", ()), ("none", ("--no-background",))):
         out[name] = root / name
-        invoke("build", "--train-dir", root / "train", "--validation-dir", root / "train",
-               "--output-dir", out[name], "--no-progress", "--workers", "1", *extra)
+        fabricate.cli("build", "--train-dir", root / "train", "--validation-dir", root / "train",
+                      "--output-dir", out[name], "--no-progress", "--workers", "1", *extra)
     return out
 
 
@@ -96,7 +88,7 @@ def test_trainer_outputs_follow_the_manifest(builds):
 
 
 def test_inspect_verify_accepts_label_zero_without_background(builds):
-    result = invoke("inspect", builds["none"] / "train-*", "--verify")
+    result = fabricate.cli("inspect", builds["none"] / "train-*", "--verify")
     assert "verify: 0 problem(s)" in result.output
 
 
@@ -106,8 +98,8 @@ def test_imagenet_without_background_matches_keras_heads(tmp_path):
     train = tmp_path / "train"
     for sample in (samples[0], samples[-1]):
         fabricate.write(train / sample.name.split("_")[0] / sample.name, sample.read_bytes())
-    invoke("imagenet", "--train-dir", train, "--output-dir", tmp_path / "out",
-           "--train-shards", "1", "--no-background", "--no-progress", "--workers", "1")
+    fabricate.cli("imagenet", "--train-dir", train, "--output-dir", tmp_path / "out",
+                  "--train-shards", "1", "--no-background", "--no-progress", "--workers", "1")
     found = {(text.split(",")[0], label) for text, label in labels_by_text(tmp_path / "out")}
     assert found == {("tench", 0), ("toilet tissue", 999)}
 
@@ -127,7 +119,7 @@ def test_validation_labels_file_is_checked_against_ilsvrc(tmp_path):
     val = tmp_path / "val"
     sample = sorted(fabricate.shared_data("imagenet-samples").iterdir())[0]
     fabricate.write(val / "ILSVRC2012_val_00000001.JPEG", sample.read_bytes())
-    result = invoke("imagenet", "--validation-dir", val, "--validation-labels-file", swapped,
-                    "--output-dir", tmp_path / "out", "--validation-shards", "1",
-                    "--no-progress", "--workers", "1")
+    result = fabricate.cli("imagenet", "--validation-dir", val, "--validation-labels-file", swapped,
+                           "--output-dir", tmp_path / "out", "--validation-shards", "1",
+                           "--no-progress", "--workers", "1")
     assert "not the ILSVRC-2012 validation labels file" in result.output

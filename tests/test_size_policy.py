@@ -322,9 +322,7 @@ def large_build(tmp_path_factory):
 
 
 def invoke(*args):
-    result = CliRunner().invoke(cli.main, [*map(str, args)])
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return result.output
+    return fabricate.cli(*args).output
 
 
 def test_inspect_reports_sizes_and_what_max_size_would_save(large_build):
