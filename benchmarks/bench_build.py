@@ -1,7 +1,8 @@
-"""Build the same image trees two ways in one run and print images/s and the ratios.
+"""Build the same image trees several ways in one run and print images/s and the ratios.
 
-Ours: `inception-data build` (default settings, then --verify decode). Baseline:
-original_style_build.py (the original scripts' way). Both run as whole processes (start-up
+Ours: `inception-data build` (default settings, --duplicates off, --verify decode). Baseline:
+original_style_build.py (the original scripts' way). The floor: floor_build.py, the least work
+any converter must do (read, find the JPEG size, serialize, frame, write; nothing else). Both run as whole processes (start-up
 included) on two tree sizes built from the real ImageNet samples in ../shared/data (hard links
 under new names; outputs go to RAM, /dev/shm, by default so that the disk's write speed does not
 cap both sides at the same rate), so the steady-state rate - (N2 - N1) / (t2 - t1), which cancels start-up - and
@@ -50,6 +51,8 @@ def run_all(sizes, workdir: pathlib.Path, output_root: pathlib.Path, cores: int,
     tool, tool_kwargs = checkouts.command()
     tool = tool[0]
     variants = {
+        FLOOR: lambda tree, out, n: [sys.executable, str(HERE / "floor_build.py"), str(tree),
+                                     str(out), str(max(1, n // 1024)), str(cores)],
         "original-style": lambda tree, out, n: [sys.executable,
                                                 str(HERE / "original_style_build.py"),
                                                 str(tree), str(out), str(max(1, n // 1024)),
@@ -87,8 +90,9 @@ def run_all(sizes, workdir: pathlib.Path, output_root: pathlib.Path, cores: int,
 
 
 PREVIOUS = "previous (default)"
-NAMES = ("original-style", "ours (default)", "ours --duplicates off", "ours --verify decode",
-         PREVIOUS)
+FLOOR = "floor (least work)"
+NAMES = (FLOOR, "original-style", "ours (default)", "ours --duplicates off",
+         "ours --verify decode", PREVIOUS)
 
 
 def report(seconds, sizes):
@@ -98,11 +102,14 @@ def report(seconds, sizes):
     def steady(name):
         return (large - small) / (seconds[name, large] - seconds[name, small])
 
-    print(f"\nsteady state (images {small}->{large}) and whole process at {large}:")
+    print(f"\nsteady state (images {small}->{large}) and whole process at {large}; x: against "
+          f"the original-style converter, /floor: how many times slower than the floor:")
     for name in [n for n in NAMES if (n, large) in seconds]:
-        print(f"{name:22s} steady {steady(name):8.1f} images/s (x{steady(name) / steady(base):.2f})"
-              f"   whole {large / seconds[name, large]:8.1f} images/s "
-              f"(x{seconds[base, large] / seconds[name, large]:.2f})")
+        print(f"{name:22s} steady {steady(name):8.1f} images/s (x{steady(name) / steady(base):.2f},"
+              f" /floor {steady(FLOOR) / steady(name):.2f})   whole "
+              f"{large / seconds[name, large]:8.1f} images/s "
+              f"(x{seconds[base, large] / seconds[name, large]:.2f}, /floor "
+              f"{seconds[name, large] / seconds[FLOOR, large]:.2f})")
 
 
 def main():

@@ -172,7 +172,7 @@ def build(pipeline, config: BuildConfig, settings: shard_writer.ShardSettings,
                                     settings, copies_dir), spilled_side)
                                 | "AllHashed" >> beam.combiners.Count.Globally()
                                 | "FindDuplicates" >> beam.Map(dedup.find_local, copies_dir,
-                                                               config.output_dir))
+                                                               config.output_dir, drop=True))
             drops = beam.pvalue.AsSingleton(found_duplicates)
         writer = shard_writer.WriteShardGroups(
             settings, box_index, copies_dir if settings.duplicates == "report" else None)
@@ -193,7 +193,8 @@ def build(pipeline, config: BuildConfig, settings: shard_writer.ShardSettings,
         if settings.duplicates == "drop":
             found_duplicates = (grouped
                                 | "HashSources" >> beam.FlatMap(shard_writer.hash_shard, settings)
-                                | "FindDuplicates" >> dedup.FindDuplicates(config.output_dir))
+                                | "FindDuplicates" >> dedup.FindDuplicates(config.output_dir,
+                                                                           drop=True))
             drops = beam.pvalue.AsSingleton(found_duplicates)
         written = (grouped
                    | "WriteShards" >> beam.ParDo(shard_writer.WriteShards(settings), drops)

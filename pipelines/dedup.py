@@ -31,10 +31,11 @@ COPIES = "copies"  # tagged output of the writers (distributed report mode)
 
 
 def write_report(groups: Iterable[list[duplicates.Copy]], output_dir: str,
-                 near: Iterable[list[duplicates.Copy]] = ()):
+                 near: Iterable[list[duplicates.Copy]] = (), *, drop: bool = False):
     """Writes duplicates.jsonl (exact groups by hash, then near groups by perceptual hash, one
-    per line) and returns (summary, drops): the manifest's counts and {(split, path): reason}
-    of the copies `drop` does not write (exact duplicates only)."""
+    per line) and returns (summary, drops): the manifest's counts and, with `drop`,
+    {(split, path): reason} of the copies not to write (exact duplicates only; otherwise
+    empty: a dataset of many copies must not grow the report step's memory)."""
     summary = duplicates.Summary()
     drops: dict[tuple[str, str], str] = {}
     final = FileSystems.join(output_dir, REPORT)
@@ -47,7 +48,7 @@ def write_report(groups: Iterable[list[duplicates.Copy]], output_dir: str,
         for group in groups:
             summary.add(group)
             write(handle, duplicates.report_row(group))
-            for copy, reason in duplicates.drops(group):
+            for copy, reason in duplicates.drops(group) if drop else ():
                 drops[(copy.split, copy.path)] = reason
         for group in near:
             summary.near_groups += 1
@@ -56,13 +57,13 @@ def write_report(groups: Iterable[list[duplicates.Copy]], output_dir: str,
     return {**summary.as_dict(), "file": REPORT}, drops
 
 
-def find_local(_, copies_dir: str, output_dir: str):
+def find_local(_, copies_dir: str, output_dir: str, drop: bool = False):
     """A local build's groups, from the copy files in `copies_dir` (scratch), through an
     on-disk index there."""
     index = duplicates.HashIndex(os.path.join(copies_dir, "index.sqlite"))
     try:
         index.add_files(sorted(glob.glob(os.path.join(copies_dir, "*.jsonl"))))
-        return write_report(index.groups(), output_dir, index.near_groups())
+        return write_report(index.groups(), output_dir, index.near_groups(), drop=drop)
     finally:
         index.close()
 
@@ -88,17 +89,17 @@ def _near_group(keyed):
         yield from duplicates.near_groups(sorted(copies, key=lambda c: (c.phash, c)))
 
 
-def _report_from(groups, near, output_dir):
+def _report_from(groups, near, output_dir, drop):
     return write_report(sorted(groups, key=lambda g: g[0].sha256), output_dir,
-                        sorted(near, key=lambda g: g[0].phash))
+                        sorted(near, key=lambda g: g[0].phash), drop=drop)
 
 
 class FindDuplicates(beam.PTransform):
     """Copies -> one (summary, drops), grouped by hash on the workers (distributed builds)."""
 
-    def __init__(self, output_dir: str):
+    def __init__(self, output_dir: str, drop: bool = False):
         super().__init__()
-        self._output_dir = output_dir
+        self._output_dir, self._drop = output_dir, drop
 
     def expand(self, copies):
         groups = (copies
@@ -114,7 +115,7 @@ class FindDuplicates(beam.PTransform):
                 | "NearTogether" >> beam.combiners.ToList())
         return (groups
                 | "Report" >> beam.Map(_report_from, beam.pvalue.AsSingleton(near),
-                                       self._output_dir))
+                                       self._output_dir, self._drop))
 
 
 def summary_of(found) -> Mapping:
