@@ -13,7 +13,7 @@ TensorFlow's writer (the converter must not import TensorFlow in every worker).
 from __future__ import annotations
 
 import struct
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterator, Sequence
 
 import google_crc32c
 
@@ -28,7 +28,10 @@ class CorruptRecord(ValueError):
 
 def masked_crc(data: bytes) -> int:
     """TensorFlow's masked CRC32C of `data`."""
-    crc = google_crc32c.value(data)
+    return _mask(google_crc32c.value(data))
+
+
+def _mask(crc: int) -> int:
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
 
@@ -36,6 +39,22 @@ def frame(data: bytes) -> bytes:
     """One record, framed: what TFRecordWriter writes for `data`."""
     length = _LENGTH.pack(len(data))
     return b"".join((length, _CRC.pack(masked_crc(length)), data, _CRC.pack(masked_crc(data))))
+
+
+def write_framed(handle: BinaryIO, pieces: Sequence[bytes]) -> int:
+    """Writes the record whose bytes are the concatenation of `pieces`, framed as frame()
+    would, without concatenating them (the CRC is extended piece by piece); returns the bytes
+    written."""
+    size = sum(map(len, pieces))
+    length = _LENGTH.pack(size)
+    crc = 0
+    for piece in pieces:
+        crc = google_crc32c.extend(crc, piece)
+    handle.write(length + _CRC.pack(masked_crc(length)))
+    for piece in pieces:
+        handle.write(piece)
+    handle.write(_CRC.pack(_mask(crc)))
+    return size + 16
 
 
 def read_records(handle: BinaryIO, where: str = "TFRecord file") -> Iterator[bytes]:

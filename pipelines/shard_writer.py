@@ -53,59 +53,70 @@ class ShardSettings:
     near_duplicates: bool = False  # also a perceptual hash of each written image (report)
 
 
-def _read(root: str, item: Item, archive) -> bytes:
-    if item.offset < 0:
-        with FileSystems.open(FileSystems.join(root, item.relpath)) as handle:
-            return handle.read()
-    archive.seek(item.offset)
-    data = archive.read(item.size)
-    if len(data) != item.size:
-        raise OSError(f"archive {root} ends before {item.relpath} ({len(data)} of {item.size} "
-                      f"bytes); the tar is truncated")
-    return data
+class _Source:
+    """One split's root, opened for a shard's items: its file system resolved once (Beam's
+    FileSystems.open/join look it up again on every call: ~10 us each, per image) and, for a
+    split that is a tar archive, one handle read by offset."""
+
+    def __init__(self, root: str, items: Sequence[Item]):
+        self.root = root
+        self._fs = FileSystems.get_filesystem(root)
+        self._archive = FileSystems.open(root) if any(i.offset >= 0 for i in items) else None
+
+    def read(self, item: Item) -> bytes:
+        if item.offset < 0:
+            with self._fs.open(self._fs.join(self.root, item.relpath)) as handle:
+                return handle.read()
+        self._archive.seek(item.offset)
+        data = self._archive.read(item.size)
+        if len(data) != item.size:
+            raise OSError(f"archive {self.root} ends before {item.relpath} ({len(data)} of "
+                          f"{item.size} bytes); the tar is truncated")
+        return data
+
+    def where(self, item: Item) -> str:
+        """The path a reject row or a duplicates report names."""
+        return self._fs.join(self.root, item.relpath) if item.offset < 0 else \
+            member_path(self.root, item.relpath)
+
+    def close(self) -> None:
+        if self._archive is not None:
+            self._archive.close()
 
 
-def _where(root: str, item: Item) -> str:
-    """The path a reject row names (only built for rejects, not for every image)."""
-    return FileSystems.join(root, item.relpath) if item.offset < 0 else \
-        member_path(root, item.relpath)
-
-
-def _example(split: str, item: Item, archive, settings: ShardSettings, copies: list):
-    """(Example bytes, NormalisedImage, None) or (None, None, reject row) for one image; with
+def _example(split: str, item: Item, source: _Source, settings: ShardSettings, copies: list):
+    """(Example pieces, NormalisedImage, None) or (None, None, reject row) for one image; with
     duplicates="report" the source's Copy is appended to `copies`."""
-    root = settings.roots[split]
     try:
-        data = _read(root, item, archive)
+        data = source.read(item)
         image = images.normalise(data, verify=settings.verify, exif=settings.exif,
                                  policy=settings.policy)
     except images.ImageRejected as err:
-        return None, None, reject(split, _where(root, item), err.kind, str(err))
+        return None, None, reject(split, source.where(item), err.kind, str(err))
     except OSError as err:  # unreadable: permissions, a directory, a vanished file
-        return None, None, reject(split, _where(root, item), "cannot read", f"cannot read: {err}")
+        return None, None, reject(split, source.where(item), "cannot read",
+                                  f"cannot read: {err}")
     if settings.duplicates == "report":
         phash = duplicates.perceptual_hash(data) if settings.near_duplicates else ""
-        copies.append(duplicates.Copy(duplicates.sha256(data), split, _where(root, item), phash))
-    return schema.to_example(settings.make_record(item, image)), image, None
+        copies.append(duplicates.Copy(duplicates.sha256(data), split, source.where(item), phash))
+    return schema.example_pieces(settings.make_record(item, image)), image, None
 
 
 def hash_sources(items: Sequence[Item], split: str, settings: ShardSettings
                  ) -> list[duplicates.Copy]:
     """The Copy of each readable source file of `items` (the hashing pass of
     --duplicates drop); unreadable files are left to the writer, which rejects them."""
-    root = settings.roots[split]
+    source = _Source(settings.roots[split], items)
     copies = []
-    archive = FileSystems.open(root) if any(i.offset >= 0 for i in items) else None
     try:
         for item in items:
             try:
-                data = _read(root, item, archive)
+                data = source.read(item)
             except OSError:
                 continue
-            copies.append(duplicates.Copy(duplicates.sha256(data), split, _where(root, item)))
+            copies.append(duplicates.Copy(duplicates.sha256(data), split, source.where(item)))
     finally:
-        if archive is not None:
-            archive.close()
+        source.close()
     return copies
 
 
@@ -165,27 +176,24 @@ def write_shard(items: Sequence[Item], shard: Shard, settings: ShardSettings,
     copies: list = []
     index = []  # DALI/PyTorch index lines: "offset size" per record
     offset = 0
-    archive = None
+    source = None
     try:
-        if any(item.offset >= 0 for item in items):
-            archive = FileSystems.open(settings.roots[shard.split])  # one handle per shard
+        source = _Source(settings.roots[shard.split], items)
         with FileSystems.create(tmp) as handle:
             for item in items:
                 if drops:
-                    where = _where(settings.roots[shard.split], item)
+                    where = source.where(item)
                     if (shard.split, where) in drops:
                         rejects.append(reject(shard.split, where, "duplicate",
                                               drops[(shard.split, where)]))
                         continue
-                example, image, rejected = _example(shard.split, item, archive, settings,
-                                                    copies)
+                pieces, image, rejected = _example(shard.split, item, source, settings, copies)
                 if rejected:
                     rejects.append(rejected)
                     continue
-                framed = tfrecord.frame(example)
-                handle.write(framed)
-                index.append(f"{offset} {len(framed)}\n")
-                offset += len(framed)
+                size = tfrecord.write_framed(handle, pieces)
+                index.append(f"{offset} {size}\n")
+                offset += size
                 per_class[item.label] = per_class.get(item.label, 0) + 1
                 stored.add(image)
         stats = {"shard": shard.name, "index": shard.index, "num_shards": shard.num_shards,
@@ -200,8 +208,8 @@ def write_shard(items: Sequence[Item], shard: Shard, settings: ShardSettings,
         outputs.delete_quietly(tmp)  # no final name, no temporary file
         raise
     finally:
-        if archive is not None:
-            archive.close()
+        if source is not None:
+            source.close()
     return stats, rejects, copies
 
 

@@ -43,3 +43,16 @@ def test_truncated_file_names_the_file_and_offset():
     framed = tfrecord.frame(b"a") + tfrecord.frame(b"payload")[:-3]
     with pytest.raises(tfrecord.CorruptRecord, match="shard-y: record at byte 17 is truncated"):
         list(tfrecord.read_records(io.BytesIO(framed), "shard-y"))
+
+
+def test_writing_pieces_frames_exactly_as_frame(tmp_path):
+    import io
+    import random
+
+    rng = random.Random(0)
+    for _ in range(50):
+        pieces = [rng.randbytes(rng.randrange(0, 5000)) for _ in range(rng.randrange(1, 4))]
+        out = io.BytesIO()
+        written = tfrecord.write_framed(out, pieces)
+        assert out.getvalue() == tfrecord.frame(b"".join(pieces))
+        assert written == len(out.getvalue())
