@@ -28,6 +28,8 @@ import warnings
 import numpy as np
 from PIL import Image, ImageMode, ImageOps
 
+from inception_data import jpeg_header
+
 JPEG_QUALITY = 95
 VERIFY_MODES = ("fast", "decode")
 EXIF_MODES = ("apply", "ignore")
@@ -265,15 +267,15 @@ def _encode_jpeg(image: Image.Image, quality: int) -> bytes:
     return out.getvalue()
 
 
-def _jpeg_reasons(image: Image.Image, orientation: int, policy: SizePolicy) -> list[tuple[str, str]]:
+def _jpeg_reasons(mode: str, orientation: int, progressive: bool, policy: SizePolicy) -> list[tuple[str, str]]:
     """Why a JPEG must be re-encoded, as (reason, description) pairs; empty when its bytes
     can be kept."""
     reasons = []
-    if image.mode not in _KEEP_JPEG_MODES:
-        reasons.append(("colour", f"{image.mode} JPEG"))
+    if mode not in _KEEP_JPEG_MODES:
+        reasons.append(("colour", f"{mode} JPEG"))
     if orientation != 1:
         reasons.append(("exif", f"EXIF orientation {orientation}"))
-    if policy.progressive == "baseline" and image.info.get("progressive"):
+    if policy.progressive == "baseline" and progressive:
         reasons.append(("progressive", "progressive JPEG"))
     return reasons
 
@@ -321,8 +323,30 @@ def normalise(data: bytes, *, verify: str = "fast", exif: str = "apply",
                                                    f"{type(err).__name__}: {err}") from err
 
 
+def _kept_from_header(data: bytes, verify: str, exif: str, policy: SizePolicy
+                      ) -> NormalisedImage | None:
+    """The common case without Pillow: a plain JPEG (jpeg_header.parse, which agrees with
+    Pillow whenever it answers) that is kept as it is; None when Pillow must look."""
+    header = jpeg_header.parse(data)
+    if header is None:
+        return None
+    orientation = header.orientation if exif == "apply" else 1
+    if (_jpeg_reasons(header.mode, orientation, header.progressive, policy)
+            or _size_reason((header.width, header.height), policy)):
+        return None  # re-encoded: Pillow decodes it anyway
+    if verify == "decode":
+        _tensorflow_decodes(data)
+    elif not _ends_with_eoi(data):
+        return None  # a decode tells trailing junk from truncation (see _normalise)
+    return NormalisedImage(data, header.height, header.width, "JPEG", None)
+
+
 def _normalise(data: bytes, fmt: str, verify: str, exif: str, policy: SizePolicy
                ) -> NormalisedImage:
+    if fmt == "JPEG":
+        kept = _kept_from_header(data, verify, exif, policy)
+        if kept is not None:
+            return kept
     image = _open(data, fmt)
     if getattr(image, "n_frames", 1) > 1:
         raise ImageRejected("animated", f"animated {fmt} with {image.n_frames} frames; save "
@@ -332,7 +356,8 @@ def _normalise(data: bytes, fmt: str, verify: str, exif: str, policy: SizePolicy
         # with exif="ignore" nothing is rotated, also not the JPEGs re-encoded for another
         # reason (rotating those alone would leave a dataset half upright)
         orientation = _orientation(image) if exif == "apply" else 1
-        reasons = _jpeg_reasons(image, orientation, policy) + _size_reason(size, policy)
+        reasons = (_jpeg_reasons(image.mode, orientation, bool(image.info.get("progressive")),
+                                 policy) + _size_reason(size, policy))
         if not reasons:
             width, height = size
             if verify == "decode":
