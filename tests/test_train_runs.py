@@ -88,7 +88,8 @@ def test_every_model_trains_on_two_towers_and_evaluates(tmp_path):
         "vgg16": 32, "mobilenet_v2": 32}
     assert results["inception_v3"]["outputs"] == 2
     assert all(r["examples"] == 6 and 0.0 <= r["p1"] <= 1.0 for r in results.values())
-    assert result.stdout.count("2 tower(s), global batch 4, 4 classes") == 6
+    assert result.stdout.count(
+        "2 tower(s), global batch 4, 4 outputs (3 classes + background)") == 6
     assert "small preprocessing at 32 px" in result.stdout
     for model in results:  # the periodic evaluation ran and was logged
         rows = (tmp_path / "runs" / model / "logs" / "validation.jsonl").read_text().splitlines()
@@ -114,7 +115,7 @@ def test_train_resume_evaluate_and_fine_tune(tmp_path):
               "--initial-learning-rate", 0.001, "--warmup-epochs", 0,
               "--log-every", 1, "--keep-checkpoints", 2, "--seed", 1]
     output = run_train(*common, "--num-towers", 2, "--max-steps", 16, "--checkpoint-steps", 8)
-    assert "2 tower(s), global batch 12, 4 classes" in output
+    assert "2 tower(s), global batch 12, 4 outputs (3 classes + background)" in output
     losses = per_step_losses(output)  # each line is the mean of its own step (metrics reset)
     assert len(losses) == 16 and all(math.isfinite(l) for l in losses)
     assert np.mean(losses[8:]) < np.mean(losses[:8]), losses  # it overfits 12 images
@@ -146,12 +147,13 @@ def test_train_resume_evaluate_and_fine_tune(tmp_path):
              "--max-steps", 2, "--distortions", "none"]
     output = run_train(*tuned, "--train-dir", tmp_path / "wrong", "--eval", "--checkpoint",
                        runs / "ckpt-000018.keras", expect=2)
-    assert "predicts 4 classes" in output and "--fine-tune" in output
+    assert "has 4 outputs but the data needs 3" in output and "--fine-tune" in output
     output = run_train(*tuned, "--train-dir", tmp_path / "ft", "--fine-tune", "--model",
                        "resnet34", "--pretrained-checkpoint", runs / "ckpt-000018.keras",
                        "--initial-learning-rate", 0.001)
     # the checkpoint says which network it holds; --model does not override it
-    assert "new layers: ['logits', 'aux_logits']" in output and "3 classes" in output
+    assert "new layers: ['logits', 'aux_logits']" in output
+    assert "3 outputs (2 classes + background)" in output
     assert "inception_v3: inception preprocessing at 75 px" in output
     from trainer import checkpoints
     tuned_model = checkpoints.load(str(tmp_path / "ft" / "ckpt-000002.keras"), 3)
