@@ -5,8 +5,8 @@ component count, progressive flag and EXIF orientation - but only for the plain 
 baseline, extended or progressive Huffman frames with 1 or 3 components, no Adobe segment (its
 colour transform), no MPF segment (multi-picture files, which Pillow opens as MPO), well-formed
 lengths and tables, a readable EXIF orientation. Anything else returns None and the caller
-asks Pillow, so the answer never differs from Pillow's (tests/test_jpeg_header.py checks every
-file in ../shared/data and thousands of fuzzed ones). Pure Python, no decoding.
+asks Pillow, so the answer never differs from Pillow's (tests/test_jpeg_header.py checks this
+on real and fuzzed files). Pure Python, no decoding.
 """
 
 from __future__ import annotations
