@@ -57,18 +57,6 @@ class ImageRecord:
     boxes: Sequence[tuple[float, float, float, float]] = ()  # (xmin, ymin, xmax, ymax), in [0, 1]
 
 
-def _bytes(values):
-    return example_proto.Feature(bytes_list=example_proto.BytesList(value=values))
-
-
-def _ints(values):
-    return example_proto.Feature(int64_list=example_proto.Int64List(value=values))
-
-
-def _floats(values):
-    return example_proto.Feature(float_list=example_proto.FloatList(value=values))
-
-
 def _name_bytes(name: str) -> bytes:
     """UTF-8 bytes of a file or class name. A name that is not valid UTF-8 on disk arrives as a
     str with surrogate escapes (os.scandir, os.fsdecode); it is stored as its original bytes."""
@@ -79,8 +67,8 @@ def _name_bytes(name: str) -> bytes:
 # Building protobuf messages copies the encoded image into a BytesList and again when
 # serializing (~110 us of the ~330 us per ImageNet image a build spends, measured with
 # cProfile); writing the same wire bytes directly copies it once. The bytes are exactly what
-# `example_message(record).SerializeToString(deterministic=True)` gives (map entries sorted by
-# key; packed int64 and float lists), checked by tests/test_schema.py on many records.
+# a tf.train.Example's SerializeToString(deterministic=True) gives (map entries sorted by key;
+# packed int64 and float lists), checked by tests/test_schema.py against TensorFlow's classes.
 _FLOATS = struct.Struct("<f")
 
 
@@ -174,31 +162,8 @@ def example_pieces(record: ImageRecord) -> tuple[bytes, bytes, bytes]:
 
 
 def to_example(record: ImageRecord) -> bytes:
-    """Serializes `record` to tf.train.Example bytes, deterministically (map keys sorted):
-    the bytes of example_message(record).SerializeToString(deterministic=True)."""
+    """Serializes `record` to tf.train.Example bytes, deterministically (map keys sorted)."""
     return b"".join(example_pieces(record))
-
-
-def example_message(record: ImageRecord):
-    """`record` as protobuf tf.train.Example message (the reference for to_example's bytes)."""
-    feature = {
-        ENCODED: _bytes([record.encoded]),
-        HEIGHT: _ints([record.height]),
-        WIDTH: _ints([record.width]),
-        COLORSPACE: _bytes([b"RGB"]),
-        CHANNELS: _ints([3]),
-        FORMAT: _bytes([b"JPEG"]),
-        FILENAME: _bytes([_name_bytes(record.filename)]),
-        LABEL: _ints([record.label]),
-        TEXT: _bytes([_name_bytes(record.text)]),
-    }
-    if record.synset is not None:
-        feature[SYNSET] = _bytes([record.synset.encode()])
-        columns = list(zip(*record.boxes)) or [(), (), (), ()]
-        for key, column in zip((BBOX_XMIN, BBOX_YMIN, BBOX_XMAX, BBOX_YMAX), columns):
-            feature[key] = _floats(column)
-        feature[BBOX_LABEL] = _ints([record.label] * len(record.boxes))
-    return example_proto.Example(features=example_proto.Features(feature=feature))
 
 
 def parse_spec(with_boxes: bool = True) -> dict:
