@@ -12,7 +12,7 @@ import io
 import statistics
 import time
 
-from inception_data import images, schema, tfrecord
+from inception_data import images, jpeg_header, schema, tfrecord
 
 # Images count as large for the advice when at least this share of them stores more than
 # LARGE_MEGAPIXELS: there decoding, not the rest of the input pipeline, sets the read speed.
@@ -64,6 +64,9 @@ class SizeReport:
 def _is_progressive(encoded: bytes) -> bool:
     from PIL import Image
 
+    header = jpeg_header.parse(encoded)  # microseconds for plain JPEGs; Pillow otherwise
+    if header is not None:
+        return header.progressive
     try:
         with Image.open(io.BytesIO(encoded)) as image:  # the header only
             return bool(image.info.get("progressive"))

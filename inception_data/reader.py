@@ -75,19 +75,22 @@ def _manifests(files: Sequence[str]) -> list[dict | None]:
     return found
 
 
-def verified_by_build(files: Sequence[str]) -> bool:
+def verified_by_build(files: Sequence[str], manifests: list | None = None) -> bool:
     """True when every file sits next to a manifest.json of `inception-data build --verify
     decode`, which decoded each stored image with TensorFlow's decoder: checking such records
-    again would cost ~35% of the input pipeline's throughput for nothing."""
+    again would cost ~35% of the input pipeline's throughput for nothing. `manifests`: the
+    files' _manifests, when already read."""
     return all(m is not None and m.get("settings", {}).get("verify") == "decode"
-               for m in _manifests(files))
+               for m in (manifests if manifests is not None else _manifests(files)))
 
 
-def manifest_label_offset(files: Sequence[str]) -> int:
+def manifest_label_offset(files: Sequence[str], manifests: list | None = None) -> int:
     """The label convention of the shards, from their manifests: 1 = label 0 is the background
     class and the N classes are 1..N (also for shards without a manifest, the original
-    scripts' format); 0 = the classes are 0..N-1 (`build --no-background`)."""
-    offsets = {(m or {}).get("label_offset", 1) for m in _manifests(files)}
+    scripts' format); 0 = the classes are 0..N-1 (`build --no-background`). `manifests`: the
+    files' _manifests, when already read."""
+    offsets = {(m or {}).get("label_offset", 1)
+               for m in (manifests if manifests is not None else _manifests(files))}
     if len(offsets) > 1:
         raise ValueError(f"the files mix label conventions (label_offset {sorted(offsets)} in "
                          f"their manifests): one model cannot train on both; rebuild one of "
@@ -235,14 +238,16 @@ def input_fn(file_pattern: str | Sequence[str], is_training: bool, batch_size: i
     drop_remainder = is_training if drop_remainder is None else drop_remainder
     deterministic = (not is_training) if deterministic is None else deterministic
     files = shard_files(list_files(file_pattern), input_context)
+    manifests = _manifests(files)  # read once (gs:// reads are slow) for both questions
     if label_offset is None:
-        label_offset = manifest_label_offset(files)
+        label_offset = manifest_label_offset(files, manifests)
 
     dataset = tf.data.Dataset.from_tensor_slices(files)
     if is_training:
         dataset = dataset.shuffle(len(files), seed=seed)
     dataset = dataset.interleave(
-        (lambda f: tf.data.TFRecordDataset(f).map(lambda r: (r, f))) if verified_by_build(files)
+        (lambda f: tf.data.TFRecordDataset(f).map(lambda r: (r, f)))
+        if verified_by_build(files, manifests)
         else (lambda f: _checked_records(f, on_error)),
         cycle_length=min(cycle_length, len(files)), num_parallel_calls=num_parallel_calls,
         deterministic=deterministic)
