@@ -5,19 +5,15 @@ from __future__ import annotations
 import click
 
 from inception_data_cli.main import (BEAM_ARGS, ShardCount, beam_args, build_options,
-                                     duplicates_mode, fail, main, run_and_report, size_policy,
-                                     warn)
+                                     config_options, fail, main, run_and_report, warn)
 
 
 def build_tree(train_dir: str, output_dir: str, *, validation_dir: str | None = None,
                labels_file: str | None = None, beam_args=(), shards: int | None = None,
-               validation_shards: int | None = None, seed: int = 0, verify: str = "fast",
-               exif_orientation: str = "apply", max_size: int | None = None,
-               jpeg_quality: int = 95, progressive: str = "keep", background: bool = True,
-               duplicates: str = "report", near_duplicates: bool = False, max_rejects: float | None = None, overwrite: bool = False, resume: bool = False, progress: bool = True,
-               workers: int | None = None) -> None:
-    """`build` as a function of its options (with their defaults): what `download --build`
-    calls too."""
+               validation_shards: int | None = None, overwrite: bool = False,
+               progress: bool = True, workers: int | None = None, **options) -> None:
+    """`build` as a function of its options (`options`: the shared build options, see
+    main.config_options, with its defaults): what `download --build` calls too."""
     from inception_data import labels as labels_lib
     from pipelines import image_folder
 
@@ -28,11 +24,8 @@ def build_tree(train_dir: str, output_dir: str, *, validation_dir: str | None = 
     def run():
         config = image_folder.BuildConfig(
             output_dir=output_dir.rstrip("/"), roots=roots, shards=split_shards,
-            label_map=labels_lib.load_labels(labels_file) if labels_file else None, seed=seed,
-            verify=verify, exif=exif_orientation, max_rejects=max_rejects, resume=resume,
-            policy=size_policy(max_size, jpeg_quality, progressive),
-            label_offset=labels_lib.WITH_BACKGROUND if background else labels_lib.NO_BACKGROUND,
-            **duplicates_mode(duplicates, near_duplicates))
+            label_map=labels_lib.load_labels(labels_file) if labels_file else None,
+            **config_options(**options))
         return image_folder.run_build(config, beam_args, overwrite=overwrite, progress=progress,
                                       workers=workers, warn=warn)
 
@@ -73,9 +66,7 @@ def build(ctx, train_dir, output_dir, **options):
 @click.pass_context
 def imagenet(ctx, train_dir, train_tar, validation_dir, validation_tar, bounding_boxes,
              output_dir, train_shards, validation_shards, synsets_file, metadata_file,
-             validation_labels_file, seed, verify, exif_orientation, max_size, jpeg_quality,
-             progressive, background, duplicates, near_duplicates, max_rejects, overwrite,
-             resume, progress, workers):
+             validation_labels_file, overwrite, progress, workers, **options):
     """Build ImageNet TFRecords (synsets, human text, boxes) from trees or the original tars."""
     from inception_data import labels as labels_lib
     from pipelines import conversion, imagenet as imagenet_lib
@@ -94,11 +85,7 @@ def imagenet(ctx, train_dir, train_tar, validation_dir, validation_tar, bounding
         shards = {"train": train_shards, "validation": validation_shards}
         config = conversion.BuildConfig(
             output_dir=output_dir.rstrip("/"), roots=roots, shards={s: shards[s] for s in roots},
-            label_map=labels_lib.load_labels(synsets_file), seed=seed, verify=verify,
-            exif=exif_orientation, max_rejects=max_rejects, resume=resume,
-            policy=size_policy(max_size, jpeg_quality, progressive),
-            label_offset=labels_lib.WITH_BACKGROUND if background else labels_lib.NO_BACKGROUND,
-            **duplicates_mode(duplicates, near_duplicates))
+            label_map=labels_lib.load_labels(synsets_file), **config_options(**options))
         if validation:
             differs = labels_lib.validation_labels_differ(validation_labels_file)
             if differs:

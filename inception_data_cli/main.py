@@ -98,16 +98,16 @@ _BUILD_OPTIONS = [
 ]
 
 
-def size_policy(max_size: int | None, jpeg_quality: int, progressive: str):
-    """The images.SizePolicy of the --max-size, --jpeg-quality and --progressive options."""
+def config_options(*, seed: int = 0, verify: str = "fast", exif_orientation: str = "apply",
+                   max_size: int | None = None, jpeg_quality: int = 95,
+                   progressive: str = "keep", background: bool = True,
+                   duplicates: str = "report", near_duplicates: bool = False,
+                   max_rejects: float | None = None, resume: bool = False) -> dict:
+    """The BuildConfig keyword arguments of the options every build command shares (defined
+    once above), with their defaults."""
     from inception_data import images
+    from inception_data import labels as labels_lib
 
-    return images.SizePolicy(max_size=max_size, jpeg_quality=jpeg_quality,
-                             progressive=progressive)
-
-
-def duplicates_mode(duplicates: str, near_duplicates: bool) -> dict:
-    """BuildConfig's duplicates settings from --duplicates and --near-duplicates."""
     if near_duplicates:
         if duplicates != "report":
             fail("--near-duplicates reports near duplicates while writing: use it with "
@@ -115,7 +115,13 @@ def duplicates_mode(duplicates: str, near_duplicates: bool) -> dict:
         if importlib.util.find_spec("imagehash") is None:
             fail("--near-duplicates needs the imagehash package, an optional part of "
                  "inception-data: pip install 'inception-data[near-duplicates]'")
-    return {"duplicates": duplicates, "near_duplicates": near_duplicates}
+    return {"seed": seed, "verify": verify, "exif": exif_orientation,
+            "max_rejects": max_rejects, "resume": resume,
+            "policy": images.SizePolicy(max_size=max_size, jpeg_quality=jpeg_quality,
+                                        progressive=progressive),
+            "label_offset": labels_lib.WITH_BACKGROUND if background
+            else labels_lib.NO_BACKGROUND,
+            "duplicates": duplicates, "near_duplicates": near_duplicates}
 
 
 def build_options(command):
