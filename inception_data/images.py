@@ -194,7 +194,8 @@ def _decode(image: Image.Image, fmt: str) -> None:
     try:
         image.load()
     except Exception as err:
-        raise ImageRejected("truncated or corrupt", f"{fmt} data is truncated or corrupt: {err}") from err
+        raise ImageRejected("truncated or corrupt",
+                            f"{fmt} data is truncated or corrupt: {err}") from err
 
 
 @functools.cache
@@ -225,7 +226,8 @@ def _tensorflow_decodes(data: bytes) -> None:
     except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as err:
         detail = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:\w+\]", "", err.message).strip()[:200]
         raise ImageRejected("truncated or corrupt", f"JPEG data is truncated or corrupt: "
-                                                    f"TensorFlow's decoder fails ({detail})") from None
+                                                    f"TensorFlow's decoder fails ({detail})"
+                            ) from None
 
 
 def _orientation(image: Image.Image) -> int:
@@ -239,9 +241,14 @@ def _orientation(image: Image.Image) -> int:
 def _to_rgb(image: Image.Image) -> Image.Image:
     """Any Pillow mode to 8-bit RGB; transparency composited on white."""
     if image.mode == "F":  # floating point: scaled by its own peak
-        pixels = np.asarray(image, dtype=np.float64)
-        scaled = np.clip(pixels / max(float(pixels.max()), 1.0) * 255.0 + 0.5, 0, 255)
-        return Image.fromarray(scaled.astype(np.uint8), "L").convert("RGB")
+        # one float64 copy, scaled in place (the same operations as pixels / peak * 255 + 0.5,
+        # so the same values, without four more temporary copies of the image)
+        pixels = np.array(image, dtype=np.float64)
+        pixels /= max(float(pixels.max()), 1.0)
+        pixels *= 255.0
+        pixels += 0.5
+        np.clip(pixels, 0, 255, out=pixels)
+        return Image.fromarray(pixels.astype(np.uint8), "L").convert("RGB")
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         # Pillow's convert("L") clips 16-bit values instead of scaling them. Integer arithmetic,
         # in place, gives exactly round(v * 255 / 65535) at 4 bytes per pixel (a float64 copy
@@ -267,7 +274,8 @@ def _encode_jpeg(image: Image.Image, quality: int) -> bytes:
     return out.getvalue()
 
 
-def _jpeg_reasons(mode: str, orientation: int, progressive: bool, policy: SizePolicy) -> list[tuple[str, str]]:
+def _jpeg_reasons(mode: str, orientation: int, progressive: bool, size: tuple[int, int],
+                  policy: SizePolicy) -> list[tuple[str, str]]:
     """Why a JPEG must be re-encoded, as (reason, description) pairs; empty when its bytes
     can be kept."""
     reasons = []
@@ -277,7 +285,7 @@ def _jpeg_reasons(mode: str, orientation: int, progressive: bool, policy: SizePo
         reasons.append(("exif", f"EXIF orientation {orientation}"))
     if policy.progressive == "baseline" and progressive:
         reasons.append(("progressive", "progressive JPEG"))
-    return reasons
+    return reasons + _size_reason(size, policy)
 
 
 def _size_reason(size: tuple[int, int], policy: SizePolicy) -> list[tuple[str, str]]:
@@ -331,8 +339,8 @@ def _kept_from_header(data: bytes, verify: str, exif: str, policy: SizePolicy
     if header is None:
         return None
     orientation = header.orientation if exif == "apply" else 1
-    if (_jpeg_reasons(header.mode, orientation, header.progressive, policy)
-            or _size_reason((header.width, header.height), policy)):
+    if _jpeg_reasons(header.mode, orientation, header.progressive,
+                     (header.width, header.height), policy):
         return None  # re-encoded: Pillow decodes it anyway
     if verify == "decode":
         _tensorflow_decodes(data)
@@ -356,8 +364,8 @@ def _normalise(data: bytes, fmt: str, verify: str, exif: str, policy: SizePolicy
         # with exif="ignore" nothing is rotated, also not the JPEGs re-encoded for another
         # reason (rotating those alone would leave a dataset half upright)
         orientation = _orientation(image) if exif == "apply" else 1
-        reasons = (_jpeg_reasons(image.mode, orientation, bool(image.info.get("progressive")),
-                                 policy) + _size_reason(size, policy))
+        reasons = _jpeg_reasons(image.mode, orientation, bool(image.info.get("progressive")),
+                                size, policy)
         if not reasons:
             width, height = size
             if verify == "decode":

@@ -163,7 +163,8 @@ def build(pipeline, config: BuildConfig, settings: shard_writer.ShardSettings,
                   | "ShardGroups" >> beam.FlatMap(layout.shard_groups, layout.GROUP_IMAGES)
                   | "SpreadGroups" >> beam.Reshuffle())  # layout.ShardGroup
         copies_dir = os.path.join(spill_dir, "copies")
-        os.makedirs(copies_dir, exist_ok=True)
+        if settings.duplicates != "off":
+            os.makedirs(copies_dir, exist_ok=True)
         spilled_side = beam.pvalue.AsDict(splits_spilled)
         drops = None
         if settings.duplicates == "drop":  # hash every source first, then write
@@ -173,7 +174,8 @@ def build(pipeline, config: BuildConfig, settings: shard_writer.ShardSettings,
                                 | "AllHashed" >> beam.combiners.Count.Globally()
                                 | "FindDuplicates" >> beam.Map(dedup.find_local, copies_dir,
                                                                config.output_dir, drop=True))
-            drops = beam.pvalue.AsSingleton(found_duplicates)
+            drops = beam.pvalue.AsSingleton(
+                found_duplicates | "DropList" >> beam.Map(dedup.drops_of))
         writer = shard_writer.WriteShardGroups(
             settings, box_index, copies_dir if settings.duplicates == "report" else None)
         written = (groups
@@ -195,7 +197,8 @@ def build(pipeline, config: BuildConfig, settings: shard_writer.ShardSettings,
                                 | "HashSources" >> beam.FlatMap(shard_writer.hash_shard, settings)
                                 | "FindDuplicates" >> dedup.FindDuplicates(config.output_dir,
                                                                            drop=True))
-            drops = beam.pvalue.AsSingleton(found_duplicates)
+            drops = beam.pvalue.AsSingleton(
+                found_duplicates | "DropList" >> beam.Map(dedup.drops_of))
         written = (grouped
                    | "WriteShards" >> beam.ParDo(shard_writer.WriteShards(settings), drops)
                    .with_outputs(shard_writer.REJECTS, shard_writer.COPIES,

@@ -121,3 +121,8 @@ class FindDuplicates(beam.PTransform):
 def summary_of(found) -> Mapping:
     summary, _ = found
     return summary
+
+
+def drops_of(found) -> Mapping:
+    _, drops = found
+    return drops

@@ -141,9 +141,10 @@ def _existing_outputs(output_dir: str, splits: Sequence[str]) -> list[str]:
     for result in paths.beam_match(patterns):
         for meta in result.metadata_list:
             name = meta.path.rsplit("/", 1)[-1]
+            shard = name[:-4] if name.endswith(".idx") else name  # a shard or its index
             if name.startswith((".tmp-", ".stats-", "rejects-")) or name in (
-                    report.MANIFEST, report.SUMMARY, SETTINGS, *SIDE_FILES) or sharding.parse_shard_name(
-                        name[:-4] if name.endswith(".idx") else name):
+                    report.MANIFEST, report.SUMMARY, SETTINGS, *SIDE_FILES) \
+                    or sharding.parse_shard_name(shard):
                 found.append(meta.path)
     return sorted(set(found))
 

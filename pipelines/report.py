@@ -42,7 +42,7 @@ def _split_summary(split, found, shards, rejects, label_names, offset):
             per_class[int(label)] = per_class.get(int(label), 0) + count
     written = sum(s["records"] for s in shards)
     return {
-        "bytes": sum(s.get("bytes", 0) for s in shards),  # of the shards (TFDS's numBytes)
+        "bytes": sum(s["bytes"] for s in shards),  # of the shards (TFDS's numBytes)
         "stored": _stored_summary(shards),
         "found": found,
         "written": written,
@@ -67,10 +67,8 @@ def _stored_summary(shards) -> dict:
     histogram of stored megapixels as [bin, count] pairs (every bin, smallest first)."""
     total = {"kept": 0, "reencoded": 0, "resized": 0, "reasons": {},
              "megapixels": dict.fromkeys(images.MEGAPIXEL_BINS, 0)}
-    for shard in shards:
-        stored = shard.get("stored")
-        if stored is None:  # replayed from a build made before this was counted
-            continue
+    for shard in shards:  # (a resumed build replays stats of its own settings and version)
+        stored = shard["stored"]
         for key in ("kept", "reencoded", "resized"):
             total[key] += stored[key]
         _add_counts(total["reasons"], stored["reasons"])

@@ -151,7 +151,7 @@ def _replay(path: str) -> tuple[dict, list[dict], list]:
     saved = outputs.read_json(path)
     stats = dict(saved["stats"], resumed=True)
     stats["per_class"] = {int(label): n for label, n in stats["per_class"].items()}
-    return stats, saved["rejects"], [duplicates.Copy(*c) for c in saved.get("copies", [])]
+    return stats, saved["rejects"], [duplicates.Copy(*c) for c in saved["copies"]]
 
 
 def write_shard(items: Sequence[Item], shard: Shard, settings: ShardSettings,
@@ -162,8 +162,9 @@ def write_shard(items: Sequence[Item], shard: Shard, settings: ShardSettings,
     {(split, path): reason} of copies --duplicates drop does not write (rejects instead).
 
     The shard's record index (`index/<shard>.idx`, outputs.index_path) and then its stats and
-    rejects (a hidden `.stats-<shard>.json`) are committed just before the shard itself, so --resume can account for a committed shard without reading it; with
-    `settings.resume` such a shard is not written again. A failed attempt leaves nothing.
+    rejects (a hidden `.stats-<shard>.json`) are committed just before the shard itself, so
+    --resume can account for a committed shard without reading it; with `settings.resume`
+    such a shard is not written again. A failed attempt leaves nothing.
     """
     final = FileSystems.join(settings.output_dir, shard.name)
     record = FileSystems.join(settings.output_dir, outputs.stats_name(shard.name))
@@ -234,8 +235,7 @@ class WriteShards(beam.DoFn):
 
     def process(self, element, drops=None):
         shard, items = shard_items(element)
-        stats, rejects, copies = write_shard(items, shard, self._settings,
-                                             drops[1] if drops else None)
+        stats, rejects, copies = write_shard(items, shard, self._settings, drops)
         for copy in copies:
             yield beam.pvalue.TaggedOutput(COPIES, copy)
         yield from _outputs(shard.split, stats, rejects)
@@ -268,7 +268,7 @@ class WriteShardGroups(beam.DoFn):
                 items = self._boxes.attach(items)
             stats, rejects, shard_copies = write_shard(
                 items, Shard(group.split, index, spilled.layout.num_shards), self._settings,
-                drops[1] if drops else None)
+                drops)
             copies += shard_copies
             yield from _outputs(group.split, stats, rejects)
         if self._copies_dir is not None:
