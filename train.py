@@ -69,7 +69,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--checkpoint-steps", type=int, default=1000)
     p.add_argument("--keep-checkpoints", type=int, default=5)
     p.add_argument("--log-every", type=int, default=100)
-    p.add_argument("--seed", type=int, help="seeded, reproducible input order and distortions")
+    p.add_argument("--seed", type=int, help="a reproducible run on one machine: input order, distortions, initial "
+                        "weights and dropout")
     p.add_argument("--distortions", choices=["fast", "inception", "none"], default="fast")
     recipe.add_argument("--min-crop-area", type=float,
                         help="smallest share of the image a training crop covers (recipes: "

@@ -172,6 +172,28 @@ def test_checkpoint_reloads_the_right_network(tmp_path):
         checkpoints.load(path, 6)
 
 
+def test_tower_dropout_draws_a_new_seeded_mask_each_step(tmp_path):
+    layer = models.TowerDropout(0.25, seed=11)
+    x = tf.ones([64, 256])
+    assert np.array_equal(layer(x, training=False), x)
+    first, second = layer(x, training=True).numpy(), layer(x, training=True).numpy()
+    assert int(layer.draws.numpy()) == 2  # evaluation calls draw nothing
+    for out in (first, second):
+        assert set(np.unique(out)) == {0.0, np.float32(1 / 0.75)}
+        assert abs((out == 0).mean() - 0.25) < 0.014  # 16,384 draws: 4 sigma
+    assert not np.array_equal(first, second)
+    again = models.TowerDropout(0.25, seed=11)
+    assert np.array_equal(again(x, training=True), first)  # same seed, same first mask
+    assert not np.array_equal(models.TowerDropout(0.25, seed=12)(x, training=True), first)
+    # a saved model keeps the seed and the draw count, so a resumed run continues the sequence
+    inputs = keras.Input((256,))
+    model = keras.Model(inputs, layer(inputs))
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras").get_layer(layer.name)
+    assert loaded.seed == 11 and int(loaded.draws.numpy()) == 2
+    assert np.array_equal(loaded(x, training=True), layer(x, training=True))
+
+
 def test_logbook_writes_json_lines(tmp_path):
     book = callbacks.Logbook(str(tmp_path))
     book.write("validation", {"step": 5, "minutes": 0.5, "precision_at_1": 0.25})

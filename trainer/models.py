@@ -8,7 +8,10 @@ network it holds.
 
 from __future__ import annotations
 
+import random
+
 import keras
+import tensorflow as tf
 
 from trainer.recipes import Recipe
 
@@ -39,7 +42,7 @@ def build(name: str, num_classes: int, image_size: int, rec: Recipe) -> keras.Mo
         inputs, features = base.input, base.output
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(features)
     if rec.dropout:
-        x = keras.layers.Dropout(rec.dropout, name="dropout")(x)
+        x = TowerDropout(rec.dropout, name="dropout")(x)
     outputs = [keras.layers.Dense(num_classes, dtype="float32", name=LOGITS)(x)]
     if rec.aux_loss_weight:
         outputs.append(_aux_head(base.get_layer("mixed7").output, num_classes))
@@ -59,6 +62,47 @@ def _with_recipe(model: keras.Model, rec: Recipe) -> keras.Model:
         elif layer["class_name"] == "BatchNormalization":
             settings["momentum"] = rec.bn_momentum
     return keras.Model.from_config(config)
+
+
+@keras.saving.register_keras_serializable(package="inception_data")
+class TowerDropout(keras.layers.Layer):
+    """Dropout whose masks a seeded run reproduces on any number of towers.
+
+    Keras' Dropout draws its seed from one SeedGenerator whose state every tower's copy of the
+    step reads and advances; which tower gets there first varies, so two runs with the same
+    `--seed` on 2 towers gave different losses from step 1 on (1 run in 5 here). Here each draw
+    is stateless, seeded by (layer seed, draw count x towers + tower): the count is one
+    variable updated once per step for all towers (ONLY_FIRST_REPLICA, a synchronised update),
+    and it is saved with the checkpoint, so a resumed run continues the sequence. The layer
+    seed comes from Python's `random`, which `keras.utils.set_random_seed` seeds.
+    """
+
+    def __init__(self, rate: float, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = rate
+        self.seed = random.randrange(2 ** 31) if seed is None else seed
+
+    def build(self, input_shape):
+        self.draws = self.add_weight(shape=(), dtype="int64", initializer="zeros",
+                                     trainable=False, aggregation="only_first_replica",
+                                     name="draws")
+
+    def call(self, inputs, training=None):
+        if not training or not self.rate:
+            return inputs
+        context = tf.distribute.get_replica_context()
+        towers = context.num_replicas_in_sync if context else 1
+        tower = context.replica_id_in_sync_group if context else 0
+        draw = self.draws.value * towers + tf.cast(tower, tf.int64)
+        keep = tf.random.stateless_uniform(tf.shape(inputs), [self.seed, draw]) >= self.rate
+        self.draws.assign_add(1)
+        return tf.where(keep, inputs / (1.0 - self.rate), tf.zeros_like(inputs))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
 
 
 def _aux_head(features, num_classes: int):

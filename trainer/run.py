@@ -148,6 +148,8 @@ def _new_model(config: TrainConfig, info, steps_per_epoch: int):
 
 def train(config: TrainConfig) -> keras.Model:
     strategy = make_strategy(config.num_gpus, config.num_towers)  # before any TF op
+    if config.seed is not None:  # initial weights and dropout too, not only the input
+        keras.utils.set_random_seed(config.seed)
     info = data.load(config.data_dir)
     steps_per_epoch = max(1, math.ceil(info.train_examples / config.batch_size))
     tf.io.gfile.makedirs(config.train_dir)
