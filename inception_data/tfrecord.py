@@ -12,6 +12,7 @@ TensorFlow's writer (the converter must not import TensorFlow in every worker).
 
 from __future__ import annotations
 
+import io
 import struct
 from typing import BinaryIO, Iterator, Sequence
 
@@ -36,15 +37,16 @@ def _mask(crc: int) -> int:
 
 
 def frame(data: bytes) -> bytes:
-    """One record, framed: what TFRecordWriter writes for `data`."""
-    length = _LENGTH.pack(len(data))
-    return b"".join((length, _CRC.pack(masked_crc(length)), data, _CRC.pack(masked_crc(data))))
+    """One record, framed: what TFRecordWriter writes for `data` (write_framed's bytes)."""
+    out = io.BytesIO()
+    write_framed(out, (data,))
+    return out.getvalue()
 
 
 def write_framed(handle: BinaryIO, pieces: Sequence[bytes]) -> int:
-    """Writes the record whose bytes are the concatenation of `pieces`, framed as frame()
-    would, without concatenating them (the CRC is extended piece by piece); returns the bytes
-    written."""
+    """Writes the record whose bytes are the concatenation of `pieces`, framed (the one
+    implementation of the framing above), without concatenating them: the CRC is extended
+    piece by piece. Returns the bytes written."""
     size = sum(map(len, pieces))
     length = _LENGTH.pack(size)
     crc = 0
