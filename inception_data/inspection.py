@@ -129,10 +129,8 @@ def check_record(fields: dict, label_offset: int = 1) -> list[str]:
         problems.append(f"{name}: record says {fields[schema.HEIGHT]}x{fields[schema.WIDTH]} "
                         f"(HxW), image is {shape[0]}x{shape[1]}")
     if fields[schema.LABEL] < label_offset:
-        problems.append(f"{name}: label {fields[schema.LABEL]} < {label_offset} (0 is the "
-                        f"background class)")
-    elif fields[schema.LABEL] < 0:
-        problems.append(f"{name}: label {fields[schema.LABEL]} < 0")
+        why = "0 is the background class" if label_offset else "labels start at 0"
+        problems.append(f"{name}: label {fields[schema.LABEL]} < {label_offset} ({why})")
     if fields.get(schema.FORMAT, b"JPEG") != b"JPEG":
         problems.append(f"{name}: image/format is {fields[schema.FORMAT]!r}, expected b'JPEG'")
     return problems
