@@ -34,7 +34,7 @@ def reject_limit(max_rejects: float | None, found: int) -> int | None:
     return int(max_rejects) if max_rejects >= 1 else int(max_rejects * found)
 
 
-def _split_summary(split, found, shards, rejects, label_names, offset):
+def _split_summary(split, found, shards, rejects, numbered):
     shards = sorted(shards, key=lambda s: s["index"])
     per_class: dict[int, int] = {}
     for shard in shards:
@@ -52,8 +52,7 @@ def _split_summary(split, found, shards, rejects, label_names, offset):
         "num_shards": shards[0]["num_shards"] if shards else 0,
         "shards_resumed": sum(1 for s in shards if s.get("resumed")),
         "shards": {s["shard"]: s["records"] for s in shards},
-        "per_class": {name: per_class.get(label, 0)
-                      for label, name in enumerate(label_names, start=offset)},
+        "per_class": {name: per_class.get(label, 0) for label, name in numbered},
     }
 
 
@@ -95,19 +94,19 @@ def summarise(gathered, config: Mapping) -> dict:
             duplicate_counts = value
         else:
             rejects[split] = value
+    numbered = labels.LabelMap(tuple(config["labels"]), config["label_offset"]).numbered()
     splits = {}
     for split in config["splits"]:
         summary = _split_summary(split, found.get(split, 0), shards.get(split, []),
-                                 rejects[split], config["labels"], config["label_offset"])
+                                 rejects[split], numbered)
         splits[split] = summary
     return {"tool": "inception-data", "tool_version": config["tool_version"],
             "schema_version": schema.SCHEMA_VERSION,
-            "labels": {str(i): name for i, name in enumerate(config["labels"],
-                                                             start=config["label_offset"])},
+            "labels": {str(label): name for label, name in numbered},
             "label_offset": config["label_offset"], "record_keys": config["record_keys"],
             "background_label": labels.BACKGROUND if config["label_offset"] else None,
             "settings": config["settings"], "splits": splits,
-            "duplicates": {"mode": config["settings"].get("duplicates", "off"),
+            "duplicates": {"mode": config["settings"]["duplicates"],
                            **(duplicate_counts or {})}}
 
 
