@@ -23,6 +23,7 @@ TFDS_NAME = "inception_data"
 FILEPATH_TEMPLATE = "{SPLIT}-{SHARD_X_OF_Y}"
 BACKGROUND_NAME = "background"
 _CLASSES = "tensorflow_datasets.core.features"
+DATASET_INFO, FEATURES = "dataset_info.json", "features.json"
 
 
 def _scalar(dtype: str) -> dict:
@@ -59,7 +60,7 @@ def _feature(key: str, num_classes: int) -> dict:
 def class_names(manifest: Mapping) -> list[str]:
     """ClassLabel names in label order: label 0 is "background" when the build reserved it
     ("__background__" if a class is called "background")."""
-    offset = manifest.get("label_offset", 1)
+    offset = manifest["label_offset"]
     names = [manifest["labels"][key] for key in sorted(manifest["labels"], key=int)]
     if offset:
         background = BACKGROUND_NAME if BACKGROUND_NAME not in names else f"__{BACKGROUND_NAME}__"
@@ -72,30 +73,33 @@ def labels_file_name(key: str = schema.LABEL) -> str:
     return f"{key.replace('/', '.')}.labels.txt"
 
 
+FILE_NAMES = (DATASET_INFO, FEATURES, labels_file_name())  # what files() writes
+
+
 def _json(value) -> str:
     return json.dumps(value, indent=2, sort_keys=True) + "\n"
 
 
 def files(manifest: Mapping) -> dict[str, str]:
-    """{file name: text} of the TFDS metadata of the build described by `manifest`."""
+    """{file name: text} (FILE_NAMES) of the TFDS metadata of the build described by a
+    manifest this version wrote (report.commit_manifest, the only caller)."""
     names = class_names(manifest)
-    keys = manifest.get("record_keys", schema.GENERIC_KEYS)
+    keys = manifest["record_keys"]
     features = {"pythonClassName": f"{_CLASSES}.features_dict.FeaturesDict",
                 "featuresDict": {"features": {key: _feature(key, len(names)) for key in keys}}}
     splits = []
     for split, summary in manifest["splits"].items():
         lengths = [summary["shards"][name] for name in sorted(summary["shards"])]
         splits.append({"name": split, "filepathTemplate": FILEPATH_TEMPLATE,
-                       "numBytes": str(summary.get("bytes", 0)),
+                       "numBytes": str(summary["bytes"]),
                        "shardLengths": [str(n) for n in lengths]})
     info = {
         "name": TFDS_NAME, "version": "1.0.0", "fileFormat": "tfrecord",
-        "description": f"Written by inception-data {manifest.get('tool_version', '')} "
-                       f"(schema {manifest.get('schema_version', schema.SCHEMA_VERSION)}); see "
-                       f"manifest.json.",
+        "description": f"Written by inception-data {manifest['tool_version']} "
+                       f"(schema {manifest['schema_version']}); see manifest.json.",
         "splits": splits,
         "supervisedKeys": {"tuple": {"items": [{"featureKey": schema.ENCODED},
                                                {"featureKey": schema.LABEL}]}},
     }
-    return {"dataset_info.json": _json(info), "features.json": _json(features),
+    return {DATASET_INFO: _json(info), FEATURES: _json(features),
             labels_file_name(): "".join(f"{name}\n" for name in names)}

@@ -16,7 +16,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from inception_data import paths, sharding, tfds_metadata
-from pipelines import outputs, report
+from pipelines import dedup, outputs, report
 
 
 class LaunchError(RuntimeError):
@@ -124,8 +124,7 @@ def plan(beam_args: Sequence[str]) -> Plan:
 
 SETTINGS = ".build-settings.json"
 # side files of a build, replaced with it (--overwrite): TFDS metadata, the duplicates report
-SIDE_FILES = ("dataset_info.json", "features.json", tfds_metadata.labels_file_name(),
-              "duplicates.jsonl")
+SIDE_FILES = (*tfds_metadata.FILE_NAMES, dedup.REPORT)
 
 
 def _existing_outputs(output_dir: str, splits: Sequence[str]) -> list[str]:
