@@ -118,7 +118,7 @@ def render(tiles: dict[int, list[Image.Image]], texts: dict[int, str], counts: d
     largest = max((counts.get(label, 0) for label in labels), default=0) or 1
     bar_left = MARGIN + LABEL_WIDTH + per_class * (tile + TILE_GAP)
     for row, label in enumerate(labels):
-        top = HEADER + row * (tile + ROW_GAP)
+        top = tile_box(row, 0, tile)[1]
         text = texts.get(label, "")
         draw.text((MARGIN, top + tile // 2 - 6), f"{label}: {text}"[:36], fill=INK, font=font)
         for column, image in enumerate(tiles.get(label, [])[:per_class]):

@@ -42,7 +42,9 @@ def inspect(patterns, verify, samples, max_size, sheet_path, per_class, tile, ma
     totals: dict = {}
     problems = []
     sizes = inspection.SizeReport(max_size=max_size)
-    sheet = contact_sheet.Samples(per_class, tile) if sheet_path else None
+    # with --augmented the tiles come from input_fn: collect counts and texts only (no
+    # thumbnails decoded for nothing)
+    sheet = contact_sheet.Samples(0 if augmented else per_class, tile) if sheet_path else None
     try:
         offset = reader.manifest_label_offset(files)
     except ValueError as err:
