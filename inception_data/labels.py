@@ -183,14 +183,8 @@ def validation_labels_differ(path: str | None) -> str | None:
     a reordered or edited copy mislabels validation images without any other sign."""
     import hashlib
 
-    from apache_beam.io.filesystems import FileSystems
-
-    if path is None:
-        data = packaged_file(VALIDATION_FILE).encode()
-    else:
-        with FileSystems.open(path) as handle:
-            data = handle.read()
-    digest = hashlib.sha256(data).hexdigest()
+    text = read_text(path) if path else packaged_file(VALIDATION_FILE)
+    digest = hashlib.sha256(text.encode()).hexdigest()  # of the text (a BOM does not count)
     if digest == ILSVRC2012_VALIDATION_SHA256:
         return None
     return (f"{path or VALIDATION_FILE} is not the ILSVRC-2012 validation labels file (sha256 "
