@@ -20,7 +20,15 @@ import dataclasses
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+def _tensorflow_log_level(argv) -> str:
+    """TensorFlow's C++ warnings are mostly start-up chatter, hidden; with --on-error skip each
+    skipped record is one of them (tf.data's ignore_errors logs the reason), so they show."""
+    skip = "--on-error=skip" in argv or ["--on-error", "skip"] in map(list, zip(argv, argv[1:]))
+    return "1" if skip else "2"
+
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", _tensorflow_log_level(sys.argv))
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -72,6 +80,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, help="a reproducible run on one machine: input order, distortions, initial "
                         "weights and dropout")
     p.add_argument("--distortions", choices=["fast", "inception", "none"], default="fast")
+    p.add_argument("--on-error", choices=["raise", "skip"], default="raise",
+                   help="a record that does not decode: stop with the error (default), or "
+                        "skip it (TensorFlow logs each; evaluation says how many)")
     recipe.add_argument("--min-crop-area", type=float,
                         help="smallest share of the image a training crop covers (recipes: "
                              "0.25; the original's 0.05 suits long ImageNet runs)")

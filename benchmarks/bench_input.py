@@ -1,12 +1,21 @@
-"""Input-pipeline throughput, side by side on the same shards in one run, with ratios.
+"""Input-pipeline speed, side by side on the same shards in one run: images/s and the batch
+times (median, p99, slowest) of each pipeline, with the ratios the project targets.
 
-Pipelines: decode only (the floor: parse + full JPEG decode), the original recipe built the
-straightforward way (decode the full image, convert to float, sample a crop, slice, resize, TF
-colour ops, as image_processing.py did), input_fn with distortions="inception", input_fn's fast
-default, and input_fn for evaluation. Shards are built from the 1000 real ImageNet samples in
-../shared/data (median 500x375, ~0.19 megapixels) unless --pattern is given.
+The shards: a flowers-size dataset (2,934 records in 5 classes, 4 shards, like the flower photos
+of the original walkthrough) of the real ImageNet samples in ../shared/data (median 500x375,
+cycled), built twice from the same tree: with default options (what users get, `--verify
+fast`) and with `--verify decode`. `--records 12000` makes a dataset larger than input_fn's
+shuffle buffer (10,000), whose records are not cached. `--pattern` measures your own shards.
 
-Usage: python benchmarks/bench_input.py [--pattern 'out/train-*'] [--batches 40]
+Pipelines: decode only (the floor: parse + full JPEG decode, no shuffle), the original recipe
+built the straightforward way (image_processing.py: full decode, float, sampled crop, resize,
+TF colour ops), input_fn training on the default build (on_error "raise", the default, and
+"skip"), input_fn training on the --verify decode build, input_fn evaluation. Training
+pipelines run `--batches` batches after 5 warm-up ones: 200 of 32 are 2+ epochs of 2,934
+records, so each run crosses epoch boundaries, where the slowest batch shows a stall.
+
+Usage: python benchmarks/bench_input.py [--records 2934] [--batches 200] [--rounds 3]
+                                        [--pattern 'out/train-*']
 """
 
 import argparse
@@ -24,17 +33,22 @@ from inception_data import preprocessing, reader, schema, throughput
 SAMPLES = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-samples"
 
 
-def build_shards(workdir: pathlib.Path) -> str:
+def build_shards(workdir: pathlib.Path, records: int, shards: int) -> dict[str, str]:
+    """{build name: pattern} of a default and a --verify decode build of the same tree."""
+    samples = sorted(SAMPLES.iterdir())
     tree = workdir / "tree"
-    for sample in sorted(SAMPLES.iterdir()):
-        target = tree / sample.name.split("_")[0] / sample.name
+    for i in range(records):
+        target = tree / f"class{i % 5}" / f"{i:05d}-{samples[i % len(samples)].name}"
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(sample, target)
-    out = workdir / "out"
-    subprocess.run([sys.executable, "-m", "inception_data_cli", "build", "--no-progress",
-                    "--train-dir", str(tree), "--output-dir", str(out), "--shards", "8"],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return str(out / "train-*")
+        os.symlink(samples[i % len(samples)], target)
+    patterns = {}
+    for name, extra in (("default", []), ("verify decode", ["--verify", "decode"])):
+        out = workdir / name.replace(" ", "-")
+        subprocess.run([sys.executable, "-m", "inception_data_cli", "build", "--no-progress",
+                        "--train-dir", str(tree), "--output-dir", str(out), "--shards",
+                        str(shards), *extra], check=True, stdout=subprocess.DEVNULL)
+        patterns[name] = str(out / "train-*")
+    return patterns
 
 
 def _records(pattern, batch_size, fn):
@@ -90,51 +104,76 @@ def original_recipe(pattern, batch_size, image_size):
     return _records(pattern, batch_size, fn)
 
 
-def ours(**kwargs):
-    def make(pattern, batch_size, image_size):
-        return reader.input_fn(pattern, batch_size=batch_size, image_size=image_size,
+def ours(build: str, **kwargs):
+    def make(patterns, batch_size, image_size):
+        return reader.input_fn(patterns[build], batch_size=batch_size, image_size=image_size,
                                repeat=True, **kwargs)
     return make
 
 
+def on(build: str, make):
+    return lambda patterns, batch_size, image_size: make(patterns[build], batch_size,
+                                                         image_size)
+
+
 PIPELINES = {
-    "decode only (floor)": decode_only,
-    "original recipe, straightforward": original_recipe,
-    'input_fn distortions="inception"': ours(is_training=True, distortions="inception"),
-    "input_fn fast default": ours(is_training=True),
-    "input_fn eval": ours(is_training=False),
+    "decode only (floor)": on("default", decode_only),
+    "original recipe": on("default", original_recipe),
+    "input_fn train, default build": ours("default", is_training=True),
+    "input_fn train, default, skip": ours("default", is_training=True, on_error="skip"),
+    "input_fn train, --verify decode": ours("verify decode", is_training=True),
+    "input_fn eval, default build": ours("default", is_training=False),
 }
+
+
+def _ratio(label, value, target):
+    print(f"{label:44s} x{value:.2f}   ({target})")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pattern")
-    parser.add_argument("--batches", type=int, default=40)
+    parser.add_argument("--pattern", help="your shards (measured as the default build; the "
+                                          "--verify decode rows then read them too)")
+    parser.add_argument("--records", type=int, default=2934)
+    parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--batches", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--image-size", type=int, default=299)
     args = parser.parse_args()
-    pattern = args.pattern or build_shards(pathlib.Path(tempfile.mkdtemp(prefix="bench-input-")))
+    if args.pattern:
+        patterns = {"default": args.pattern, "verify decode": args.pattern}
+    else:
+        patterns = build_shards(pathlib.Path(tempfile.mkdtemp(prefix="bench-input-")),
+                                args.records, args.shards)
     cores = os.cpu_count() or 1
-    samples = {name: [] for name in PIPELINES}
-    for _ in range(args.rounds):  # interleaved rounds, median: this machine's speed wanders
+    timings = {name: [] for name in PIPELINES}
+    for _ in range(args.rounds):  # interleaved rounds: this machine's speed wanders
         for name, make in PIPELINES.items():
-            dataset = make(pattern, args.batch_size, args.image_size)
-            samples[name].append(throughput.images_per_second(dataset, batches=args.batches)[0])
-    rates = {name: statistics.median(values) for name, values in samples.items()}
-    for name, rate in rates.items():
-        spread = ", ".join(f"{v:.0f}" for v in samples[name])
-        print(f"{name:34s} {rate:8.1f} images/s {rate / cores:8.1f} per core   (rounds: "
-              f"{spread})", flush=True)
-    base, floor = rates["original recipe, straightforward"], rates["decode only (floor)"]
-    print(f"\nfast default / original recipe      x{rates['input_fn fast default'] / base:.2f}"
-          f"   (target >= 2)")
-    print(f"fast default / decode only          x{rates['input_fn fast default'] / floor:.2f}"
-          f"   (target >= 0.6)")
-    inception = rates['input_fn distortions="inception"']
-    print(f"inception / original recipe         x{inception / base:.2f}   (target >= 1)")
-    print(f"eval / decode only                  x{rates['input_fn eval'] / floor:.2f}"
-          f"   (target >= 1)")
+            dataset = make(patterns, args.batch_size, args.image_size)
+            timings[name].append(throughput.time_batches(dataset, batches=args.batches))
+    print(f"{args.batches} batches of {args.batch_size} after 5 warm-up, {cores} cores, "
+          f"{args.rounds} rounds (the round with the median images/s shown):")
+    median = {}
+    for name, runs in timings.items():
+        runs = sorted(runs, key=lambda t: t.images_per_second)
+        median[name] = runs[len(runs) // 2]
+        spread = ", ".join(f"{t.images_per_second:.0f}" for t in timings[name])
+        print(f"{name:34s} {median[name].line()}   (rounds: {spread} images/s)", flush=True)
+    rate = {name: t.images_per_second for name, t in median.items()}
+    train = rate["input_fn train, default build"]
+    print()
+    _ratio("train default / original recipe", train / rate["original recipe"], "target >= 1.6")
+    _ratio("train default / decode only", train / rate["decode only (floor)"], "target >= 0.55")
+    _ratio("train default / train --verify decode build",
+           train / rate["input_fn train, --verify decode"], "target >= 0.95")
+    _ratio("train skip / train raise", rate["input_fn train, default, skip"] / train,
+           "target >= 0.95")
+    _ratio("eval / decode only", rate["input_fn eval, default build"]
+           / rate["decode only (floor)"], "target >= 1")
+    for name in [n for n in PIPELINES if "train" in n]:
+        worst = statistics.median(t.slowest / t.median for t in timings[name])
+        _ratio(f"slowest batch / median, {name[15:]}", worst, "target <= 3, median of rounds")
 
 
 if __name__ == "__main__":

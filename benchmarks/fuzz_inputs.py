@@ -6,7 +6,13 @@ accepts is then decoded with TensorFlow. Mutations of the real ILSVRC annotation
 re-declared as GB2312) go through `boxes.parse`. Anything but a reject is a crash and stops the
 run with its traceback. The tests run a small seeded version of this (tests/test_hostile.py).
 
+With `--shard PATH --images N`, it instead writes a shard of N fuzzed JPEG records that
+`--verify fast` keeps, as a build would store them, and prints the indexes of those TensorFlow
+cannot decode whole: input for input_fn's on_error and `inspect --verify` (tests/
+test_decode_check.py makes a small one).
+
 Usage: python benchmarks/fuzz_inputs.py [--images 20000] [--xml 5000] [--seed 0]
+       python benchmarks/fuzz_inputs.py --shard out/train-00000-of-00001 --images 2000
 """
 
 import argparse
@@ -45,7 +51,13 @@ def main():
     parser.add_argument("--images", type=int, default=20000)
     parser.add_argument("--xml", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--shard", type=pathlib.Path, help="write a shard of fuzzed records")
     args = parser.parse_args()
+    if args.shard:
+        records, bad = fabricate.fuzzed_shard(args.shard, args.images, args.seed)
+        print(f"{args.shard}: {records} records that --verify fast keeps; {len(bad)} do not "
+              f"decode in TensorFlow: records {bad}")
+        return
     start = time.perf_counter()
     found = fabricate.fuzz_normalise(args.images, args.seed)
     print(f"{args.images} image mutations in {time.perf_counter() - start:.0f} s, 0 crashes:")

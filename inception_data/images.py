@@ -212,22 +212,31 @@ def _tensorflow():
     return tf
 
 
-def _tensorflow_decodes(data: bytes) -> None:
-    """Decode mode's promise is that training can decode every stored JPEG, and only
-    TensorFlow's own decoder keeps it: of 3,392 fuzzed JPEGs that Pillow decoded fully, 4 failed
-    in tf.io.decode_jpeg, while libjpeg-turbo through simplejpeg disagreed with TensorFlow on
-    749 (strict or not). At 1/8 scale (ratio=8) the entropy decoding, where damage shows, is
-    complete (no disagreement with full decodes on 3,000 mutations) and costs about what
-    Pillow's draft decode did (1.1 vs 1.0 ms per ImageNet photo). TensorFlow is imported here,
-    in decode mode only."""
+def tensorflow_decode_error(data: bytes) -> str | None:
+    """Why TensorFlow's JPEG decoder fails on `data` (one line), or None when it decodes: the
+    one definition of "decodes in training", shared by `build --verify decode` and the shard
+    check (`inspect --verify`).
+
+    Only TensorFlow's own decoder keeps that promise: of 3,392 fuzzed JPEGs that Pillow decoded
+    fully, 4 failed in tf.io.decode_jpeg, while libjpeg-turbo through simplejpeg disagreed with
+    TensorFlow on 749 (strict or not). At 1/8 scale (ratio=8) the entropy decoding, where damage
+    shows, is complete (no disagreement with full decodes on 3,000 mutations) and costs about
+    what Pillow's draft decode did (1.1 vs 1.0 ms per ImageNet photo). TensorFlow is imported
+    on first use."""
     tf = _tensorflow()
     try:
         tf.io.decode_jpeg(data, channels=3, ratio=8)
     except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as err:
-        detail = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:\w+\]", "", err.message).strip()[:200]
+        return re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:\w+\]", "", err.message).strip()[:200]
+    return None
+
+
+def _tensorflow_decodes(data: bytes) -> None:
+    """Decode mode's check: rejects what TensorFlow cannot decode (tensorflow_decode_error)."""
+    detail = tensorflow_decode_error(data)
+    if detail is not None:
         raise ImageRejected("truncated or corrupt", f"JPEG data is truncated or corrupt: "
-                                                    f"TensorFlow's decoder fails ({detail})"
-                            ) from None
+                                                    f"TensorFlow's decoder fails ({detail})")
 
 
 def _orientation(image: Image.Image) -> int:

@@ -7,6 +7,8 @@ Out: a `ShardReport` per shard, a `SizeReport`, and a list of problems; nothing 
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
 import io
 import statistics
@@ -109,31 +111,62 @@ def estimate_saving(report: SizeReport) -> dict | None:
 class ShardReport:
     path: str
     records: int = 0
-    per_class: dict = dataclasses.field(default_factory=dict)  # (label, text) -> count
+    bytes: int = 0  # of the records read, framing included
+    per_class: dict = dataclasses.field(default_factory=collections.Counter)  # (label, text)
     samples: list = dataclasses.field(default_factory=list)
     problems: list = dataclasses.field(default_factory=list)
+    undecodable: list = dataclasses.field(default_factory=list)  # (record index, reason)
 
 
-def check_record(fields: dict, label_offset: int = 1) -> list[str]:
-    """Decodes the image of one parsed record and compares it with the record's fields
-    (`label_offset`: the shards' label convention, see reader.manifest_label_offset)."""
+def decode_error(encoded: bytes) -> str | None:
+    """Why training cannot decode a record's image (one line), or None: JPEGs with the check
+    `build --verify decode` uses (images.tensorflow_decode_error), other formats (another
+    tool's PNG records) with tf.io.decode_image, as input_fn reads them."""
+    if images.sniff(encoded) == "JPEG":
+        return images.tensorflow_decode_error(encoded)
     import tensorflow as tf
 
-    problems = []
-    name = fields.get(schema.FILENAME, b"").decode(errors="replace")
     try:
-        shape = tf.io.decode_jpeg(fields[schema.ENCODED], channels=3).shape
-    except Exception as err:
-        return [f"{name}: image does not decode: {str(err).splitlines()[0]}"]
-    if (shape[0], shape[1]) != (fields[schema.HEIGHT], fields[schema.WIDTH]):
+        tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as err:
+        return err.message.splitlines()[0][:200]
+    return None
+
+
+def _decoded_size(encoded: bytes) -> tuple[int, int]:
+    """(height, width) of a record's image, from its header where it has a plain one."""
+    header = jpeg_header.parse(encoded)
+    if header is not None:
+        return header.height, header.width
+    import tensorflow as tf
+
+    if images.sniff(encoded) == "JPEG":
+        height, width, _ = tf.image.extract_jpeg_shape(encoded).numpy()
+    else:
+        height, width = tf.io.decode_image(encoded, expand_animations=False).shape[:2]
+    return int(height), int(width)
+
+
+def check_record(fields: dict, label_offset: int = 1) -> tuple[str | None, list[str]]:
+    """Decodes the image of one parsed record as training would and compares the record's
+    fields with it (`label_offset`: the shards' label convention, see
+    shard_set.ShardSet.label_offset). Returns (why it does not decode or None, the other
+    problems)."""
+    name = fields.get(schema.FILENAME, b"").decode(errors="replace")
+    error = decode_error(fields[schema.ENCODED])
+    if error is not None:
+        return error, []
+    problems = []
+    size = _decoded_size(fields[schema.ENCODED])
+    if size != (fields[schema.HEIGHT], fields[schema.WIDTH]):
         problems.append(f"{name}: record says {fields[schema.HEIGHT]}x{fields[schema.WIDTH]} "
-                        f"(HxW), image is {shape[0]}x{shape[1]}")
+                        f"(HxW), image is {size[0]}x{size[1]}")
     if fields[schema.LABEL] < label_offset:
         why = "0 is the background class" if label_offset else "labels start at 0"
         problems.append(f"{name}: label {fields[schema.LABEL]} < {label_offset} ({why})")
     if fields.get(schema.FORMAT, b"JPEG") != b"JPEG":
         problems.append(f"{name}: image/format is {fields[schema.FORMAT]!r}, expected b'JPEG'")
-    return problems
+    return None, problems
 
 
 def sample_sizes(files: list[str], records: int = 128,
@@ -157,39 +190,61 @@ def sample_sizes(files: list[str], records: int = 128,
 
 def inspect_shard(path: str, *, verify: bool = False, samples: int = 0,
                   sizes: SizeReport | None = None, label_offset: int = 1,
-                  sheet=None) -> ShardReport:
+                  sheet=None, pool: concurrent.futures.Executor | None = None,
+                  in_flight: int = 16) -> ShardReport:
     """Reads one shard (checking both CRCs of every record) into a ShardReport, the sizes of
     its images into `sizes` and sample tiles into `sheet` (a contact_sheet.Samples) when
-    given."""
+    given. With `verify`, every image is decoded as training would (check_record), on `pool`'s
+    threads when given (at most `in_flight` records held at once): TensorFlow's decoder
+    releases the GIL, so threads use every core."""
     import tensorflow as tf
 
     report = ShardReport(path)
+    pending: collections.deque = collections.deque()  # (index, fields, future), in order
     try:
         with tf.io.gfile.GFile(path, "rb") as handle:
             for serialized in tfrecord.read_records(handle, path):
+                fields = _inspect_record(serialized, report, samples, sizes, sheet)
+                if verify and fields is not None:
+                    pending.append((report.records, fields, pool.submit(
+                        check_record, fields, label_offset) if pool else None))
                 report.records += 1
-                _inspect_record(serialized, report, verify, samples, sizes, label_offset,
-                                sheet)
+                report.bytes += len(serialized) + tfrecord.FRAMING
+                while len(pending) > in_flight:
+                    _add_check(report, *pending.popleft(), label_offset)
     except (tfrecord.CorruptRecord, tf.errors.OpError) as err:
         report.problems.append(f"unreadable after {report.records} records: "
                                f"{str(err).splitlines()[0]}")
+    while pending:
+        _add_check(report, *pending.popleft(), label_offset)
     return report
 
 
-def _inspect_record(serialized: bytes, report: ShardReport, verify: bool, samples: int,
-                    sizes: SizeReport | None, label_offset: int, sheet) -> None:
+def _add_check(report: ShardReport, index: int, fields: dict, future, label_offset: int):
+    """One record's check_record result (from `future`, or computed here) into `report`."""
+    error, problems = future.result() if future else check_record(fields, label_offset)
+    if error is not None:
+        report.undecodable.append((index, error))
+        problems = [f"{fields.get(schema.FILENAME, b'').decode(errors='replace')}: image "
+                    f"does not decode in TensorFlow: {error}"]
+    report.problems += [f"record {index}: {problem}" for problem in problems]
+
+
+def _inspect_record(serialized: bytes, report: ShardReport, samples: int,
+                    sizes: SizeReport | None, sheet) -> dict | None:
+    """Counts one record into `report`; returns its fields (None: not an Example, a problem)."""
     try:
         fields = schema.from_example(serialized)
     except ValueError as err:
         report.problems.append(f"record {report.records}: {err}")
-        return
+        report.undecodable.append((report.records, f"not a readable tf.train.Example: {err}"))
+        return None
     if sizes is not None:
         sizes.add(fields[schema.ENCODED], fields[schema.WIDTH], fields[schema.HEIGHT])
     if sheet is not None:
         sheet.add(fields)
     key = (fields[schema.LABEL], fields.get(schema.TEXT, b"").decode(errors="replace"))
-    report.per_class[key] = report.per_class.get(key, 0) + 1
+    report.per_class[key] += 1
     if len(report.samples) < samples:
         report.samples.append({k: v for k, v in fields.items() if k != schema.ENCODED})
-    if verify:
-        report.problems += check_record(fields, label_offset)
+    return fields

@@ -8,7 +8,7 @@ project and by the original Inception scripts (same keys).
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 import secrets
 from typing import Sequence
@@ -17,7 +17,9 @@ import tensorflow as tf
 
 from inception_data import paths
 from inception_data import preprocessing as ops
-from inception_data import schema
+from inception_data import schema, shard_set
+
+log = logging.getLogger(__name__)
 
 _MISSING = -1
 PREPROCESSING = ("inception", "small")
@@ -51,92 +53,37 @@ def shard_files(files: list[str], input_context) -> list[str]:
 
 
 ON_ERROR = ("raise", "skip")
+# Without the records cached, a tenth of the shuffle buffer is read ahead of the decoding, so that
+# refilling the buffer at an epoch boundary overlaps with decoding instead of stalling it.
+PREFETCH_SHARE = 10
 
 
-def _decodes(record):
-    """Decodes a record's image at 1/8 scale: the entropy decoding, where damage shows, is
-    complete, for less than half the cost of the real decode. Fails on what training would."""
-    spec = {schema.ENCODED: tf.io.FixedLenFeature([], tf.string, default_value=b"")}
-    encoded = tf.io.parse_single_example(record, spec)[schema.ENCODED]
-    return tf.shape(tf.io.decode_jpeg(encoded, channels=3, ratio=8))
+def _records(files: Sequence[str], bad: dict, *, shuffle: bool, seed, cycle_length: int,
+             num_parallel_calls, deterministic: bool) -> tf.data.Dataset:
+    """(record, file) of every shard, interleaved (the file order shuffled when `shuffle`),
+    without the records listed in `bad` ({file: [(index, reason)]}, from a saved verdict)."""
+    dataset = tf.data.Dataset.from_tensor_slices(list(files))
+    if shuffle:
+        dataset = dataset.shuffle(len(files), seed=seed)
 
+    listed = [f"{path}\0{index}" for path, rows in bad.items() for index, _ in rows]
+    skipped = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+        listed, tf.ones([len(listed)], tf.int64)), default_value=0) if listed else None
 
-def _manifests(files: Sequence[str]) -> list[dict | None]:
-    """The manifest.json beside each folder of `files` (None where there is none, e.g. shards
-    of older builds or other tools)."""
-    found = []
-    for folder in sorted({os.path.dirname(f) for f in files}):
-        try:
-            with tf.io.gfile.GFile(os.path.join(folder, "manifest.json")) as handle:
-                manifest = json.load(handle)
-        except (tf.errors.OpError, ValueError):
-            manifest = None
-        found.append(manifest if isinstance(manifest, dict) else None)
-    return found
+    def tagged(filename):
+        records = tf.data.TFRecordDataset(filename)
+        if skipped is None:
+            return records.map(lambda record: (record, filename))
 
+        def unlisted(index, record):
+            key = tf.strings.join([filename, tf.strings.as_string(index)], "\0")
+            return skipped.lookup(key) == 0
 
-def verified_by_build(files: Sequence[str], manifests: list | None = None) -> bool:
-    """True when every file sits next to a manifest.json of `inception-data build --verify
-    decode`, which decoded each stored image with TensorFlow's decoder: checking such records
-    again would cost ~35% of the input pipeline's throughput for nothing. `manifests`: the
-    files' _manifests, when already read."""
-    return all(m is not None and m.get("settings", {}).get("verify") == "decode"
-               for m in (manifests if manifests is not None else _manifests(files)))
+        return (records.enumerate().filter(unlisted)
+                .map(lambda index, record: (record, filename)))
 
-
-def manifest_label_offset(files: Sequence[str], manifests: list | None = None) -> int:
-    """The label convention of the shards, from their manifests: 1 = label 0 is the background
-    class and the N classes are 1..N (also for shards without a manifest, the original
-    scripts' format); 0 = the classes are 0..N-1 (`build --no-background`). `manifests`: the
-    files' _manifests, when already read."""
-    offsets = {(m or {}).get("label_offset", 1)
-               for m in (manifests if manifests is not None else _manifests(files))}
-    if len(offsets) > 1:
-        raise ValueError(f"the files mix label conventions (label_offset {sorted(offsets)} in "
-                         f"their manifests): one model cannot train on both; rebuild one of "
-                         f"them with or without --no-background")
-    return offsets.pop() if offsets else 1
-
-
-def _checked_records(filename, on_error: str):
-    """(record, filename) of one shard, in order, each checked to decode: "raise" fails naming
-    the file and the record's position in it, "skip" drops it and logs the file, the position
-    and how many of the file's records were skipped so far. TensorFlow cannot catch a failing
-    op inside a graph, so each record's check runs in a one-element dataset whose errors are
-    ignored: an empty result means it failed."""
-    def outcome(index, record):
-        decoded = tf.data.Dataset.from_tensors(record).map(_decodes).ignore_errors()
-        flag = decoded.map(lambda _: True).concatenate(tf.data.Dataset.from_tensors(False))
-        return flag.take(1).map(lambda ok: (index, record, ok))
-
-    checked = tf.data.TFRecordDataset(filename).enumerate().flat_map(outcome)
-    if on_error == "raise":
-        def fail_on_bad(index, record, ok):
-            check = tf.debugging.Assert(ok, [tf.strings.join([
-                "input_fn: record ", tf.strings.as_string(index), " (0-based) of ", filename,
-                f" does not decode: its {schema.ENCODED} is no JPEG TensorFlow reads; rebuild "
-                "the shard with `inception-data build --verify decode`, or pass "
-                "on_error='skip'"])])
-            with tf.control_dependencies([check]):
-                return tf.identity(record), filename
-        return checked.map(fail_on_bad)
-
-    def count(skipped, element):
-        index, record, ok = element
-        skipped += tf.cast(tf.logical_not(ok), tf.int64)
-
-        def report():
-            with tf.control_dependencies([tf.print(tf.strings.join([
-                    "input_fn: skipped record ", tf.strings.as_string(index), " (0-based) of ",
-                    filename, " - it does not decode; ", tf.strings.as_string(skipped),
-                    " skipped in this file so far"]))]):
-                return tf.constant(0)
-        with tf.control_dependencies([tf.cond(ok, lambda: tf.constant(0), report)]):
-            return skipped, (index, tf.identity(record), ok)
-
-    return (checked.scan(tf.constant(0, tf.int64), count)
-            .filter(lambda index, record, ok: ok)
-            .map(lambda index, record, ok: (record, filename)))
+    return dataset.interleave(tagged, cycle_length=min(cycle_length, len(files)),
+                              num_parallel_calls=num_parallel_calls, deterministic=deterministic)
 
 
 def _spec(keys) -> dict:
@@ -185,7 +132,7 @@ def decode_record(serialized, filename, *, num_classes: int | None = None,
 def input_fn(file_pattern: str | Sequence[str], is_training: bool, batch_size: int, *,
              image_size: int = 299, shuffle_buffer: int = 10_000, repeat: bool | None = None,
              drop_remainder: bool | None = None, seed: int | None = None,
-             deterministic: bool | None = None, cache: bool = False,
+             deterministic: bool | None = None, cache: bool | None = None,
              num_parallel_calls: int = tf.data.AUTOTUNE, distortions: str | None = "fast",
              input_context=None, num_classes: int | None = None,
              label_offset: int | None = None,
@@ -204,10 +151,18 @@ def input_fn(file_pattern: str | Sequence[str], is_training: bool, batch_size: i
         repeat: repeat forever; default True when training, False otherwise.
         drop_remainder: default True when training (static batch shapes), False otherwise (the
             final partial batch is kept, so evaluation sees every example).
-        seed: with `deterministic=True`, two runs give identical batches (stateless random ops,
-            seeded shuffles, deterministic interleave).
-        deterministic: default False when training (full speed), True otherwise.
-        cache: cache parsed records in memory after the first epoch (small datasets).
+        seed: two runs give identical batches (stateless random ops, seeded shuffles, and
+            deterministic order unless `deterministic=False` is passed).
+        deterministic: elements in a fixed order. Default: True when evaluating or seeded;
+            False when training unseeded (full speed: a parallel stage hands on whichever
+            element is ready, so near an epoch boundary an element of the next epoch may come
+            a few places before the last ones of the current epoch; each epoch itself holds
+            every example exactly once).
+        cache: keep the records in memory after the first epoch. None (default): when
+            training on shards whose records all fit in the shuffle buffer (their manifests
+            count them), which then holds them all at each epoch start anyway: later epochs
+            start without re-reading the files (that refill stalled the first batch of each
+            epoch ~6x the median on 2,934 photos).
         distortions: "fast" (default), "inception" (TF's colour ops) or None (crop/flip only);
             see preprocessing.py for the difference.
         input_context: a tf.distribute.InputContext: this pipeline reads every
@@ -224,11 +179,14 @@ def input_fn(file_pattern: str | Sequence[str], is_training: bool, batch_size: i
         flip: random left-right flips in training with the "small" preset (off for digits).
         min_crop_area: the smallest share of the image a training crop covers (the original's
             0.05; larger values make short runs on small datasets learn faster).
-        on_error: a record whose image does not decode: "raise" (an error naming the shard
-            file and the record's position) or "skip" (dropped, each logged with file and
-            position, and counted per file). Records are checked with a 1/8-scale decode,
-            except in shards built with `--verify decode` (see verified_by_build), whose images
-            all decode.
+        on_error: a record whose image does not decode (or does not parse): "raise" stops
+            with TensorFlow's error, "skip" drops it and logs TensorFlow's reason
+            (`ignore_errors(log_warning=True)` after the decode). Each image is decoded once,
+            by the training decode itself: nothing is checked in advance. Shards checked once
+            with `inception-data inspect --verify --save-verdict` (or built with `--verify
+            decode`) are known: the records the check found bad are named here, before any
+            reading - "raise" refuses them at once, "skip" leaves exactly them out (logged
+            with file and index).
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error={on_error!r}; expected one of {ON_ERROR}")
@@ -236,27 +194,27 @@ def input_fn(file_pattern: str | Sequence[str], is_training: bool, batch_size: i
         raise ValueError(f"preprocessing={preprocessing!r}; expected one of {PREPROCESSING}")
     repeat = is_training if repeat is None else repeat
     drop_remainder = is_training if drop_remainder is None else drop_remainder
-    deterministic = (not is_training) if deterministic is None else deterministic
+    if deterministic is None:
+        deterministic = not is_training or seed is not None
     files = shard_files(list_files(file_pattern), input_context)
-    manifests = _manifests(files)  # read once (gs:// reads are slow) for both questions
+    known = shard_set.ShardSet.read(files)
     if label_offset is None:
-        label_offset = manifest_label_offset(files, manifests)
+        label_offset = known.label_offset()
+    bad = _known_bad(known, on_error)
+    records = known.records()
+    if cache is None:
+        cache = is_training and records is not None and records <= shuffle_buffer
 
-    dataset = tf.data.Dataset.from_tensor_slices(files)
-    if is_training:
-        dataset = dataset.shuffle(len(files), seed=seed)
-    dataset = dataset.interleave(
-        (lambda f: tf.data.TFRecordDataset(f).map(lambda r: (r, f)))
-        if verified_by_build(files, manifests)
-        else (lambda f: _checked_records(f, on_error)),
-        cycle_length=min(cycle_length, len(files)), num_parallel_calls=num_parallel_calls,
-        deterministic=deterministic)
+    dataset = _records(files, bad, shuffle=is_training, seed=seed, cycle_length=cycle_length,
+                       num_parallel_calls=num_parallel_calls, deterministic=deterministic)
     if cache:
         dataset = dataset.cache()
     if is_training:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed)
     if repeat:
         dataset = dataset.repeat()
+    if is_training and not cache:
+        dataset = dataset.prefetch(max(1, shuffle_buffer // PREFETCH_SHARE))
     # A stateless seed pair per example: (run seed, position in the stream). Without a seed the
     # run seed is drawn here, so unseeded runs differ.
     run_seed = seed if seed is not None else secrets.randbits(63)
@@ -277,6 +235,8 @@ def input_fn(file_pattern: str | Sequence[str], is_training: bool, batch_size: i
 
     dataset = dataset.map(prepare, num_parallel_calls=num_parallel_calls,
                           deterministic=deterministic)
+    if on_error == "skip" and not known.checked():
+        dataset = dataset.ignore_errors(log_warning=True)
     if with_metadata:
         dataset = dataset.ragged_batch(batch_size, drop_remainder=drop_remainder)
     else:
@@ -286,6 +246,29 @@ def input_fn(file_pattern: str | Sequence[str], is_training: bool, batch_size: i
     options = tf.data.Options()
     options.deterministic = deterministic
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+class UndecodableRecords(ValueError):
+    """The shards hold records that their saved decode check found undecodable."""
+
+
+def _known_bad(known: shard_set.ShardSet, on_error: str) -> dict:
+    """The records the shards' saved verdicts found bad: "raise" refuses them here, naming each
+    (file, index, reason); "skip" logs them and returns them to be left out."""
+    bad = known.bad_records()
+    if not bad:
+        return {}
+    rows = [f"{path} record {index}: {reason.rstrip('.')}" for path, found in bad.items()
+            for index, reason in found]
+    if on_error == "raise":
+        raise UndecodableRecords(
+            f"{len(rows)} record(s) do not decode in TensorFlow (found by `inception-data "
+            f"inspect --verify`, saved in {shard_set.VERDICT}): " + "; ".join(rows[:10])
+            + ("; ..." if len(rows) > 10 else "") + ". Pass on_error='skip' (train.py: "
+            "--on-error skip) to leave them out, or rebuild those shards")
+    for row in rows:
+        log.warning("input_fn: skipping %s (%s)", row, shard_set.VERDICT)
+    return bad
 
 
 def _preprocess(fields, seed, is_training, image_size, distortions, preset, flip, min_area):

@@ -21,6 +21,7 @@ import google_crc32c
 _MASK_DELTA = 0xA282EAD8
 _LENGTH = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
+FRAMING = _LENGTH.size + 2 * _CRC.size  # bytes around each record's data: length, two CRCs
 
 
 class CorruptRecord(ValueError):
@@ -56,7 +57,7 @@ def write_framed(handle: BinaryIO, pieces: Sequence[bytes]) -> int:
     for piece in pieces:
         handle.write(piece)
     handle.write(_CRC.pack(_mask(crc)))
-    return size + 16
+    return size + FRAMING
 
 
 def read_records(handle: BinaryIO, where: str = "TFRecord file") -> Iterator[bytes]:
@@ -83,5 +84,5 @@ def read_records(handle: BinaryIO, where: str = "TFRecord file") -> Iterator[byt
             raise CorruptRecord(f"{where}: record at byte {offset} is truncated")
         if masked_crc(data) != _CRC.unpack(footer)[0]:
             raise CorruptRecord(f"{where}: data CRC mismatch in the record at byte {offset}")
-        offset += 16 + length
+        offset += FRAMING + length
         yield data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import sys
 
@@ -12,7 +13,12 @@ from inception_data_cli.main import fail, main
 
 @main.command()
 @click.argument("patterns", nargs=-1, required=True)
-@click.option("--verify", is_flag=True, help="Decode every image and check it against its record.")
+@click.option("--verify", is_flag=True, help="Decode every image as training would (TensorFlow's "
+                                            "decoder, on every core) and check it against its "
+                                            "record; names each bad record.")
+@click.option("--save-verdict", is_flag=True,
+              help="With --verify: write decode-check.json beside the shards, so that "
+                   "input_fn and train.py know them checked (and which records to skip).")
 @click.option("--samples", type=int, default=2, show_default=True, help="Records to print.")
 @click.option("--max-size", type=click.IntRange(min=1), default=512, show_default=True,
               metavar="PIXELS", help="When the images are large: the `build --max-size` whose "
@@ -29,36 +35,42 @@ from inception_data_cli.main import fail, main
 @click.option("--augmented", is_flag=True,
               help="Contact sheet tiles are training examples from input_fn (random crops, "
                    "flips, colour), what the model sees, instead of the stored images.")
-def inspect(patterns, verify, samples, max_size, sheet_path, per_class, tile, max_classes,
-            augmented):
+def inspect(patterns, verify, save_verdict, samples, max_size, sheet_path, per_class, tile,
+            max_classes, augmented):
     """Counts per shard and per class of TFRecord shards, a few samples, the sizes of the
     stored images, checks, and optionally a contact sheet."""
-    from inception_data import contact_sheet, inspection, reader
+    import concurrent.futures
+
+    from inception_data import contact_sheet, inspection, reader, shard_set
 
     try:
         files = reader.list_files(list(patterns))
     except FileNotFoundError as err:
         fail(str(err))
-    totals: dict = {}
+    totals: collections.Counter = collections.Counter()
     problems = []
     sizes = inspection.SizeReport(max_size=max_size)
     # with --augmented the tiles come from input_fn: collect counts and texts only (no
     # thumbnails decoded for nothing)
     sheet = contact_sheet.Samples(0 if augmented else per_class, tile) if sheet_path else None
+    if save_verdict and not verify:
+        fail("--save-verdict records what --verify found: pass both")
     try:
-        offset = reader.manifest_label_offset(files)
+        offset = shard_set.ShardSet.read(files).label_offset()
     except ValueError as err:
         fail(str(err))
-    for path in files:
-        shard = inspection.inspect_shard(path, verify=verify, samples=samples, sizes=sizes,
-                                         label_offset=offset, sheet=sheet)
-        samples = max(0, samples - len(shard.samples))
-        click.echo(f"{path}: {shard.records} records")
-        for sample in shard.samples:
-            click.echo(f"  sample: {sample}")
-        for key, count in shard.per_class.items():
-            totals[key] = totals.get(key, 0) + count
-        problems += [f"{path}: {p}" for p in shard.problems]
+    reports = []
+    with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        for path in files:
+            shard = inspection.inspect_shard(path, verify=verify, samples=samples, sizes=sizes,
+                                             label_offset=offset, sheet=sheet, pool=pool)
+            reports.append(shard)
+            samples = max(0, samples - len(shard.samples))
+            click.echo(f"{path}: {shard.records} records")
+            for sample in shard.samples:
+                click.echo(f"  sample: {sample}")
+            totals.update(shard.per_class)
+            problems += [f"{path}: {p}" for p in shard.problems]
     click.echo(f"{sum(totals.values())} records in {len(files)} file(s); per class:")
     for (label, text), count in sorted(totals.items()):
         click.echo(f"  {label:5d} {text}: {count}")
@@ -68,7 +80,14 @@ def inspect(patterns, verify, samples, max_size, sheet_path, per_class, tile, ma
     for problem in problems:
         click.secho(f"problem: {problem}", fg="red", err=True)
     if verify:
-        click.echo(f"verify: {len(problems)} problem(s)")
+        undecodable = sum(len(r.undecodable) for r in reports)
+        click.echo(f"verify: {len(problems)} problem(s), {undecodable} record(s) that do not "
+                   f"decode in TensorFlow")
+    if save_verdict:
+        import tensorflow as tf
+
+        for written in shard_set.save_verdicts(reports, f"tensorflow {tf.__version__}"):
+            click.echo(f"verdict: {written} (input_fn and train.py read it)")
     sys.exit(1 if problems else 0)
 
 
@@ -141,17 +160,18 @@ def benchmark_input(pattern, batch_size, image_size, distortions, evaluation, ba
                                   distortions=None if distortions == "none" else distortions)
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
-    rate, images = throughput.images_per_second(dataset, batches=batches)
-    cores = os.cpu_count() or 1
+    timing = throughput.time_batches(dataset, batches=batches)
+    rate, cores = timing.images_per_second, os.cpu_count() or 1
     mode = "eval" if evaluation else f"train, distortions={distortions}"
-    click.echo(f"{rate:.1f} images/s ({rate / cores:.1f} per core, {cores} cores) over {images} "
-               f"images; {mode}, batch {batch_size}, image size {image_size}")
+    click.echo(f"{rate:.1f} images/s ({rate / cores:.1f} per core, {cores} cores) over "
+               f"{timing.images} images; {mode}, batch {batch_size}, image size {image_size}")
+    click.echo(f"batch time: median {timing.median * 1e3:.1f} ms, p99 {timing.p99 * 1e3:.1f} "
+               f"ms, slowest {timing.slowest * 1e3:.1f} ms")
     _decode_bound_hint(reader.list_files(pattern), rate / cores)
 
 
 # The pipeline counts as decode-bound when one whole decode of each image takes at least this
-# share of each core's time at the measured rate. (Training decodes each image about twice,
-# the 1/8-scale check and the crop, so on camera photos the share measured 0.5-0.9.)
+# share of each core's time at the measured rate (training decodes each image's crop once).
 DECODE_BOUND_SHARE = 0.3
 
 

@@ -186,3 +186,47 @@ def fuzz_normalise(count: int, seed: int = 0):
             except tf.errors.OpError:
                 counts[verify][2] += 1
     return {verify: tuple(c) for verify, c in counts.items()}
+
+
+def shard_with_bad_records(path: pathlib.Path, records: int = 5, bad=(2,)) -> str:
+    """A shard of `records` small JPEG records named <i>.jpg, of which those at the indexes
+    `bad` have a bogus Huffman table: their headers pass `--verify fast`, TensorFlow cannot
+    decode them."""
+    from inception_data import schema, tfrecord
+
+    encoded = []
+    for i in range(records):
+        data = bytearray(jpeg_bytes(40, 30, seed=i))
+        if i in bad:
+            table = data.index(b"\xff\xc4") + 5
+            data[table:table + 16] = b"\xff" * 16
+        encoded.append(bytes(data))
+    path.write_bytes(b"".join(tfrecord.frame(schema.to_example(schema.ImageRecord(
+        data, 30, 40, 1, "cats", f"{i}.jpg"))) for i, data in enumerate(encoded)))
+    return str(path)
+
+
+def fuzzed_shard(path: pathlib.Path, count: int, seed: int = 0) -> tuple[int, list[int]]:
+    """A shard of the mutations of real JPEGs (see `mutate`) that `--verify fast` keeps, as a
+    build would store them; returns (records, indexes of those TensorFlow cannot decode whole)."""
+    import tensorflow as tf
+
+    from inception_data import images, schema, tfrecord
+
+    samples = sorted(shared_data("imagenet-samples").iterdir())[::50]
+    sources = [p.read_bytes() for p in samples]
+    rng = random.Random(seed)
+    records, bad = [], []
+    while len(records) < count:
+        try:
+            image = images.normalise(mutate(rng.choice(sources), rng), verify="fast")
+        except images.ImageRejected:
+            continue
+        try:
+            tf.io.decode_jpeg(image.encoded, channels=3)
+        except tf.errors.OpError:
+            bad.append(len(records))
+        records.append(tfrecord.frame(schema.to_example(schema.ImageRecord(
+            image.encoded, image.height, image.width, 1, "fuzz", f"{len(records)}.jpg"))))
+    path.write_bytes(b"".join(records))
+    return len(records), bad

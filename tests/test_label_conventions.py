@@ -1,4 +1,4 @@
-"""Label conventions (#14): the manifest states label_offset, --no-background numbers labels
+"""Label conventions: the manifest states label_offset, --no-background numbers labels
 0..N-1, and the reader, inspect and the trainer follow the manifest instead of assuming."""
 
 import json
@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from inception_data import labels, reader, schema
+from inception_data.shard_set import ShardSet
 from tests import fabricate
 
 
@@ -52,7 +53,7 @@ def test_records_are_numbered_by_the_convention(builds):
 def test_input_fn_reads_the_convention(builds):
     for name, offset in (("background", 1), ("none", 0)):
         pattern = str(builds[name] / "train-*")
-        assert reader.manifest_label_offset(reader.list_files(pattern)) == offset
+        assert ShardSet.read(reader.list_files(pattern)).label_offset() == offset
         dataset = reader.input_fn(pattern, is_training=False, batch_size=16, num_classes=3,
                                   image_size=32)
         seen = sorted(set(tf.concat([l for _, l in dataset], 0).numpy().tolist()))
@@ -68,14 +69,14 @@ def test_input_fn_reads_the_convention(builds):
 
 def test_shards_without_a_manifest_are_the_original_convention(builds, tmp_path):
     shutil.copy(builds["none"] / "train-00000-of-00001", tmp_path)
-    assert reader.manifest_label_offset([str(tmp_path / "train-00000-of-00001")]) == 1
+    assert ShardSet.read([str(tmp_path / "train-00000-of-00001")]).label_offset() == 1
 
 
 def test_mixed_conventions_are_refused(builds):
     files = [str(builds["background"] / "train-00000-of-00001"),
              str(builds["none"] / "train-00000-of-00001")]
     with pytest.raises(ValueError, match="mix label conventions"):
-        reader.manifest_label_offset(files)
+        ShardSet.read(files).label_offset()
     with pytest.raises(ValueError, match="mix label conventions"):
         reader.input_fn(files, is_training=False, batch_size=4)
 

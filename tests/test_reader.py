@@ -150,3 +150,40 @@ def test_real_images_built_with_the_cli_read_back_with_right_labels(tmp_path):
                 assert label == label_map.index(text.decode())
                 count += 1
     assert count == 2 * 44
+
+
+@pytest.mark.parametrize("shuffle_buffer", [100, 6])  # all 15 records in the buffer, or not
+def test_each_training_epoch_sees_every_example_exactly_once(shards, shuffle_buffer):
+    dataset = inception_data.input_fn(str(shards / "train-*"), is_training=True, batch_size=5,
+                                      image_size=16, seed=3, shuffle_buffer=shuffle_buffer,
+                                      with_metadata=True)
+    names = [pair for _, _, meta in dataset.take(9)
+             for pair in zip(meta["text"].numpy(), meta["filename"].numpy())]
+    epochs = [names[15 * e:15 * (e + 1)] for e in range(3)]
+    for epoch in epochs:
+        assert len(set(epoch)) == 15
+    assert epochs[0] != epochs[1] != epochs[2]  # reshuffled every epoch
+
+
+def test_small_training_sets_are_read_from_their_files_once(shards, tmp_path):
+    """Records that fit in the shuffle buffer are cached: later epochs start without a refill
+    from the files (here: the files are gone after the first batch, and reading goes on)."""
+    for cache in (None, False):
+        copy = tmp_path / f"cache-{cache}"
+        copy.mkdir()
+        for path in shards.iterdir():
+            if path.is_file():
+                (copy / path.name).write_bytes(path.read_bytes())
+        dataset = inception_data.input_fn(str(copy / "train-*"), is_training=True,
+                                          batch_size=5, image_size=16, seed=1, cache=cache,
+                                          shuffle_buffer=20)
+        batches_ = iter(dataset)
+        next(batches_)
+        for shard in copy.glob("train-*"):
+            shard.unlink()
+        if cache is None:
+            assert len([next(batches_) for _ in range(8)]) == 8  # epochs 2 and 3 from memory
+        else:
+            with pytest.raises(tf.errors.NotFoundError):
+                for _ in range(8):
+                    next(batches_)

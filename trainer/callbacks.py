@@ -115,10 +115,11 @@ class PeriodicEvaluation(keras.callbacks.Callback):
     `align` (the progress interval, whose metrics evaluation would otherwise reset), and once
     more at the end. Writes `validation.jsonl` and TensorBoard scalars."""
 
-    def __init__(self, dataset, *, every_steps: int | None, every_minutes: float | None,
-                 align: int, logbook: Logbook | None):
+    def __init__(self, dataset, expected: int, *, every_steps: int | None,
+                 every_minutes: float | None, align: int, logbook: Logbook | None):
         super().__init__()
-        self.dataset, self.every_steps, self.every_minutes = dataset, every_steps, every_minutes
+        self.dataset, self.expected = dataset, expected  # a data.Counted, the split's records
+        self.every_steps, self.every_minutes = every_steps, every_minutes
         self.align, self.logbook = align, logbook
         self.began = self.last = None
         self.done_at = -1
@@ -144,17 +145,24 @@ class PeriodicEvaluation(keras.callbacks.Callback):
     def run(self) -> dict:
         step = step_of(self.model)
         swap = keras.callbacks.SwapEMAWeights() if self.model.optimizer.use_ema else None
-        result = self.model.evaluate(self.dataset, verbose=0, return_dict=True,
+        self.dataset.reset()
+        result = self.model.evaluate(self.dataset.dataset, verbose=0, return_dict=True,
                                      callbacks=[swap] if swap else None)
         row = {"step": step, "minutes": round((time.perf_counter() - self.began) / 60, 3),
                "precision_at_1": metric(result, "top1"), "recall_at_5": metric(result, "top5"),
-               "xent": metric(result, "xent")}
+               "xent": metric(result, "xent"), "examples": self.dataset.count()}
         _report(self.model, self.logbook, "validation", row,
                 f"eval at step {step} ({row['minutes']:.1f} min): precision @ 1 = "
                 f"{row['precision_at_1']:.4f} recall @ 5 = {row['recall_at_5']:.4f}"
-                f"{' (moving-average weights)' if swap else ''}")
+                f"{' (moving-average weights)' if swap else ''}"
+                f"{skipped_note(self.expected - row['examples'])}")
         self.last, self.done_at = time.perf_counter(), step
         return row
+
+
+def skipped_note(skipped: int) -> str:
+    """What an evaluation says of the validation records it could not use (--on-error skip)."""
+    return f"; {skipped} record(s) skipped: they do not decode" if skipped else ""
 
 
 class WallClockBudget(keras.callbacks.Callback):

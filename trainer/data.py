@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 
 import tensorflow as tf
 
@@ -97,9 +98,11 @@ def one_hot_targets(labels, num_classes: int, outputs: int):
 
 def datasets(info: DatasetInfo, strategy, *, training: bool, global_batch: int,
              image_size: int, outputs: int, seed: int | None = None,
-             distortions: str | None = "fast", min_crop_area: float = 0.05):
+             distortions: str | None = "fast", min_crop_area: float = 0.05,
+             on_error: str = "raise"):
     """A distributed dataset of (images, targets): training (distorted, repeated) or the whole
-    validation split once (central crop, or the plain image for small images)."""
+    validation split once (central crop, or the plain image for small images). `on_error`:
+    input_fn's, for records that do not decode."""
     replicas = strategy.num_replicas_in_sync
     if global_batch % replicas:
         raise DataError(f"--batch-size {global_batch} does not split evenly across {replicas} "
@@ -110,13 +113,46 @@ def datasets(info: DatasetInfo, strategy, *, training: bool, global_batch: int,
             info.pattern("train" if training else "validation"), is_training=training,
             batch_size=global_batch // replicas if training else global_batch, image_size=image_size,
             input_context=context if training else None, seed=seed,
-            deterministic=True if seed is not None else None, num_classes=len(info.names),
+            num_classes=len(info.names),
             label_offset=info.label_offset,
             distortions=distortions, preprocessing=info.preprocessing, flip=info.flip,
-            min_crop_area=min_crop_area)
+            min_crop_area=min_crop_area, on_error=on_error)
         return dataset.map(lambda images, labels: (
             images, one_hot_targets(labels, info.num_classes, outputs)))
 
     if not training:  # evaluation runs on one device: every example exactly once
         return make(None)
     return strategy.distribute_datasets_from_function(make)
+
+
+class Counted:
+    """A finite dataset that counts the examples it delivers (evaluation with --on-error skip
+    says how many of the split's records it could not use): `reset()`, iterate, `count()`."""
+
+    def __init__(self, dataset):
+        self._examples = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+        def count(images, targets):
+            self._examples.assign_add(tf.cast(tf.shape(images)[0], tf.int64))
+            return images, targets
+
+        self.dataset = dataset.map(count)
+
+    def reset(self) -> None:
+        self._examples.assign(0)
+
+    def count(self) -> int:
+        return int(self._examples.numpy())
+
+
+def read_error(err, pattern: str) -> str:
+    """A TensorFlow error met while reading `pattern`, as one line that says how to find the
+    record (input_fn cannot name it: TensorFlow's decoder fails inside the pipeline)."""
+    lines = [line.strip() for line in err.message.splitlines() if line.strip()
+             and not line.strip().startswith(("[[", "Detected at", "<stack", "Graph execution"))]
+    reason = re.sub(r"^Error in user-defined function .*?Iterator::\S+: |\s*\[Op:.*$", "",
+                    lines[-1] if lines else type(err).__name__)
+    return (f"reading {pattern} failed: {reason.rstrip('.')}. If a record "
+            f"does not decode, `inception-data inspect --verify --save-verdict '{pattern}'` "
+            f"names it (shard and record) and saves the verdict, after which --on-error skip "
+            f"leaves exactly such records out")

@@ -57,6 +57,7 @@ class TrainConfig:
     min_crop_area: float | None = None
     jit_compile: str = "auto"
     no_ema: bool = False
+    on_error: str = "raise"  # input_fn's, for records that do not decode
 
     def recipe(self, model: str | None = None) -> recipes.Recipe:
         """The recipe of `model` (default: this run's) with this run's overrides."""
@@ -177,10 +178,14 @@ def train(config: TrainConfig) -> keras.Model:
           f"examples, {steps_per_epoch} steps/epoch", flush=True)
     train_data = data.datasets(info, strategy, training=True, global_batch=config.batch_size,
                                image_size=size, outputs=len(model.outputs), seed=config.seed,
-                               distortions=config.distortions, min_crop_area=rec.min_crop_area)
+                               distortions=config.distortions, min_crop_area=rec.min_crop_area,
+                               on_error=config.on_error)
     callbacks = _callbacks(config, info, strategy, model, rec, first_run=step == 0)
-    model.fit(train_data, epochs=1, steps_per_epoch=config.max_steps - step,
-              callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 0)
+    try:
+        model.fit(train_data, epochs=1, steps_per_epoch=config.max_steps - step,
+                  callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 0)
+    except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as err:
+        raise TrainingError(data.read_error(err, info.pattern("train"))) from None
     return model
 
 
@@ -191,8 +196,10 @@ def _callbacks(config: TrainConfig, info, strategy, model, rec, *, first_run: bo
     callbacks = [cb.NanGuard(), cb.Progress(config.batch_size, config.log_every, logbook)]
     if info.validation_examples and (config.eval_every_steps or config.eval_every_minutes):
         callbacks.append(cb.PeriodicEvaluation(
-            data.datasets(info, strategy, training=False, global_batch=config.batch_size,
-                          image_size=size, outputs=outputs),
+            data.Counted(data.datasets(info, strategy, training=False,
+                                       global_batch=config.batch_size, image_size=size,
+                                       outputs=outputs, on_error=config.on_error)),
+            info.validation_examples,
             every_steps=config.eval_every_steps, every_minutes=config.eval_every_minutes,
             align=config.log_every, logbook=logbook))
     if config.max_minutes:
@@ -215,17 +222,22 @@ def evaluate(config: TrainConfig, checkpoint: str | None = None) -> dict:
     checkpoint = checkpoint or checkpoints.latest(config.train_dir)
     model = checkpoints.load(checkpoint, info.num_classes)
     averaged = not config.no_ema and model.optimizer.use_ema
-    dataset = data.datasets(info, tf.distribute.get_strategy(), training=False,
-                            global_batch=config.batch_size, image_size=model.input_shape[1],
-                            outputs=len(model.outputs))
-    result = model.evaluate(dataset, verbose=0, return_dict=True,
-                            callbacks=[keras.callbacks.SwapEMAWeights()] if averaged else None)
-    examples = info.validation_examples
+    dataset = data.Counted(data.datasets(
+        info, tf.distribute.get_strategy(), training=False, global_batch=config.batch_size,
+        image_size=model.input_shape[1], outputs=len(model.outputs), on_error=config.on_error))
+    try:
+        result = model.evaluate(dataset.dataset, verbose=0, return_dict=True, callbacks=[
+            keras.callbacks.SwapEMAWeights()] if averaged else None)
+    except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as err:
+        raise TrainingError(data.read_error(err, info.pattern("validation"))) from None
+    examples = dataset.count()
     out = {"precision@1": cb.metric(result, "top1"), "recall@5": cb.metric(result, "top5"),
-           "examples": examples, "checkpoint": checkpoint, "moving_averages": averaged}
+           "examples": examples, "skipped": info.validation_examples - examples,
+           "checkpoint": checkpoint, "moving_averages": averaged}
     print(f"precision @ 1 = {out['precision@1']:.4f} recall @ 5 = {out['recall@5']:.4f} "
-          f"[{examples} examples] ({model.name}, {os.path.basename(checkpoint)}"
-          f"{', moving-average weights' if averaged else ''})", flush=True)
+          f"[{examples} examples{cb.skipped_note(out['skipped'])}] ({model.name}, "
+          f"{os.path.basename(checkpoint)}{', moving-average weights' if averaged else ''})",
+          flush=True)
     return out
 
 

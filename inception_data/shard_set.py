@@ -1,0 +1,175 @@
+"""What is known about a set of shard files before reading them, from the small files beside
+them: `manifest.json` (written by `inception-data build`) and `decode-check.json` (the verdict
+of `inception-data inspect --verify --save-verdict`).
+
+In: shard file paths (local or gs://, through TensorFlow's file I/O). Out: a `ShardSet`: the
+label convention, whether every shard was checked with TensorFlow's decoder, and which records
+that check found undecodable. Each folder's files are read once (gs:// reads are slow).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Mapping, Sequence
+
+MANIFEST = "manifest.json"
+VERDICT = "decode-check.json"
+VERDICT_VERSION = 1
+
+
+def _read(path: str) -> bytes | None:
+    import tensorflow as tf
+
+    try:
+        with tf.io.gfile.GFile(path, "rb") as handle:
+            return handle.read()
+    except tf.errors.OpError:
+        return None
+
+
+def _json(data: bytes | None) -> dict | None:
+    try:
+        value = json.loads(data) if data is not None else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def digest(data: bytes | None) -> str | None:
+    """The sha256 a verdict records of the manifest beside the shards (None: no manifest)."""
+    return hashlib.sha256(data).hexdigest() if data is not None else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Folder:
+    """One folder's manifest (None: shards of an older build or of another tool) and decode
+    verdict (None: never checked), with the manifest's digest."""
+
+    manifest: dict | None
+    manifest_digest: str | None
+    verdict: dict | None
+
+    @classmethod
+    def read(cls, folder: str) -> "Folder":
+        manifest = _read(os.path.join(folder, MANIFEST))
+        return cls(_json(manifest), digest(manifest), _json(_read(os.path.join(folder,
+                                                                                 VERDICT))))
+
+    def verified_by_build(self) -> bool:
+        """Built with `--verify decode`: every stored image decoded with TensorFlow's decoder."""
+        return (self.manifest or {}).get("settings", {}).get("verify") == "decode"
+
+    def shard_records(self, path: str) -> int | None:
+        """The records of the shard at `path`, as its build counted them (None: unknown)."""
+        name = os.path.basename(path)
+        for split in (self.manifest or {}).get("splits", {}).values():
+            if name in split.get("shards", {}):
+                return int(split["shards"][name])
+        return None
+
+    def checked_shard(self, path: str) -> dict | None:
+        """The verdict's entry for the shard at `path` ({"records", "bytes", "bad"}), when the
+        verdict is current: made beside this very manifest (or, without a manifest, of a file of
+        the same size). None: not checked, or checked before the shards changed."""
+        verdict = self.verdict
+        if not verdict or verdict.get("version") != VERDICT_VERSION:
+            return None
+        entry = verdict.get("shards", {}).get(os.path.basename(path))
+        if entry is None or verdict.get("manifest_sha256") != self.manifest_digest:
+            return None
+        if self.manifest_digest is None:  # another tool's shards: the size must still match
+            import tensorflow as tf
+
+            try:
+                if tf.io.gfile.stat(path).length != entry.get("bytes"):
+                    return None
+            except tf.errors.OpError:
+                return None
+        return entry
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardSet:
+    files: tuple[str, ...]
+    folders: Mapping[str, Folder]
+
+    @classmethod
+    def read(cls, files: Sequence[str]) -> "ShardSet":
+        folders = {folder: Folder.read(folder) for folder in sorted({os.path.dirname(f)
+                                                                      for f in files})}
+        return cls(tuple(files), folders)
+
+    def _folder(self, path: str) -> Folder:
+        return self.folders[os.path.dirname(path)]
+
+    def label_offset(self) -> int:
+        """The label convention of the shards, from their manifests: 1 = label 0 is the
+        background class and the N classes are 1..N (also for shards without a manifest, the
+        original scripts' format); 0 = the classes are 0..N-1 (`build --no-background`)."""
+        offsets = {(f.manifest or {}).get("label_offset", 1) for f in self.folders.values()}
+        if len(offsets) > 1:
+            raise ValueError(f"the files mix label conventions (label_offset {sorted(offsets)} "
+                             f"in their manifests): one model cannot train on both; rebuild one "
+                             f"of them with or without --no-background")
+        return offsets.pop() if offsets else 1
+
+    def records(self) -> int | None:
+        """Records in all the shards, from their manifests (None: some count is unknown)."""
+        counts = [self._folder(f).shard_records(f) for f in self.files]
+        return None if None in counts else sum(counts)
+
+    def checked(self) -> bool:
+        """Whether every shard's images were checked with TensorFlow's decoder: built with
+        `--verify decode`, or covered by a current decode-check.json verdict."""
+        return all(self._folder(f).verified_by_build() or self._folder(f).checked_shard(f)
+                   for f in self.files)
+
+    def bad_records(self) -> dict[str, list[tuple[int, str]]]:
+        """{shard path: [(record index, reason), ...]} of the records the saved verdicts found
+        undecodable (only shards with some)."""
+        found = {}
+        for path in self.files:
+            entry = self._folder(path).checked_shard(path)
+            if entry and entry.get("bad"):
+                found[path] = [(int(index), str(reason)) for index, reason in entry["bad"]]
+        return found
+
+
+def verdict_text(shards: Mapping[str, dict], manifest_digest: str | None,
+                 checked_with: str) -> str:
+    """decode-check.json for one folder: `shards` maps each checked shard's base name to
+    {"records": n, "bytes": size, "bad": [[index, reason], ...]}."""
+    from inception_data import __version__
+
+    return json.dumps({"version": VERDICT_VERSION, "tool_version": __version__,
+                       "checked_with": checked_with, "manifest_sha256": manifest_digest,
+                       "shards": dict(sorted(shards.items()))}, indent=2, sort_keys=True) + "\n"
+
+
+def save_verdicts(reports: Sequence, checked_with: str) -> list[str]:
+    """Writes decode-check.json beside the checked shards, one per folder (merged with the
+    current verdict's other shards); `reports` are inspection.ShardReport of whole shards.
+    Returns the paths written."""
+    import tensorflow as tf
+
+    written = []
+    by_folder: dict[str, list] = {}
+    for report in reports:
+        by_folder.setdefault(os.path.dirname(report.path), []).append(report)
+    for folder, folder_reports in sorted(by_folder.items()):
+        current = Folder.read(folder)
+        shards = {}  # the current verdict's other shards are kept
+        if current.verdict and current.verdict.get("manifest_sha256") == current.manifest_digest:
+            shards = dict(current.verdict.get("shards", {}))
+        for report in folder_reports:
+            shards[os.path.basename(report.path)] = {
+                "records": report.records, "bytes": report.bytes,
+                "bad": [[index, reason] for index, reason in report.undecodable]}
+        path = os.path.join(folder, VERDICT)
+        with tf.io.gfile.GFile(path, "w") as handle:
+            handle.write(verdict_text(shards, current.manifest_digest, checked_with))
+        written.append(path)
+    return written
