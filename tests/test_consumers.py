@@ -1,4 +1,4 @@
-"""Other readers of our shards (#14): TensorFlow Datasets through the metadata written beside
+"""Other readers of our shards: TensorFlow Datasets through the metadata written beside
 the shards, and the `tfrecord` package (PyTorch; DALI's index format) through index/*.idx."""
 
 import hashlib

@@ -1,4 +1,4 @@
-"""`inspect --contact-sheet` (#14): the documented layout, and each tile from its class."""
+"""`inspect --contact-sheet`: the documented layout, and each tile from its class."""
 
 import io
 

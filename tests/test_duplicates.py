@@ -1,4 +1,4 @@
-"""Exact duplicates and train/validation leakage (#14): found while writing (report) or before
+"""Exact duplicates and train/validation leakage: found while writing (report) or before
 (drop), the same in both build designs, with flat memory (an on-disk index)."""
 
 import json

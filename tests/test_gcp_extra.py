@@ -1,4 +1,4 @@
-"""Google Cloud is the [gcp] extra (#14): without it, gs:// paths and the Dataflow runner are an
+"""Google Cloud is the [gcp] extra: without it, gs:// paths and the Dataflow runner are an
 error that names the extra; local builds do not need it."""
 
 from click.testing import CliRunner

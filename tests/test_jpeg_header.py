@@ -1,4 +1,4 @@
-"""jpeg_header.parse agrees with Pillow whenever it answers (#15): on every real file in
+"""jpeg_header.parse agrees with Pillow whenever it answers: on every real file in
 ../shared/data and on fuzzed headers; where it is unsure it says None and Pillow decides."""
 
 import io

@@ -1,4 +1,4 @@
-"""The size policy of a build (#13): --max-size, --jpeg-quality, --progressive."""
+"""The size policy of a build: --max-size, --jpeg-quality, --progressive."""
 
 import hashlib
 import io
