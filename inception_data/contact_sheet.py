@@ -18,6 +18,7 @@ distortions: what the model sees).
 
 from __future__ import annotations
 
+import collections
 import io
 
 from PIL import Image, ImageDraw, ImageFont
@@ -57,11 +58,11 @@ class Samples:
         self.per_class, self.tile = per_class, tile
         self.tiles: dict[int, list[Image.Image]] = {}
         self.texts: dict[int, str] = {}
-        self.counts: dict[int, int] = {}
+        self.counts = collections.Counter()
 
     def add(self, fields: dict) -> None:
         label = int(fields[schema.LABEL])
-        self.counts[label] = self.counts.get(label, 0) + 1
+        self.counts[label] += 1
         self.texts.setdefault(label, fields.get(schema.TEXT, b"").decode(errors="replace"))
         tiles = self.tiles.setdefault(label, [])
         if len(tiles) < self.per_class:

@@ -15,6 +15,7 @@ ImageNet copies never sit in one Python dict.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import sqlite3
@@ -113,19 +114,17 @@ class Summary:
     def __init__(self):
         self.groups = 0
         self.near_groups = 0
-        self.extra_copies: dict[str, int] = {}  # per split: copies beyond the first
-        self.leaked: dict[str, int] = {}  # per split other than train: copies also in train
+        self.extra_copies = collections.Counter()  # per split: copies beyond the first
+        self.leaked = collections.Counter()  # per split other than train: copies also in train
 
     def add(self, group: list[Copy]) -> None:
         self.groups += 1
-        seen: dict[str, int] = {}
-        for copy in group:
-            seen[copy.split] = seen.get(copy.split, 0) + 1
+        seen = collections.Counter(copy.split for copy in group)
         for split, count in seen.items():
             if count > 1:
-                self.extra_copies[split] = self.extra_copies.get(split, 0) + count - 1
+                self.extra_copies[split] += count - 1
             if split != TRAIN and TRAIN in seen:
-                self.leaked[split] = self.leaked.get(split, 0) + count
+                self.leaked[split] += count
 
     def as_dict(self) -> dict:
         out = {"groups": self.groups, "extra_copies": dict(sorted(self.extra_copies.items())),

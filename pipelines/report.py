@@ -10,6 +10,7 @@ accounting (found == written + rejected) and `--max-rejects` and only then commi
 
 from __future__ import annotations
 
+import collections
 import json
 from typing import Mapping
 
@@ -36,10 +37,9 @@ def reject_limit(max_rejects: float | None, found: int) -> int | None:
 
 def _split_summary(split, found, shards, rejects, numbered):
     shards = sorted(shards, key=lambda s: s["index"])
-    per_class: dict[int, int] = {}
+    per_class = collections.Counter()
     for shard in shards:
-        for label, count in shard["per_class"].items():
-            per_class[int(label)] = per_class.get(int(label), 0) + count
+        per_class.update({int(label): count for label, count in shard["per_class"].items()})
     written = sum(s["records"] for s in shards)
     return {
         "bytes": sum(s["bytes"] for s in shards),  # of the shards (TFDS's numBytes)
@@ -56,22 +56,17 @@ def _split_summary(split, found, shards, rejects, numbered):
     }
 
 
-def _add_counts(total: dict, counts: Mapping[str, int]) -> None:
-    for key, count in counts.items():
-        total[key] = total.get(key, 0) + count
-
-
 def _stored_summary(shards) -> dict:
     """The shards' StoredTally dicts summed: kept, re-encoded (and why), resized, and the
     histogram of stored megapixels as [bin, count] pairs (every bin, smallest first)."""
-    total = {"kept": 0, "reencoded": 0, "resized": 0, "reasons": {},
-             "megapixels": dict.fromkeys(images.MEGAPIXEL_BINS, 0)}
+    total = {"kept": 0, "reencoded": 0, "resized": 0, "reasons": collections.Counter(),
+             "megapixels": collections.Counter(dict.fromkeys(images.MEGAPIXEL_BINS, 0))}
     for shard in shards:  # (a resumed build replays stats of its own settings and version)
         stored = shard["stored"]
         for key in ("kept", "reencoded", "resized"):
             total[key] += stored[key]
-        _add_counts(total["reasons"], stored["reasons"])
-        _add_counts(total["megapixels"], stored["megapixels"])
+        total["reasons"].update(stored["reasons"])
+        total["megapixels"].update(stored["megapixels"])
     total["reasons"] = {reason: total["reasons"][reason] for reason in images.REASONS
                         if reason in total["reasons"]}
     # a list of [bin, count], smallest first: the manifest's keys are sorted as text
@@ -81,13 +76,13 @@ def _stored_summary(shards) -> dict:
 
 def summarise(gathered, config: Mapping) -> dict:
     """Builds the manifest dict from the gathered ("kind", split, value) tuples."""
-    found: dict[str, int] = {}
+    found = collections.Counter()
     shards: dict[str, list] = {}
     rejects: dict[str, dict] = {}
     duplicate_counts = None
     for kind, split, value in gathered:
         if kind == "found":
-            found[split] = found.get(split, 0) + value
+            found[split] += value
         elif kind == "shard":
             shards.setdefault(split, []).append(value)
         elif kind == "duplicates":
@@ -180,10 +175,7 @@ def _write_rejects(split_rejects, output_dir):
 
 
 def _reason_summary(rows) -> dict[str, int]:
-    summary: dict[str, int] = {}
-    for row in rows:
-        summary[row["kind"]] = summary.get(row["kind"], 0) + 1
-    return dict(sorted(summary.items()))
+    return dict(sorted(collections.Counter(row["kind"] for row in rows).items()))
 
 
 class WriteRejects(beam.PTransform):

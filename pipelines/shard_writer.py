@@ -9,6 +9,7 @@ when complete; a file that cannot be converted becomes a reject with its reason.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 from typing import Callable, Mapping, NamedTuple, Sequence
@@ -128,18 +129,18 @@ class StoredTally:
     def __init__(self):
         self.kept = 0
         self.reencoded = 0
-        self.reasons: dict[str, int] = {}
-        self.megapixels: dict[str, int] = {}
+        self.reasons = collections.Counter()
+        self.megapixels = collections.Counter()
 
     def add(self, image: images.NormalisedImage) -> None:
         if image.reasons:
             self.reencoded += 1
             for reason in image.reasons:
-                self.reasons[reason] = self.reasons.get(reason, 0) + 1
+                self.reasons[reason] += 1
         else:
             self.kept += 1
         label = images.megapixel_bin(image.width, image.height)
-        self.megapixels[label] = self.megapixels.get(label, 0) + 1
+        self.megapixels[label] += 1
 
     def as_dict(self) -> dict:
         return {"kept": self.kept, "reencoded": self.reencoded,
@@ -171,7 +172,7 @@ def write_shard(items: Sequence[Item], shard: Shard, settings: ShardSettings,
     if settings.resume and FileSystems.exists(final) and FileSystems.exists(record):
         return _replay(record)  # committed by an earlier, interrupted run
     tmp = outputs.temp_name(settings.output_dir, shard.name)
-    per_class: dict[int, int] = {}
+    per_class = collections.Counter()
     rejects = []
     stored = StoredTally()
     copies: list = []
@@ -195,11 +196,11 @@ def write_shard(items: Sequence[Item], shard: Shard, settings: ShardSettings,
                 size = tfrecord.write_framed(handle, pieces)
                 index.append(f"{offset} {size}\n")
                 offset += size
-                per_class[item.label] = per_class.get(item.label, 0) + 1
+                per_class[item.label] += 1
                 stored.add(image)
         stats = {"shard": shard.name, "index": shard.index, "num_shards": shard.num_shards,
                  "assigned": len(items), "records": sum(per_class.values()), "bytes": offset,
-                 "per_class": per_class, "stored": stored.as_dict()}
+                 "per_class": dict(per_class), "stored": stored.as_dict()}
         outputs.write_text(outputs.index_path(settings.output_dir, shard.name), "".join(index))
         outputs.write_text(record, json.dumps({"stats": stats, "rejects": rejects,
                                                "copies": [list(c) for c in copies]},
