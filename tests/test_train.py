@@ -54,8 +54,26 @@ def test_weight_average_warms_up_like_tf_num_updates():
         value -= 1.0
         decay = min(0.9999, (1 + t) / (10 + t))
         expected_avg = decay * expected_avg + (1 - decay) * value
-        average = optimizer._model_variables_moving_average[0]
+        average = getattr(optimizer, optimizers.AVERAGES)[0]
         assert float(average.numpy()[0]) == pytest.approx(expected_avg, rel=1e-5), t
+
+
+def test_the_private_keras_hooks_we_override_still_exist():
+    """trainer/optimizers.py overrides a private Keras method: a release that renames it or
+    stops calling it would silently give Keras' own averages. This fails first, by name."""
+    base = keras.optimizers.Optimizer
+    assert callable(getattr(base, optimizers.HOOK, None)), (
+        f"keras {keras.__version__} has no Optimizer.{optimizers.HOOK}: update trainer/optimizers.py")
+    weight = keras.Variable(np.zeros(2, np.float32))
+    optimizer = optimizers.make("adam", 0.1, ema_decay=0.9999)
+    optimizer.build([weight])
+    assert len(getattr(optimizer, optimizers.AVERAGES, [])) == 1, (
+        f"keras {keras.__version__}: Optimizer.{optimizers.AVERAGES} changed")
+    calls = []
+    original = getattr(optimizer, optimizers.HOOK)
+    setattr(optimizer, optimizers.HOOK, lambda variables: calls.append(1) or original(variables))
+    optimizer.apply_gradients([(tf.ones(2), weight)])
+    assert calls == [1], f"keras {keras.__version__} no longer calls Optimizer.{optimizers.HOOK}"
 
 
 @pytest.fixture(scope="module")
