@@ -84,11 +84,17 @@ def build(tree, out, policy: images.SizePolicy, workers: int, verify: str = "fas
     the wall seconds."""
     from pipelines import image_folder
 
+    from inception_data.build_options import BuildOptions
+
+    options = BuildOptions(verify=verify, max_size=policy.max_size,
+                           jpeg_quality=policy.jpeg_quality, progressive=policy.progressive,
+                           overwrite=True, progress=False, workers=workers)
+    # dct_scaling has no option: a BuildOptions' policy is computed once, so replace it
+    options.__dict__["policy"] = policy
     config = image_folder.BuildConfig(output_dir=str(out), roots={"train": str(tree)},
-                                      shards={"train": 4}, policy=policy, verify=verify)
+                                      shards={"train": 4}, options=options)
     start = time.perf_counter()
-    image_folder.run_build(config, [], overwrite=True, progress=False, workers=workers,
-                           warn=lambda message: None)
+    image_folder.run_build(config, [], warn=lambda message: None)
     return time.perf_counter() - start
 
 

@@ -29,11 +29,9 @@ import numpy as np
 from PIL import Image, ImageMode, ImageOps
 
 from inception_data import jpeg_header
+from inception_data.build_options import (EXIF_MODES, JPEG_QUALITY,  # noqa: F401 (re-exported)
+                                          PROGRESSIVE_MODES, VERIFY_MODES)
 
-JPEG_QUALITY = 95
-VERIFY_MODES = ("fast", "decode")
-EXIF_MODES = ("apply", "ignore")
-PROGRESSIVE_MODES = ("keep", "baseline")
 # Why an image was re-encoded, as counted in the manifest.
 REASONS = ("format", "colour", "exif", "size", "progressive")
 _EXIF_ORIENTATION = 0x0112
@@ -67,7 +65,7 @@ class SizePolicy:
         up, at least 1): aspect ratio kept, Lanczos filter, re-encoded. None: no limit.
     jpeg_quality: the quality of every JPEG the build encodes (1-100).
     progressive: "keep" stores progressive JPEGs as they are; "baseline" re-encodes them as
-        baseline JPEGs (no lossless transcoder is installable as a plain package: see README).
+        baseline JPEGs (no lossless transcoder is installable as a plain package: see docs/building.md).
     dct_scaling: decode JPEGs that are scaled down at the smallest libjpeg DCT scale (1/2, 1/4,
         1/8) that is still at least the target size, then resample. Only benchmarks turn it off.
     """

@@ -20,9 +20,9 @@ import dataclasses
 import importlib.resources
 from typing import Iterable, Sequence
 
+from inception_data.build_options import NO_BACKGROUND, WITH_BACKGROUND  # noqa: F401 (re-exported)
+
 BACKGROUND = 0
-WITH_BACKGROUND = 1  # label_offset: background 0, then 1..N (the original scripts)
-NO_BACKGROUND = 0  # label_offset: 0..N-1
 # sha256 of the ILSVRC-2012 validation labels file the original scripts shipped (and we do)
 ILSVRC2012_VALIDATION_SHA256 = "313fc3f23c864dde9183c9a368809065765dd1b657a6904fded44e3e46d34604"
 SYNSETS_FILE = "imagenet_lsvrc_2015_synsets.txt"

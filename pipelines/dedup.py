@@ -23,9 +23,8 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from inception_data import duplicates
-from pipelines import outputs
+from pipelines import atomic_files
 
-MODES = ("report", "drop", "off")
 REPORT = "duplicates.jsonl"
 COPIES = "copies"  # tagged output of the writers (distributed report mode)
 
@@ -39,10 +38,10 @@ def write_report(groups: Iterable[list[duplicates.Copy]], output_dir: str,
     summary = duplicates.Summary()
     drops: dict[tuple[str, str], str] = {}
     final = FileSystems.join(output_dir, REPORT)
-    tmp = outputs.temp_name(output_dir, REPORT)
+    tmp = atomic_files.temp_name(output_dir, REPORT)
 
     def write(handle, row):
-        handle.write(outputs.json_line(row).encode("utf-8", "surrogateescape"))
+        handle.write(atomic_files.json_line(row).encode("utf-8", "surrogateescape"))
 
     with FileSystems.create(tmp) as handle:  # streamed: the groups are never all in memory
         for group in groups:
@@ -53,7 +52,7 @@ def write_report(groups: Iterable[list[duplicates.Copy]], output_dir: str,
         for group in near:
             summary.near_groups += 1
             write(handle, duplicates.report_row(group, near=True))
-    outputs.commit(tmp, final)
+    atomic_files.commit(tmp, final)
     return {**summary.as_dict(), "file": REPORT}, drops
 
 

@@ -18,7 +18,8 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from inception_data import duplicates, images, schema, sharding, tfrecord
-from pipelines import box_join, dedup, layout, outputs
+from inception_data.build_options import BuildOptions
+from pipelines import box_join, dedup, layout, atomic_files
 from pipelines.listing import Item, member_path, reject
 
 REJECTS = "rejects"
@@ -46,12 +47,7 @@ class ShardSettings:
     output_dir: str
     roots: Mapping[str, str]
     make_record: Callable
-    verify: str
-    exif: str
-    resume: bool = False
-    policy: images.SizePolicy = images.SizePolicy()
-    duplicates: str = "report"  # dedup.MODES: "report" hashes what it writes
-    near_duplicates: bool = False  # also a perceptual hash of each written image (report)
+    options: BuildOptions = BuildOptions()  # verify, exif, size policy, duplicates, resume
 
 
 class _Source:
@@ -90,15 +86,15 @@ def _example(split: str, item: Item, source: _Source, settings: ShardSettings, c
     duplicates="report" the source's Copy is appended to `copies`."""
     try:
         data = source.read(item)
-        image = images.normalise(data, verify=settings.verify, exif=settings.exif,
-                                 policy=settings.policy)
+        image = images.normalise(data, verify=settings.options.verify,
+                                 exif=settings.options.exif, policy=settings.options.policy)
     except images.ImageRejected as err:
         return None, None, reject(split, source.where(item), err.kind, str(err))
     except OSError as err:  # unreadable: permissions, a directory, a vanished file
         return None, None, reject(split, source.where(item), "cannot read",
                                   f"cannot read: {err}")
-    if settings.duplicates == "report":
-        phash = duplicates.perceptual_hash(data) if settings.near_duplicates else ""
+    if settings.options.duplicates == "report":
+        phash = duplicates.perceptual_hash(data) if settings.options.near_duplicates else ""
         copies.append(duplicates.Copy(duplicates.sha256(data), split, source.where(item), phash))
     return schema.example_pieces(settings.make_record(item, image)), image, None
 
@@ -149,7 +145,7 @@ class StoredTally:
 
 
 def _replay(path: str) -> tuple[dict, list[dict], list]:
-    saved = outputs.read_json(path)
+    saved = atomic_files.read_json(path)
     stats = dict(saved["stats"], resumed=True)
     stats["per_class"] = {int(label): n for label, n in stats["per_class"].items()}
     return stats, saved["rejects"], [duplicates.Copy(*c) for c in saved["copies"]]
@@ -162,16 +158,16 @@ def write_shard(items: Sequence[Item], shard: Shard, settings: ShardSettings,
     of the written sources for the duplicates report (duplicates="report"). `drops`:
     {(split, path): reason} of copies --duplicates drop does not write (rejects instead).
 
-    The shard's record index (`index/<shard>.idx`, outputs.index_path) and then its stats and
+    The shard's record index (`index/<shard>.idx`, atomic_files.index_path) and then its stats and
     rejects (a hidden `.stats-<shard>.json`) are committed just before the shard itself, so
-    --resume can account for a committed shard without reading it; with `settings.resume`
+    --resume can account for a committed shard without reading it; with `settings.options.resume`
     such a shard is not written again. A failed attempt leaves nothing.
     """
     final = FileSystems.join(settings.output_dir, shard.name)
-    record = FileSystems.join(settings.output_dir, outputs.stats_name(shard.name))
-    if settings.resume and FileSystems.exists(final) and FileSystems.exists(record):
+    record = FileSystems.join(settings.output_dir, atomic_files.stats_name(shard.name))
+    if settings.options.resume and FileSystems.exists(final) and FileSystems.exists(record):
         return _replay(record)  # committed by an earlier, interrupted run
-    tmp = outputs.temp_name(settings.output_dir, shard.name)
+    tmp = atomic_files.temp_name(settings.output_dir, shard.name)
     per_class = collections.Counter()
     rejects = []
     stored = StoredTally()
@@ -201,13 +197,13 @@ def write_shard(items: Sequence[Item], shard: Shard, settings: ShardSettings,
         stats = {"shard": shard.name, "index": shard.index, "num_shards": shard.num_shards,
                  "assigned": len(items), "records": sum(per_class.values()), "bytes": offset,
                  "per_class": dict(per_class), "stored": stored.as_dict()}
-        outputs.write_text(outputs.index_path(settings.output_dir, shard.name), "".join(index))
-        outputs.write_text(record, json.dumps({"stats": stats, "rejects": rejects,
+        atomic_files.write_text(atomic_files.index_path(settings.output_dir, shard.name), "".join(index))
+        atomic_files.write_text(record, json.dumps({"stats": stats, "rejects": rejects,
                                                "copies": [list(c) for c in copies]},
                                               sort_keys=True))
-        outputs.commit(tmp, final)
+        atomic_files.commit(tmp, final)
     except BaseException:
-        outputs.delete_quietly(tmp)  # no final name, no temporary file
+        atomic_files.delete_quietly(tmp)  # no final name, no temporary file
         raise
     finally:
         if source is not None:

@@ -9,6 +9,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from inception_data import labels, schema, tfrecord
+from inception_data.build_options import BuildOptions
 from pipelines import box_join, image_folder, shard_writer
 from pipelines.listing import Item
 from tests import fabricate
@@ -16,7 +17,8 @@ from tests import fabricate
 
 def settings(src, out, resume=False):
     return shard_writer.ShardSettings(str(out), {"train": str(src)},
-                                      image_folder.FolderRecords(labels.LabelMap(("a",))), "fast", "apply", resume)
+                                      image_folder.FolderRecords(labels.LabelMap(("a",))),
+                                      BuildOptions(resume=resume))
 
 
 def test_write_shard_commits_records_stats_and_rejects(tmp_path):
