@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import click
 
-from inception_data_cli.main import (BEAM_ARGS, ShardCount, beam_args, build_options,
-                                     config_options, fail, main, run_and_report, warn)
+from inception_data.build_options import BuildOptions
+from inception_data_cli.messages import fail, warn
+from inception_data_cli.options import (BEAM_ARGS, ShardCount, beam_args, build_options,
+                                        build_options_of)
+from inception_data_cli.processes import run_and_report
 
 
 def build_tree(train_dir: str, output_dir: str, *, validation_dir: str | None = None,
                labels_file: str | None = None, beam_args=(), shards: int | None = None,
-               validation_shards: int | None = None, overwrite: bool = False,
-               progress: bool = True, workers: int | None = None, **options) -> None:
-    """`build` as a function of its options (`options`: the shared build options, see
-    main.config_options, with its defaults): what `download --build` calls too."""
+               validation_shards: int | None = None,
+               options: BuildOptions = BuildOptions()) -> None:
+    """`build` as a function of its options: what `download --build` calls too."""
     from inception_data import labels as labels_lib
     from pipelines import image_folder
 
@@ -25,14 +27,13 @@ def build_tree(train_dir: str, output_dir: str, *, validation_dir: str | None = 
         config = image_folder.BuildConfig(
             output_dir=output_dir.rstrip("/"), roots=roots, shards=split_shards,
             label_map=labels_lib.load_labels(labels_file) if labels_file else None,
-            **config_options(**options))
-        return image_folder.run_build(config, beam_args, overwrite=overwrite, progress=progress,
-                                      workers=workers, warn=warn)
+            options=options)
+        return image_folder.run_build(config, beam_args, warn=warn)
 
     run_and_report(run, output_dir)
 
 
-@main.command(context_settings=BEAM_ARGS)
+@click.command(context_settings=BEAM_ARGS)
 @click.option("--train-dir", required=True, help="DIR/<label>/<image> tree (local or gs://).")
 @click.option("--validation-dir", help="Validation tree with the same labels.")
 @click.option("--output-dir", required=True, help="Where shards, labels.txt, manifest go.")
@@ -43,12 +44,15 @@ def build_tree(train_dir: str, output_dir: str, *, validation_dir: str | None = 
 @click.option("--validation-shards", type=ShardCount(), default="auto", show_default=True)
 @build_options
 @click.pass_context
-def build(ctx, train_dir, output_dir, **options):
+def build(ctx, train_dir, output_dir, validation_dir, labels_file, shards, validation_shards,
+          **options):
     """Convert class-per-directory image trees into sharded tf.Example TFRecords."""
-    build_tree(train_dir, output_dir, beam_args=beam_args(ctx), **options)
+    build_tree(train_dir, output_dir, validation_dir=validation_dir, labels_file=labels_file,
+               beam_args=beam_args(ctx), shards=shards, validation_shards=validation_shards,
+               options=build_options_of(options))
 
 
-@main.command(context_settings=BEAM_ARGS)
+@click.command(context_settings=BEAM_ARGS)
 @click.option("--train-dir", help="ILSVRC train/<synset>/*.JPEG tree.")
 @click.option("--train-tar", help="ILSVRC2012_img_train.tar (a tar of per-synset tars), read "
                                   "without extracting.")
@@ -66,10 +70,10 @@ def build(ctx, train_dir, output_dir, **options):
 @click.pass_context
 def imagenet(ctx, train_dir, train_tar, validation_dir, validation_tar, bounding_boxes,
              output_dir, train_shards, validation_shards, synsets_file, metadata_file,
-             validation_labels_file, overwrite, progress, workers, **options):
+             validation_labels_file, **options):
     """Build ImageNet TFRecords (synsets, human text, boxes) from trees or the original tars."""
     from inception_data import labels as labels_lib
-    from pipelines import conversion, imagenet as imagenet_lib
+    from pipelines import builder, imagenet as imagenet_lib
 
     extra = beam_args(ctx)
     if train_dir and train_tar or validation_dir and validation_tar:
@@ -83,9 +87,9 @@ def imagenet(ctx, train_dir, train_tar, validation_dir, validation_tar, bounding
     def run():
         roots = {s: r for s, r in (("train", train), ("validation", validation)) if r}
         shards = {"train": train_shards, "validation": validation_shards}
-        config = conversion.BuildConfig(
+        config = builder.BuildConfig(
             output_dir=output_dir.rstrip("/"), roots=roots, shards={s: shards[s] for s in roots},
-            label_map=labels_lib.load_labels(synsets_file), **config_options(**options))
+            label_map=labels_lib.load_labels(synsets_file), options=build_options_of(options))
         if validation:
             differs = labels_lib.validation_labels_differ(validation_labels_file)
             if differs:
@@ -94,13 +98,12 @@ def imagenet(ctx, train_dir, train_tar, validation_dir, validation_tar, bounding
                                              bool(validation_tar), bounding_boxes)
         return imagenet_lib.run_imagenet(
             config, inputs, labels_lib.load_metadata(metadata_file),
-            labels_lib.load_validation_labels(validation_labels_file), extra,
-            overwrite=overwrite, progress=progress, workers=workers, warn=warn)
+            labels_lib.load_validation_labels(validation_labels_file), extra, warn=warn)
 
     run_and_report(run, output_dir)
 
 
-@main.command(context_settings=BEAM_ARGS)
+@click.command(context_settings=BEAM_ARGS)
 @click.argument("annotations_dir")
 @click.option("--output", required=True, help="The CSV to write (local or gs://).")
 @click.option("--synsets", "synsets_file", default=None,

@@ -8,20 +8,21 @@ import sys
 
 import click
 
-from inception_data_cli.main import fail, main
+from inception_data_cli.messages import fail
 
 
 def _build_downloaded(out_dir: str, progress: bool) -> None:
     """OUT/train + OUT/validation + OUT/labels.txt -> shards in OUT/tfrecords."""
+    from inception_data.build_options import BuildOptions
     from inception_data_cli.build_commands import build_tree
 
     build_tree(os.path.join(out_dir, "train"), os.path.join(out_dir, "tfrecords"),
                validation_dir=os.path.join(out_dir, "validation"),
-               labels_file=os.path.join(out_dir, "labels.txt"), overwrite=True,
-               progress=progress)
+               labels_file=os.path.join(out_dir, "labels.txt"),
+               options=BuildOptions(overwrite=True, progress=progress))
 
 
-@main.command("relabel-validation")
+@click.command("relabel-validation")
 @click.argument("val_dir")
 @click.option("--labels", "labels_file", default=None,
               help="Validation labels, line i = synset of ILSVRC2012_val_%08d.JPEG (default: "
@@ -61,7 +62,7 @@ def relabel_validation(val_dir, labels_file, mode, dry_run):
     click.echo(f"placed {done} file(s)")
 
 
-@main.group()
+@click.group()
 def download():
     """Fetch flowers, MNIST or CIFAR-10, or check the ILSVRC-2012 archives you downloaded."""
 
@@ -142,18 +143,18 @@ def _classic_options(command):
 @_classic_options
 def download_mnist(out_dir, url, md5, then_build, progress):
     """Download MNIST (idx files) into OUT_DIR/train|validation/<digit>/<index>.png."""
-    from inception_data import classic
+    from inception_data import mnist_cifar
 
-    _classic("MNIST", classic.mnist, out_dir, url, md5, then_build, progress)
+    _classic("MNIST", mnist_cifar.mnist, out_dir, url, md5, then_build, progress)
 
 
 @download.command("cifar10")
 @_classic_options
 def download_cifar10(out_dir, url, md5, then_build, progress):
     """Download CIFAR-10 (python tarball) into OUT_DIR/train|validation/<class>/<index>.png."""
-    from inception_data import classic
+    from inception_data import mnist_cifar
 
-    _classic("CIFAR-10", classic.cifar10, out_dir, url, md5, then_build, progress)
+    _classic("CIFAR-10", mnist_cifar.cifar10, out_dir, url, md5, then_build, progress)
 
 
 @download.command("imagenet")

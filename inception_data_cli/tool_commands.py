@@ -8,10 +8,10 @@ import sys
 
 import click
 
-from inception_data_cli.main import fail, main
+from inception_data_cli.messages import fail
 
 
-@main.command()
+@click.command()
 @click.argument("patterns", nargs=-1, required=True)
 @click.option("--verify", is_flag=True, help="Decode every image as training would (TensorFlow's "
                                             "decoder, on every core) and check it against its "
@@ -142,7 +142,7 @@ def _echo_sizes(sizes) -> None:
         f"({saving['bytes_before'] / max(1, saving['bytes_after']):.1f}x smaller).")
 
 
-@main.command("benchmark-input")
+@click.command("benchmark-input")
 @click.argument("pattern")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--image-size", type=int, default=299, show_default=True)
@@ -192,5 +192,5 @@ def _decode_bound_hint(files, rate_per_core: float) -> None:
         f"{seconds * 1e3:.1f} ms on a core, and each core spent {1e3 / rate_per_core:.1f} ms "
         f"per image here. "
         f"Rebuild with `inception-data build --max-size {sizes.max_size}`; `inception-data "
-        f"inspect` measures what it would save on your shards (README: \"Real photo "
+        f"inspect` measures what it would save on your shards (docs/building.md: \"Real photo "
         f"collections\").")

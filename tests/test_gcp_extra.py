@@ -4,6 +4,7 @@ error that names the extra; local builds do not need it."""
 from click.testing import CliRunner
 
 from inception_data_cli import main as cli
+from inception_data_cli import options
 from tests import fabricate
 
 
@@ -12,11 +13,11 @@ def run(*args):
 
 
 def test_the_test_extra_installs_google_cloud_support():
-    assert cli.gcp_installed()
+    assert options.gcp_installed()
 
 
 def test_without_the_extra_cloud_paths_and_dataflow_name_it(monkeypatch, tmp_path):
-    monkeypatch.setattr(cli, "gcp_installed", lambda: False)
+    monkeypatch.setattr(options, "gcp_installed", lambda: False)
     fabricate.image_tree(tmp_path / "train", odd=False)
     for args in (("--output-dir", "gs://bucket/out"),
                  ("--output-dir", tmp_path / "out", "--runner", "DataflowRunner")):

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from inception_data import boxes, images, labels
 from inception_data_cli import main as cli
+from inception_data_cli import processes
 from tests import fabricate
 
 
@@ -248,12 +249,12 @@ def test_os_errors_are_one_line_naming_the_path_and_what_to_do(tmp_path, monkeyp
     from pipelines import image_folder
 
     full = OSError(errno.ENOSPC, "No space left on device", "/data/out/train-00003-of-00128")
-    assert cli.one_line(full) == ("/data/out/train-00003-of-00128: No space left on device; "
+    assert processes.one_line(full) == ("/data/out/train-00003-of-00128: No space left on device; "
                                   "free some space or choose another --output-dir")
     wrapped = RuntimeError("Traceback (most recent call last):\n  File ...\nOSError: [Errno 30] "
                            "Read-only file system: '/mnt/ro/.tmp-train-00000' [while running "
                            "'WriteShardGroups']")
-    assert cli.one_line(wrapped) == ("/mnt/ro/.tmp-train-00000: Read-only file system; choose a "
+    assert processes.one_line(wrapped) == ("/mnt/ro/.tmp-train-00000: Read-only file system; choose a "
                                      "writable --output-dir")
 
     def disk_full(*args, **kwargs):
@@ -263,7 +264,7 @@ def test_os_errors_are_one_line_naming_the_path_and_what_to_do(tmp_path, monkeyp
     result = run("build", "--train-dir", small_tree(tmp_path / "train"), "--output-dir",
                  tmp_path / "out", expect=2)
     assert result.output.strip().splitlines() == [
-        f"error: {cli.one_line(full)} (--debug shows the whole traceback)"]
+        f"error: {processes.one_line(full)} (--debug shows the whole traceback)"]
     debug = CliRunner().invoke(cli.main, ["--debug", "build", "--train-dir",
                                           str(tmp_path / "train"), "--output-dir",
                                           str(tmp_path / "out")])
@@ -292,7 +293,7 @@ def test_signals_stop_everything_with_one_line(tmp_path, signame, group, code):
     deadline = time.monotonic() + 120
     while not list(out.glob("train-*")) and time.monotonic() < deadline:
         time.sleep(0.01)
-    workers = cli._descendants(process.pid)
+    workers = processes._descendants(process.pid)
     assert workers, "the build had no worker processes to stop"
     (os.killpg if group else os.kill)(process.pid, getattr(signal, signame))
     _, err = process.communicate(timeout=60)
