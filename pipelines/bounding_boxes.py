@@ -18,7 +18,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from inception_data import boxes, paths
-from pipelines import launch, outputs
+from pipelines import launch, atomic_files
 
 REPORT = "report"
 _SYNSET = re.compile(r"^n\d{8}$")
@@ -46,13 +46,13 @@ def _parse_file(readable, synsets):
 
 
 def _write_csv(rows, path):
-    outputs.write_text(path, "".join(row + "\n" for _, _, row in sorted(rows)))
+    atomic_files.write_text(path, "".join(row + "\n" for _, _, row in sorted(rows)))
     return len(rows)
 
 
 def _write_report(entries, path):
     rows = sorted(entries, key=lambda e: (e["path"], e["reason"]))
-    outputs.write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    atomic_files.write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
     return len(rows)
 
 

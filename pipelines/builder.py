@@ -1,8 +1,10 @@
-"""The conversion, wired: sources in, shards + rejects reports + manifest out.
+"""The build skeleton: BuildConfig in; sources listed, shards written by one of two designs,
+rejects reports and the manifest out; the output folder prepared and the run launched.
 
 list (paths only) -> shard layout on paths -> write each shard -> rejects and a summary, which
-the launcher checks and commits as the manifest. Two designs, chosen by where the pipeline runs
-(`launch.Plan.is_local`), with byte-identical output:
+the launcher checks and commits as the manifest. Two designs (`LocalDesign`,
+`DistributedDesign`, over the one shard writer of shard_writer.py), chosen by where the
+pipeline runs (`launch.Plan.is_local`), with byte-identical output:
 
 - local runner: the launcher lists what it can list cheaply (local trees, flat folders) once,
   spilling each class to a scratch file as it goes; tar archives are indexed by the workers,
@@ -17,17 +19,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import shutil
-import tempfile
 from typing import Mapping, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 import inception_data
-from inception_data import images
 from inception_data import labels as labels_lib
-from pipelines import box_join, dedup, launch, layout, listing, outputs, report, shard_writer
+from inception_data.build_options import BuildOptions
+from pipelines import box_join, dedup, launch, layout, listing, atomic_files, report, shard_writer
 from pipelines.listing import ClassFiles, Found, Keying
 
 log = logging.getLogger(__name__)
@@ -43,29 +43,19 @@ class BuildConfig:
     roots: Mapping[str, str]  # split -> directory of class sub-directories (or an archive)
     shards: Mapping[str, int | None]  # split -> shard count, None for auto
     label_map: labels_lib.LabelMap | None = None
-    seed: int = 0
-    verify: str = "fast"
-    exif: str = "apply"
-    max_rejects: float | None = None
-    resume: bool = False  # reuse the committed shards of an interrupted identical build
-    policy: images.SizePolicy = images.SizePolicy()  # --max-size, --jpeg-quality, --progressive
-    label_offset: int = labels_lib.WITH_BACKGROUND  # 0: --no-background
-    duplicates: str = "report"  # dedup.MODES
-    near_duplicates: bool = False
+    options: BuildOptions = BuildOptions()  # every shared option, defined there
 
     def settings(self) -> dict:
-        return {"seed": self.seed, "verify": self.verify, "exif": self.exif,
-                "max_rejects": self.max_rejects,
-                "shards": {s: n or "auto" for s, n in self.shards.items()},
-                "label_offset": self.label_offset, "duplicates": self.duplicates,
-                "near_duplicates": self.near_duplicates,
-                **self.policy.settings()}
+        """What the manifest records (and --resume compares): the recorded options and the
+        shard counts."""
+        return {**self.options.settings(),
+                "shards": {s: n or "auto" for s, n in self.shards.items()}}
 
 
 def numbered(config: BuildConfig, label_map: labels_lib.LabelMap) -> BuildConfig:
-    """`config` with `label_map` numbered from config.label_offset."""
+    """`config` with `label_map` numbered from its --background/--no-background option."""
     return dataclasses.replace(config, label_map=dataclasses.replace(
-        label_map, offset=config.label_offset))
+        label_map, offset=config.options.label_offset))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,15 +130,95 @@ class ListImages(beam.PTransform):
                     shard_writer.REJECTS, FOUND, main="listed"))
 
 
+class LocalDesign:
+    """The local runner's design: classes listed (here or by the workers) are spilled to the
+    scratch directory, and groups of shards are written from the spills (layout.py), so memory
+    stays flat however big the dataset; the boxes come from the SQLite index `box_index`."""
+
+    def __init__(self, spill_dir: str, box_index: str | None = None):
+        self.spill_dir, self.box_index = spill_dir, box_index
+
+    def write(self, pipeline, config: BuildConfig, settings: shard_writer.ShardSettings,
+              listed_on_workers: list, listed: Listed):
+        """-> (written: stats with REJECTS tagged, found duplicates or None)."""
+        spill_dir, duplicates = self.spill_dir, settings.options.duplicates
+        spill_inputs = [pipeline | "SpilledHere" >> beam.Create(listed.spilled)]
+        spill_inputs += [listed_classes | "Spill" >> beam.Map(spill_class, spill_dir)
+                         for listed_classes in listed_on_workers]
+        spilled = tuple(spill_inputs) | "AllSpilled" >> beam.Flatten()  # layout.Spilled
+        splits_spilled = spilled | "SpilledSplits" >> layout.SpilledSplits(config.shards)
+        groups = (splits_spilled  # (split, layout.SpilledSplit)
+                  | "ShardGroups" >> beam.FlatMap(layout.shard_groups, layout.GROUP_IMAGES)
+                  | "SpreadGroups" >> beam.Reshuffle())  # layout.ShardGroup
+        copies_dir = os.path.join(spill_dir, "copies")
+        if duplicates != "off":
+            os.makedirs(copies_dir, exist_ok=True)
+        spilled_side = beam.pvalue.AsDict(splits_spilled)
+        drops = found_duplicates = None
+        if duplicates == "drop":  # hash every source first, then write
+            found_duplicates = (groups
+                                | "HashSources" >> beam.ParDo(shard_writer.HashShardGroups(
+                                    settings, copies_dir), spilled_side)
+                                | "AllHashed" >> beam.combiners.Count.Globally()
+                                | "FindDuplicates" >> beam.Map(dedup.find_local, copies_dir,
+                                                               config.output_dir, drop=True))
+            drops = beam.pvalue.AsSingleton(
+                found_duplicates | "DropList" >> beam.Map(dedup.drops_of))
+        writer = shard_writer.WriteShardGroups(
+            settings, self.box_index, copies_dir if duplicates == "report" else None)
+        written = (groups
+                   | "WriteShardGroups" >> beam.ParDo(writer, spilled_side, drops).with_outputs(
+                       shard_writer.REJECTS, main="stats"))
+        if duplicates == "report":  # once every shard group has saved its copies
+            found_duplicates = (written.stats
+                                | "AllWritten" >> beam.combiners.Count.Globally()
+                                | "FindDuplicates" >> beam.Map(dedup.find_local, copies_dir,
+                                                               config.output_dir))
+        return written, found_duplicates
+
+
+class DistributedDesign:
+    """The distributed design (Dataflow): everything is listed on the workers and Items are
+    grouped by shard with a GroupByKey, which the service spreads over all workers; boxes are
+    joined from `boxes_csv` by file name."""
+
+    def __init__(self, boxes_csv: str | None = None):
+        self.boxes_csv = boxes_csv
+
+    def write(self, pipeline, config: BuildConfig, settings: shard_writer.ShardSettings,
+              listed_on_workers: list, listed: Listed):
+        """-> (written: stats with REJECTS and COPIES tagged, found duplicates or None)."""
+        duplicates = settings.options.duplicates
+        assigned = listed_on_workers[0] | "AssignShards" >> layout.AssignShards(config.shards)
+        if self.boxes_csv:
+            assigned = assigned | "AttachBoxes" >> box_join.AttachBoxes(self.boxes_csv)
+        grouped = assigned | "GroupByShard" >> beam.GroupByKey()  # ((split, shard, num), [Item])
+        drops = found_duplicates = None
+        if duplicates == "drop":
+            found_duplicates = (grouped
+                                | "HashSources" >> beam.FlatMap(shard_writer.hash_shard, settings)
+                                | "FindDuplicates" >> dedup.FindDuplicates(config.output_dir,
+                                                                           drop=True))
+            drops = beam.pvalue.AsSingleton(
+                found_duplicates | "DropList" >> beam.Map(dedup.drops_of))
+        written = (grouped
+                   | "WriteShards" >> beam.ParDo(shard_writer.WriteShards(settings), drops)
+                   .with_outputs(shard_writer.REJECTS, shard_writer.COPIES,
+                                 main="stats"))  # (split, shard stats)
+        if duplicates == "report":
+            found_duplicates = (written[shard_writer.COPIES]
+                                | "FindDuplicates" >> dedup.FindDuplicates(config.output_dir))
+        return written, found_duplicates
+
+
 def build(pipeline, config: BuildConfig, settings: shard_writer.ShardSettings,
           context: ListContext, sources: Sequence, *, spill_dir: str | None = None,
           listed: Listed | None = None, boxes_csv: str | None = None,
           box_index: str | None = None) -> None:
-    """Adds the whole conversion to `pipeline`.
-
-    `sources` are listed on the workers. Local design (`spill_dir` given): `listed` holds what
-    the launcher listed and spilled, `box_index` the boxes; distributed design: `boxes_csv`.
-    """
+    """Adds the whole conversion to `pipeline`: listing on the workers, the shards written by
+    one of the two designs (LocalDesign when `spill_dir` is given, with `listed`, what the
+    launcher listed and spilled, and `box_index`; else DistributedDesign with `boxes_csv`),
+    then the rejects reports and the summary, the same for both."""
     splits = list(config.roots)
     listed = listed or Listed()
     # The listing on workers: "listed" (ClassFiles), REJECTS rows and FOUND counts, each a list
@@ -160,59 +230,10 @@ def build(pipeline, config: BuildConfig, settings: shard_writer.ShardSettings,
                               | "Sources" >> beam.Create(list(sources))
                               | "ListImages" >> ListImages(context))
         from_workers = {tag: [outputs_of_listing[tag]] for tag in from_workers}
-    if spill_dir is not None:
-        spill_inputs = [pipeline | "SpilledHere" >> beam.Create(listed.spilled)]
-        spill_inputs += [listed_classes | "Spill" >> beam.Map(spill_class, spill_dir)
-                         for listed_classes in from_workers["listed"]]
-        spilled = tuple(spill_inputs) | "AllSpilled" >> beam.Flatten()  # layout.Spilled
-        splits_spilled = spilled | "SpilledSplits" >> layout.SpilledSplits(config.shards)
-        groups = (splits_spilled  # (split, layout.SpilledSplit)
-                  | "ShardGroups" >> beam.FlatMap(layout.shard_groups, layout.GROUP_IMAGES)
-                  | "SpreadGroups" >> beam.Reshuffle())  # layout.ShardGroup
-        copies_dir = os.path.join(spill_dir, "copies")
-        if settings.duplicates != "off":
-            os.makedirs(copies_dir, exist_ok=True)
-        spilled_side = beam.pvalue.AsDict(splits_spilled)
-        drops = None
-        if settings.duplicates == "drop":  # hash every source first, then write
-            found_duplicates = (groups
-                                | "HashSources" >> beam.ParDo(shard_writer.HashShardGroups(
-                                    settings, copies_dir), spilled_side)
-                                | "AllHashed" >> beam.combiners.Count.Globally()
-                                | "FindDuplicates" >> beam.Map(dedup.find_local, copies_dir,
-                                                               config.output_dir, drop=True))
-            drops = beam.pvalue.AsSingleton(
-                found_duplicates | "DropList" >> beam.Map(dedup.drops_of))
-        writer = shard_writer.WriteShardGroups(
-            settings, box_index, copies_dir if settings.duplicates == "report" else None)
-        written = (groups
-                   | "WriteShardGroups" >> beam.ParDo(writer, spilled_side, drops).with_outputs(
-                       shard_writer.REJECTS, main="stats"))
-        if settings.duplicates == "report":  # once every shard group has saved its copies
-            found_duplicates = (written.stats
-                                | "AllWritten" >> beam.combiners.Count.Globally()
-                                | "FindDuplicates" >> beam.Map(dedup.find_local, copies_dir,
-                                                               config.output_dir))
-    else:
-        assigned = from_workers["listed"][0] | "AssignShards" >> layout.AssignShards(config.shards)
-        if boxes_csv:
-            assigned = assigned | "AttachBoxes" >> box_join.AttachBoxes(boxes_csv)
-        grouped = assigned | "GroupByShard" >> beam.GroupByKey()  # ((split, shard, num), [Item])
-        drops = None
-        if settings.duplicates == "drop":
-            found_duplicates = (grouped
-                                | "HashSources" >> beam.FlatMap(shard_writer.hash_shard, settings)
-                                | "FindDuplicates" >> dedup.FindDuplicates(config.output_dir,
-                                                                           drop=True))
-            drops = beam.pvalue.AsSingleton(
-                found_duplicates | "DropList" >> beam.Map(dedup.drops_of))
-        written = (grouped
-                   | "WriteShards" >> beam.ParDo(shard_writer.WriteShards(settings), drops)
-                   .with_outputs(shard_writer.REJECTS, shard_writer.COPIES,
-                                 main="stats"))  # (split, shard stats)
-        if settings.duplicates == "report":
-            found_duplicates = (written[shard_writer.COPIES]
-                                | "FindDuplicates" >> dedup.FindDuplicates(config.output_dir))
+    design = (LocalDesign(spill_dir, box_index) if spill_dir is not None
+              else DistributedDesign(boxes_csv))
+    written, found_duplicates = design.write(pipeline, config, settings,
+                                             from_workers["listed"], listed)
     reject_infos = ((*from_workers[shard_writer.REJECTS], written[shard_writer.REJECTS],
                      pipeline | "RejectsHere" >> beam.Create(listed.rejects))
                     | "AllRejects" >> beam.Flatten()  # {split, path, kind, reason}
@@ -225,7 +246,7 @@ def build(pipeline, config: BuildConfig, settings: shard_writer.ShardSettings,
                        "tool_version": inception_data.__version__,
                        "settings": config.settings()}
     duplicate_counts = (found_duplicates | "DuplicateCounts" >> beam.Map(dedup.summary_of)
-                        if settings.duplicates != "off"
+                        if found_duplicates is not None
                         else pipeline | "NoDuplicates" >> beam.Create([{"mode": "off"}]))
     _ = ((found, written.stats, reject_infos, duplicate_counts)
          | "WriteSummary" >> report.WriteSummary(config.output_dir, manifest_config))
@@ -234,9 +255,7 @@ def build(pipeline, config: BuildConfig, settings: shard_writer.ShardSettings,
 def shard_settings(config: BuildConfig, make_record) -> shard_writer.ShardSettings:
     """What every shard of `config`'s build is written with."""
     return shard_writer.ShardSettings(config.output_dir, dict(config.roots), make_record,
-                                      config.verify, config.exif, config.resume,
-                                      config.policy, config.duplicates,
-                                      config.near_duplicates)
+                                      config.options)
 
 
 def lists_in_launcher(plan: launch.Plan, root: str) -> bool:
@@ -273,80 +292,26 @@ def check_output_outside_inputs(config: BuildConfig) -> None:
 
 
 def launch_build(config: BuildConfig, plan: launch.Plan, build_fn, *, input_bytes: int = 0,
-                 input_files: int = 0, overwrite: bool, progress: bool,
-                 workers: int | None) -> dict | None:
+                 input_files: int = 0) -> dict | None:
     """Prepares the output directory, writes labels.txt, runs `build_fn(pipeline)`, checks the
     result and commits the manifest; returns it (None: a remote job still running)."""
     fingerprint = {"settings": config.settings(), "roots": dict(config.roots),
                    "labels": list(config.label_map.names)}
-    if not launch.prepare_output(config.output_dir, list(config.roots), overwrite, fingerprint,
-                                 config.resume):
+    options = config.options
+    if not launch.prepare_output(config.output_dir, list(config.roots), options.overwrite,
+                                 fingerprint, options.resume):
         manifest = launch.read_manifest(config.output_dir)
         manifest["seconds"] = 0.0
         return manifest  # --resume of a build that had already finished: nothing to do
-    outputs.write_text(FileSystems.join(config.output_dir, "labels.txt"),
+    atomic_files.write_text(FileSystems.join(config.output_dir, "labels.txt"),
                        config.label_map.to_text())
     if plan.is_local:
-        plan = plan.with_workers(workers or launch.local_workers(input_bytes))
+        plan = plan.with_workers(options.workers or launch.local_workers(input_bytes))
     counts = list(config.shards.values())
     return launch.run(build_fn, plan, output_dir=config.output_dir, splits=list(config.roots),
-                      max_rejects=config.max_rejects, total_images=input_files,
-                      total_shards=sum(counts) if all(counts) else None, progress=progress)
-
-
-SCRATCH_PREFIX = "inception-data-"
-
-
-class Scratch:
-    """This build's scratch directory, `$TMPDIR/inception-data-<pid>-*`, removed afterwards.
-
-    It holds a local build's spilled listings (the path is None for a distributed build: its
-    workers cannot see this machine's disk), and, for every build, the temporary files of Beam
-    and of the local worker processes (TMPDIR points here meanwhile), which Beam would
-    otherwise leave in $TMPDIR when the build is killed. A build that could not clean up (killed
-    with SIGKILL) is cleaned up by the next one: scratch directories whose process is gone.
-    """
-
-    def __init__(self, plan: launch.Plan):
-        remove_stale_scratch(tempfile.gettempdir())
-        self._dir = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
-        self.path = self._dir if plan.is_local else None
-        self._saved = None
-
-    def __enter__(self):
-        self._saved = (tempfile.tempdir, os.environ.get("TMPDIR"))
-        tempfile.tempdir = os.environ["TMPDIR"] = self._dir
-        return self.path
-
-    def __exit__(self, *_):
-        tempfile.tempdir, previous = self._saved
-        if previous is None:
-            os.environ.pop("TMPDIR", None)
-        else:
-            os.environ["TMPDIR"] = previous
-        shutil.rmtree(self._dir, ignore_errors=True)
-
-
-def remove_stale_scratch(folder: str) -> list[str]:
-    """Removes scratch directories in `folder` whose build process no longer runs."""
-    removed = []
-    for name in os.listdir(folder):
-        pid = name[len(SCRATCH_PREFIX):].split("-", 1)[0]
-        if not name.startswith(SCRATCH_PREFIX) or not pid.isdigit() or _alive(int(pid)):
-            continue
-        shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
-        removed.append(name)
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
+                      max_rejects=options.max_rejects, total_images=input_files,
+                      total_shards=sum(counts) if all(counts) else None,
+                      progress=options.progress)
 
 
 def warn_each(warn, messages: Sequence[str], limit: int = 5) -> None:

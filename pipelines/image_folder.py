@@ -13,8 +13,9 @@ from typing import Sequence
 
 from inception_data import labels as labels_lib
 from inception_data import schema
-from pipelines import conversion, launch, listing
-from pipelines.conversion import BuildConfig
+from pipelines import builder, launch, listing
+from pipelines.scratch import Scratch
+from pipelines.builder import BuildConfig
 
 log = logging.getLogger(__name__)
 __all__ = ["BuildConfig", "FolderRecords", "TreeSource", "run_build"]
@@ -40,7 +41,7 @@ class TreeSource:
     split: str
     root: str
 
-    def events(self, context: conversion.ListContext, warn):
+    def events(self, context: builder.ListContext, warn):
         return listing.tree_events(self.split, listing.Tree(self.root, warn), context.label_of,
                                    context.keying, warn)
 
@@ -49,64 +50,62 @@ def warn_unlisted_names(split: str, root: str, names: Sequence[str],
                         label_map: labels_lib.LabelMap, warn) -> None:
     """Warns about class directories (or tars) that are not in the labels file."""
     unlisted = labels_lib.reconcile(label_map, names).unlisted
-    conversion.warn_each(warn, [
+    builder.warn_each(warn, [
         f"{split}: directory {root.rstrip('/')}/{name} is not in the labels file; its "
         f"files are listed in rejects-{split}.jsonl" for name in unlisted])
 
 
-def _check_found(split: str, root: str, listed: conversion.Listed) -> None:
+def _check_found(split: str, root: str, listed: builder.Listed) -> None:
     if not sum(f.count for f in listed.found if f.split == split):
         raise labels_lib.LabelError(f"{split}: no files found in the class directories of "
                                     f"{root}; expected {root}/<label>/<image>")
 
 
-def run_build(config: BuildConfig, beam_args: Sequence[str] = (), *, overwrite: bool = False,
-              progress: bool = True, workers: int | None = None,
+def run_build(config: BuildConfig, beam_args: Sequence[str] = (), *,
               warn=log.warning) -> dict | None:
     """Lists the trees (once), checks them against the labels, runs the build; returns the
     manifest (None: a remote job that runs on)."""
-    conversion.check_output_outside_inputs(config)
+    builder.check_output_outside_inputs(config)
     plan = launch.plan(beam_args)
     trees = {split: listing.Tree(root, warn) for split, root in config.roots.items()
-             if conversion.lists_in_launcher(plan, root)
+             if builder.lists_in_launcher(plan, root)
              or (split == "train" and config.label_map is None)}  # labels from its folders
     for split, tree in trees.items():
         if not tree.names:
             raise labels_lib.LabelError(f"{split}: no class directories in {tree.root}; "
                                         f"expected {tree.root}/<label>/<image>")
-    config = conversion.numbered(
+    config = builder.numbered(
         config, config.label_map or labels_lib.from_directories(trees["train"].names))
     label_map = config.label_map
     for split, tree in trees.items():
         warn_unlisted_names(split, tree.root, tree.names, label_map, warn)
-    context = conversion.ListContext(label_map.as_dict(), listing.Keying(config.seed))
-    settings = conversion.shard_settings(config, FolderRecords(label_map))
+    context = builder.ListContext(label_map.as_dict(), listing.Keying(config.options.seed))
+    settings = builder.shard_settings(config, FolderRecords(label_map))
     sources, listed = [], None
-    with conversion.Scratch(plan) as scratch:
+    with Scratch(plan) as scratch:
         if plan.is_local:  # list here, once; workers read the spilled listings
-            listed = conversion.list_in_launcher(
+            listed = builder.list_in_launcher(
                 [listing.tree_events(split, tree, context.label_of, context.keying, warn)
                  for split, tree in trees.items()], scratch)
             for split, root in config.roots.items():
                 _check_found(split, root, listed)
-                conversion.warn_empty_labels(split, root.rstrip("/"), label_map,
-                                             conversion.spilled_counts(listed, split), warn)
+                builder.warn_empty_labels(split, root.rstrip("/"), label_map,
+                                             builder.spilled_counts(listed, split), warn)
         else:  # the workers list
             sources = [TreeSource(split, root) for split, root in config.roots.items()]
 
         def build(pipeline):
-            conversion.build(pipeline, config, settings, context, sources, spill_dir=scratch,
+            builder.build(pipeline, config, settings, context, sources, spill_dir=scratch,
                              listed=listed)
 
-        manifest = conversion.launch_build(
+        manifest = builder.launch_build(
             config, plan, build, input_bytes=listed.bytes if listed else 0,
-            input_files=listed.files if listed else 0,
-            overwrite=overwrite, progress=progress, workers=workers)
+            input_files=listed.files if listed else 0)
     if manifest and not plan.is_local:
         for split, root in config.roots.items():
-            conversion.warn_empty_labels(split, root.rstrip("/"), label_map,
-                                         conversion.manifest_counts(manifest, split, label_map),
+            builder.warn_empty_labels(split, root.rstrip("/"), label_map,
+                                         builder.manifest_counts(manifest, split, label_map),
                                          warn)
             if split not in trees:
-                conversion.warn_unlisted_after_run(manifest, split, root, warn)
+                builder.warn_unlisted_after_run(manifest, split, root, warn)
     return manifest

@@ -22,108 +22,11 @@ from apache_beam.io.filesystems import FileSystems
 
 from inception_data import labels as labels_lib
 from inception_data import relabel, schema
-from pipelines import conversion, image_folder, launch, listing
+from pipelines import builder, image_folder, launch, listing
+from pipelines.scratch import Scratch
+from pipelines.tar_index import TarIndex, index_tar
 
 log = logging.getLogger(__name__)
-
-
-class _Window(io.RawIOBase):
-    """A read-only view of bytes [offset, offset + size) of a seekable file, for tarfile."""
-
-    def __init__(self, handle, offset: int, size: int):
-        super().__init__()
-        self._handle, self._offset, self._size, self._pos = handle, offset, size, 0
-
-    def readable(self):
-        return True
-
-    def seekable(self):
-        return True
-
-    def tell(self):
-        return self._pos
-
-    def seek(self, pos, whence=io.SEEK_SET):
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = max(0, min(self._size, base + pos))
-        return self._pos
-
-    def readinto(self, buffer):
-        n = min(len(buffer), self._size - self._pos)
-        self._handle.seek(self._offset + self._pos)
-        data = self._handle.read(n)
-        buffer[:len(data)] = data
-        self._pos += len(data)
-        return len(data)
-
-
-@dataclasses.dataclass
-class TarIndex:
-    """What a tar holds: its regular files (name, data offset, size), and every member that
-    yields no image - links, devices, repeated names, the damage that ended the reading - as
-    (member name, kind, reason); member name "" is the archive itself."""
-
-    files: list = dataclasses.field(default_factory=list)
-    problems: list = dataclasses.field(default_factory=list)
-
-    @property
-    def found(self) -> int:
-        return len(self.files) + len(self.problems)
-
-
-def index_tar(path: str, offset: int = 0, size: int | None = None) -> TarIndex:
-    """Indexes a tar stored in `path` at `offset` (headers only: no member data is read). A
-    damaged or truncated archive keeps the members read before the damage."""
-    index = TarIndex()
-    first: dict[str, str] = {}  # file name -> the member that has it
-    try:
-        with FileSystems.open(path) as handle:
-            handle.seek(0, io.SEEK_END)
-            present = handle.tell() - offset
-            size = present if size is None else size
-            if present < size:  # reading would just stop early: say so
-                index.problems.append(("", "damaged archive", (
-                    f"the archive is truncated: {size} bytes are declared, {max(present, 0)} "
-                    f"present; the files that are complete are converted, the rest is lost - "
-                    f"fetch the archive again")))
-            window = io.BufferedReader(_Window(handle, offset, size), buffer_size=64 * 1024)
-            with tarfile.open(fileobj=window, mode="r:") as archive:
-                for member in archive:
-                    if member.isfile() and member.offset_data + member.size > min(size, present):
-                        index.problems.append((member.name, "damaged archive", (
-                            "truncated: the archive ends inside this file")))
-                        break  # nothing after it was stored either
-                    _add_member(index, first, member, offset)
-    except (tarfile.TarError, EOFError, OSError, ValueError) as err:
-        index.problems.append(("", "damaged archive", (
-            f"the archive cannot be read past its first {len(index.files)} file(s) ({err}); "
-            f"those are converted, the rest is lost - fetch the archive again"
-            if index.files else f"not a readable tar archive ({err})")))
-    return index
-
-
-def _add_member(index: TarIndex, first: dict, member: tarfile.TarInfo, offset: int) -> None:
-    if member.isdir():
-        return
-    if not member.isfile():
-        index.problems.append((member.name, "link in archive", _not_a_file(member)))
-        return
-    name = member.name.rsplit("/", 1)[-1]
-    if name in first:
-        index.problems.append((member.name, "duplicate", (
-            f"the archive holds another file named {name} ({first[name]}); only the first is "
-            f"converted")))
-        return
-    first[name] = member.name
-    index.files.append((member.name, offset + member.offset_data, member.size))
-
-
-def _not_a_file(member: tarfile.TarInfo) -> str:
-    if member.issym() or member.islnk():
-        kind = "symbolic link" if member.issym() else "hard link"
-        return (f"a {kind} to {member.linkname} inside the archive; links in archives are not "
-                f"followed: store the image itself")
-    return "not a regular file (a device or pipe) inside the archive"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +39,7 @@ class InnerTar:
     offset: int
     size: int
 
-    def events(self, context: conversion.ListContext, warn):
+    def events(self, context: builder.ListContext, warn):
         index = index_tar(self.root, self.offset, self.size)
         where = listing.member_path(self.root, f"{self.name}.tar")
         yield listing.Found(self.split, index.found, self.size)
@@ -162,7 +65,7 @@ class ValidationSource:
     root: str
     archive: bool = False
 
-    def events(self, context: conversion.ListContext, warn):
+    def events(self, context: builder.ListContext, warn):
         if self.archive:
             index = index_tar(self.root)
             entries = [(name, (name, offset, size)) for name, offset, size in index.files]
@@ -238,7 +141,7 @@ class ImagenetRecords:
                                   boxes=tuple(tuple(b) for b in item.boxes))
 
 
-def train_tar_sources(split: str, tar_path: str, label_map, warn, listed: conversion.Listed
+def train_tar_sources(split: str, tar_path: str, label_map, warn, listed: builder.Listed
                       ) -> list[InnerTar]:
     """InnerTars of the training tar, from its 1000 member headers; what is not a per-synset
     tar, and damage, go to `listed` as rejects."""
@@ -259,10 +162,10 @@ def train_tar_sources(split: str, tar_path: str, label_map, warn, listed: conver
         listed.found.append(listing.Found(split, 1))
         listed.rejects.append(listing.reject(split, listing.member_path(tar_path, name), kind,
                                              reason))
-    conversion.warn_each(warn, [f"{listing.member_path(tar_path, name)}: {reason}"
+    builder.warn_each(warn, [f"{listing.member_path(tar_path, name)}: {reason}"
                                 for name, _, reason in index.problems])
     present = [s.name for s in sources]
-    conversion.warn_each(warn, [
+    builder.warn_each(warn, [
         f"{split}: synset {name} has no tar in {tar_path}; it keeps its label with 0 images"
         for name in labels_lib.reconcile(label_map, present).missing])
     image_folder.warn_unlisted_names(split, tar_path, present, label_map, warn)
@@ -278,22 +181,21 @@ class ImagenetInputs:
     boxes_csv: str | None = None
 
 
-def run_imagenet(config: conversion.BuildConfig, inputs: ImagenetInputs,
+def run_imagenet(config: builder.BuildConfig, inputs: ImagenetInputs,
                  texts: Mapping[str, str], validation_synsets: Sequence[str],
-                 beam_args: Sequence[str] = (), *, overwrite=False, progress=True, workers=None,
-                 warn=log.warning) -> dict | None:
+                 beam_args: Sequence[str] = (), *, warn=log.warning) -> dict | None:
     """Lists the inputs (each file once), runs the ImageNet build; returns the manifest."""
-    conversion.check_output_outside_inputs(config)
+    builder.check_output_outside_inputs(config)
     plan = launch.plan(beam_args)
-    config = conversion.numbered(config, config.label_map)
+    config = builder.numbered(config, config.label_map)
     label_map = config.label_map
-    context = conversion.ListContext(
-        label_map.as_dict(), listing.Keying(config.seed, by_basename=True),
+    context = builder.ListContext(
+        label_map.as_dict(), listing.Keying(config.options.seed, by_basename=True),
         {relabel.validation_name(i): s for i, s in enumerate(validation_synsets, start=1)})
-    settings = conversion.shard_settings(config, ImagenetRecords(label_map, dict(texts)))
+    settings = builder.shard_settings(config, ImagenetRecords(label_map, dict(texts)))
     here, on_workers = [], []  # event streams listed by the launcher, sources by the workers
-    outer = conversion.Listed()  # the training tar's own problems, found by the launcher
-    train_tree = inputs.train and not inputs.train_is_tar and conversion.lists_in_launcher(
+    outer = builder.Listed()  # the training tar's own problems, found by the launcher
+    train_tree = inputs.train and not inputs.train_is_tar and builder.lists_in_launcher(
         plan, inputs.train)
     if inputs.train_is_tar:
         on_workers += train_tar_sources("train", inputs.train, label_map, warn, outer)
@@ -313,26 +215,25 @@ def run_imagenet(config: conversion.BuildConfig, inputs: ImagenetInputs,
             here.append(source.events(context, warn))
         else:
             on_workers.append(source)
-    with conversion.Scratch(plan) as scratch:
-        listed = conversion.list_in_launcher(here, scratch) if plan.is_local else \
-            conversion.Listed()
+    with Scratch(plan) as scratch:
+        listed = builder.list_in_launcher(here, scratch) if plan.is_local else \
+            builder.Listed()
         listed.rejects += outer.rejects
         listed.found += outer.found
         if plan.is_local and inputs.train and not inputs.train_is_tar:
             # (a distributed build has no counts before it runs; the Listed is always truthy,
             # which warned about every label of those builds)
-            conversion.warn_empty_labels("train", inputs.train.rstrip("/"), label_map,
-                                         conversion.spilled_counts(listed, "train"), warn)
-        box_index = conversion.index_boxes_once(inputs.boxes_csv, scratch)
+            builder.warn_empty_labels("train", inputs.train.rstrip("/"), label_map,
+                                         builder.spilled_counts(listed, "train"), warn)
+        box_index = builder.index_boxes_once(inputs.boxes_csv, scratch)
 
         def build(pipeline):
-            conversion.build(pipeline, config, settings, context, on_workers, spill_dir=scratch,
+            builder.build(pipeline, config, settings, context, on_workers, spill_dir=scratch,
                              listed=listed, boxes_csv=inputs.boxes_csv, box_index=box_index)
 
         tar_bytes = sum(s.size for s in on_workers if isinstance(s, InnerTar))
-        manifest = conversion.launch_build(
-            config, plan, build, input_bytes=listed.bytes + tar_bytes, overwrite=overwrite,
-            progress=progress, workers=workers)
+        manifest = builder.launch_build(
+            config, plan, build, input_bytes=listed.bytes + tar_bytes)
     if manifest and inputs.train and not inputs.train_is_tar and not train_tree:
-        conversion.warn_unlisted_after_run(manifest, "train", inputs.train, warn)
+        builder.warn_unlisted_after_run(manifest, "train", inputs.train, warn)
     return manifest

@@ -16,7 +16,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from inception_data import paths, sharding, tfds_metadata
-from pipelines import dedup, outputs, report
+from pipelines import dedup, atomic_files, report
 
 
 class LaunchError(RuntimeError):
@@ -133,7 +133,7 @@ def _existing_outputs(output_dir: str, splits: Sequence[str]) -> list[str]:
     patterns += [FileSystems.join(literal, name) for name in
                  (report.MANIFEST, report.SUMMARY, SETTINGS, ".tmp-*", ".stats-*",
                   *SIDE_FILES, *(f"rejects-{s}.jsonl" for s in splits))]
-    index = FileSystems.join(literal, outputs.INDEX_DIR)
+    index = FileSystems.join(literal, atomic_files.INDEX_DIR)
     patterns += [FileSystems.join(index, ".tmp-*")]
     patterns += [FileSystems.join(index, f"{split}-*-of-*.idx") for split in splits]
     found = []
@@ -168,7 +168,7 @@ def prepare_output(output_dir: str, splits: Sequence[str], overwrite: bool, sett
     existing = _existing_outputs(output_dir, splits)
     settings_path = FileSystems.join(output_dir, SETTINGS)
     if resume and existing:
-        if settings_path in existing and outputs.read_json(settings_path) != settings:
+        if settings_path in existing and atomic_files.read_json(settings_path) != settings:
             raise OutputExists(f"{output_dir} holds a build made with other settings, inputs or "
                                f"labels than this one; --resume needs the same command (or "
                                f"pass --overwrite to start again)")
@@ -184,7 +184,7 @@ def prepare_output(output_dir: str, splits: Sequence[str], overwrite: bool, sett
         manifest = [p for p in existing if p.endswith("/" + report.MANIFEST)]
         _delete(manifest)
         _delete([p for p in existing if p not in manifest])
-    outputs.write_text(settings_path, json.dumps(settings, sort_keys=True))
+    atomic_files.write_text(settings_path, json.dumps(settings, sort_keys=True))
     return True
 
 
@@ -266,7 +266,7 @@ def run(build, plan: Plan, *, output_dir, splits, max_rejects=None, total_images
 
 
 def read_manifest(output_dir: str) -> dict:
-    return outputs.read_json(FileSystems.join(output_dir, report.MANIFEST))
+    return atomic_files.read_json(FileSystems.join(output_dir, report.MANIFEST))
 
 
 def summary_line(manifest: dict) -> str:

@@ -18,7 +18,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from inception_data import images, labels, schema, tfds_metadata
-from pipelines import outputs
+from pipelines import atomic_files
 
 MANIFEST = "manifest.json"
 SUMMARY = ".summary.json"
@@ -126,7 +126,7 @@ def _manifest_text(manifest: dict) -> str:
 
 
 def _write_summary(gathered, output_dir, config):
-    outputs.write_text(FileSystems.join(output_dir, SUMMARY),
+    atomic_files.write_text(FileSystems.join(output_dir, SUMMARY),
                        _manifest_text(summarise(gathered, config)))
 
 
@@ -157,20 +157,20 @@ def commit_manifest(output_dir: str, max_rejects: float | None) -> dict:
     broken accounting, RuntimeError), writes the TensorFlow Datasets metadata derived from it
     and commits it as manifest.json; returns the manifest."""
     summary_path = FileSystems.join(output_dir, SUMMARY)
-    manifest = outputs.read_json(summary_path)
+    manifest = atomic_files.read_json(summary_path)
     check(manifest, max_rejects)
     for name, text in tfds_metadata.files(manifest).items():
-        outputs.write_text(FileSystems.join(output_dir, name), text)
-    outputs.write_text(FileSystems.join(output_dir, MANIFEST), _manifest_text(manifest))
-    outputs.delete_quietly(summary_path)
+        atomic_files.write_text(FileSystems.join(output_dir, name), text)
+    atomic_files.write_text(FileSystems.join(output_dir, MANIFEST), _manifest_text(manifest))
+    atomic_files.delete_quietly(summary_path)
     return manifest
 
 
 def _write_rejects(split_rejects, output_dir):
     split, entries = split_rejects
     rows = sorted((e for e in entries if e is not None), key=lambda e: e["path"])
-    text = "".join(outputs.json_line(row) for row in rows)
-    outputs.write_text(FileSystems.join(output_dir, f"rejects-{split}.jsonl"), text)
+    text = "".join(atomic_files.json_line(row) for row in rows)
+    atomic_files.write_text(FileSystems.join(output_dir, f"rejects-{split}.jsonl"), text)
     return split, {"count": len(rows), "reasons": _reason_summary(rows)}
 
 

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from inception_data import classic
+from inception_data import mnist_cifar
 from inception_data_cli import main as cli
 
 
@@ -48,7 +48,7 @@ def fake_mnist(folder, train=12, test=5, seed=0):
               "train_labels": np.arange(train) % 10,
               "test_images": rng.integers(0, 256, (test, 28, 28)),
               "test_labels": (np.arange(test) * 3) % 10}
-    for key, archive in classic.MNIST_FILES.items():
+    for key, archive in mnist_cifar.MNIST_FILES.items():
         (folder / archive.name).write_bytes(idx(arrays[key]))
     return arrays
 
@@ -91,7 +91,7 @@ def test_mnist_published_md5_refuses_other_files(served, tmp_path):
 def test_mnist_damaged_idx_is_an_error_naming_the_file(served, tmp_path):
     folder, url = served
     fake_mnist(folder)
-    name = classic.MNIST_FILES["test_images"].name
+    name = mnist_cifar.MNIST_FILES["test_images"].name
     whole = gzip.decompress((folder / name).read_bytes())
     (folder / name).write_bytes(gzip.compress(whole[:-7]))
     result = run("mnist", tmp_path / "m", "--url", url, "--no-md5", "--no-progress")
@@ -116,7 +116,7 @@ def fake_cifar(path, per_batch=3, seed=0):
             tar.addfile(info, io.BytesIO(data))
 
         add("batches.meta", {b"label_names": CIFAR_NAMES, b"num_cases_per_batch": per_batch})
-        for name in [*classic.CIFAR10_TRAIN, classic.CIFAR10_TEST]:
+        for name in [*mnist_cifar.CIFAR10_TRAIN, mnist_cifar.CIFAR10_TEST]:
             data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
             labels = [int(v) for v in rng.integers(0, 10, per_batch)]
             batches[name] = (data, labels)
@@ -126,14 +126,14 @@ def fake_cifar(path, per_batch=3, seed=0):
 
 def test_cifar10_tree_has_exact_pixels_and_labels(served, tmp_path):
     folder, url = served
-    batches = fake_cifar(folder / classic.CIFAR10_ARCHIVE.name)
+    batches = fake_cifar(folder / mnist_cifar.CIFAR10_ARCHIVE.name)
     out = tmp_path / "cifar"
-    result = run("cifar10", out, "--url", url + classic.CIFAR10_ARCHIVE.name, "--no-md5",
+    result = run("cifar10", out, "--url", url + mnist_cifar.CIFAR10_ARCHIVE.name, "--no-md5",
                  "--no-progress")
     assert result.exit_code == 0, result.output
     assert "15 train and 3 validation" in result.output
     assert (out / "labels.txt").read_text().split() == [n.decode() for n in CIFAR_NAMES]
-    for split, names in (("train", classic.CIFAR10_TRAIN), ("validation", [classic.CIFAR10_TEST])):
+    for split, names in (("train", mnist_cifar.CIFAR10_TRAIN), ("validation", [mnist_cifar.CIFAR10_TEST])):
         data = np.concatenate([batches[n][0] for n in names])
         labels = [v for n in names for v in batches[n][1]]
         for index in range(len(data)):
@@ -148,11 +148,11 @@ def test_cifar10_tree_has_exact_pixels_and_labels(served, tmp_path):
 
 def test_cifar10_corrupt_archive_and_md5(served, tmp_path):
     folder, url = served
-    archive = folder / classic.CIFAR10_ARCHIVE.name
+    archive = folder / mnist_cifar.CIFAR10_ARCHIVE.name
     fake_cifar(archive)
     result = run("cifar10", tmp_path / "a", "--url", url + archive.name, "--no-progress")
     assert result.exit_code == 2 and "MD5 differs" in result.output
-    assert hashlib.md5(archive.read_bytes()).hexdigest() != classic.CIFAR10_ARCHIVE.md5
+    assert hashlib.md5(archive.read_bytes()).hexdigest() != mnist_cifar.CIFAR10_ARCHIVE.md5
     archive.write_bytes(archive.read_bytes()[:200])
     result = run("cifar10", tmp_path / "b", "--url", url + archive.name, "--no-md5",
                  "--no-progress")
@@ -163,7 +163,7 @@ def test_cifar10_corrupt_archive_and_md5(served, tmp_path):
 
 def test_cifar10_pickle_that_would_run_code_is_refused(served, tmp_path):
     folder, url = served
-    archive = folder / classic.CIFAR10_ARCHIVE.name
+    archive = folder / mnist_cifar.CIFAR10_ARCHIVE.name
     with tarfile.open(archive, "w:gz") as tar:
         data = pickle.dumps({b"label_names": CIFAR_NAMES, b"hook": print}, protocol=2)
         info = tarfile.TarInfo("cifar-10-batches-py/batches.meta")
