@@ -17,6 +17,7 @@ import dataclasses
 import os
 from typing import Sequence
 
+from inception_data import quiet_beam  # noqa: F401  (before apache_beam)
 from apache_beam.io.filesystems import FileSystems
 
 from inception_data import paths
