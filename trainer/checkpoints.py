@@ -85,11 +85,16 @@ def load(path: str, num_classes: int | None, *, fine_tune: bool = False) -> kera
 
 def transfer_weights(source: keras.Model, target: keras.Model) -> list[str]:
     """Copies every layer's weights from `source` except the logits layers (fine-tuning);
-    returns the names of the layers left fresh."""
+    returns the names of the layers left fresh. Layers are paired by position, not name:
+    both come from `models.build`, and Keras numbers unnamed layers (Inception's `conv2d_7`)
+    per process, so a network built after another one in the same process has other names."""
+    if len(source.layers) != len(target.layers):
+        raise TrainingError(f"the checkpoint's {source.name} has {len(source.layers)} layers, "
+                            f"this version builds {len(target.layers)}: it cannot be fine-tuned")
     fresh = []
-    for layer in target.layers:
+    for old, layer in zip(source.layers, target.layers):
         if layer.name in (LOGITS, AUX_LOGITS) or not layer.weights:
             fresh += [layer.name] if layer.weights else []
             continue
-        layer.set_weights(source.get_layer(layer.name).get_weights())
+        layer.set_weights(old.get_weights())
     return fresh

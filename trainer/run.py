@@ -101,6 +101,16 @@ def make_strategy(num_gpus: int | None, num_towers: int | None):
     return tf.distribute.get_strategy()
 
 
+def _seed(seed: int | None) -> None:
+    """--seed: the initial weights and dropout too, not only the input, and TensorFlow's
+    deterministic kernels. Without the latter a seeded 2-tower VGG-16 run gave other losses
+    from its first step in 1 of ~4 runs (3.3218 vs 3.3222): reductions whose order depends on
+    thread timing."""
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+        tf.config.experimental.enable_op_determinism()
+
+
 def _jit(choice: str) -> bool:
     if choice == "auto":  # on a CPU, compiling takes longer than short runs gain
         return bool(tf.config.list_physical_devices("GPU"))
@@ -119,7 +129,8 @@ def compile_model(model: keras.Model, rec: recipes.Recipe, *, learning_rate: flo
     metrics = [keras.metrics.CategoricalAccuracy(name="top1"),
                keras.metrics.TopKCategoricalAccuracy(5, name="top5"),
                keras.metrics.CategoricalCrossentropy(from_logits=True, name="xent",
-                                                     label_smoothing=rec.label_smoothing)]
+                                                     label_smoothing=rec.label_smoothing),
+               cb.ExampleCount()]
     if len(model.outputs) == 1:
         model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=_jit(jit))
         return
@@ -149,8 +160,7 @@ def _new_model(config: TrainConfig, info, steps_per_epoch: int):
 
 def train(config: TrainConfig) -> keras.Model:
     strategy = make_strategy(config.num_gpus, config.num_towers)  # before any TF op
-    if config.seed is not None:  # initial weights and dropout too, not only the input
-        keras.utils.set_random_seed(config.seed)
+    _seed(config.seed)
     info = data.load(config.data_dir)
     steps_per_epoch = max(1, math.ceil(info.train_examples / config.batch_size))
     tf.io.gfile.makedirs(config.train_dir)
@@ -183,7 +193,8 @@ def train(config: TrainConfig) -> keras.Model:
     callbacks = _callbacks(config, info, strategy, model, rec, first_run=step == 0)
     try:
         model.fit(train_data, epochs=1, steps_per_epoch=config.max_steps - step,
-                  callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 0)
+                  callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 0,
+                  shuffle=False)  # input_fn shuffles; Keras warns that it ignores True
     except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as err:
         raise TrainingError(data.read_error(err, info.pattern("train"))) from None
     return model
@@ -196,9 +207,8 @@ def _callbacks(config: TrainConfig, info, strategy, model, rec, *, first_run: bo
     callbacks = [cb.NanGuard(), cb.Progress(config.batch_size, config.log_every, logbook)]
     if info.validation_examples and (config.eval_every_steps or config.eval_every_minutes):
         callbacks.append(cb.PeriodicEvaluation(
-            data.Counted(data.datasets(info, strategy, training=False,
-                                       global_batch=config.batch_size, image_size=size,
-                                       outputs=outputs, on_error=config.on_error)),
+            data.datasets(info, strategy, training=False, global_batch=config.batch_size,
+                          image_size=size, outputs=outputs, on_error=config.on_error),
             info.validation_examples,
             every_steps=config.eval_every_steps, every_minutes=config.eval_every_minutes,
             align=config.log_every, logbook=logbook))
@@ -275,9 +285,9 @@ def benchmark(config: TrainConfig, steps: int) -> dict:
                          distortions=config.distortions, min_crop_area=rec.min_crop_area)
     for name, dataset in (("real input", real),
                           ("synthetic input", strategy.distribute_datasets_from_function(synthetic))):
-        model.fit(dataset, epochs=1, steps_per_epoch=2, verbose=0)  # warm up, trace
+        model.fit(dataset, epochs=1, steps_per_epoch=2, verbose=0, shuffle=False)  # warm up
         start = time.perf_counter()
-        model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
+        model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
         rates[name] = steps * config.batch_size / (time.perf_counter() - start)
         print(f"{name:16s} {rates[name]:8.1f} images/s", flush=True)
     bound = "input pipeline" if rates["real input"] < 0.9 * rates["synthetic input"] else "model"
