@@ -5,7 +5,7 @@ name, the kept boxes (coordinates divided by the annotation's <size>, min/max sw
 reversed, clamped to [0, 1]) and the dropped ones with reasons. CSV rows are
 `<image file name>,xmin,ymin,xmax,ymax` with 4 decimals, the format build_imagenet_data.py read.
 
-Differences from the original process_bounding_boxes.py (documented in the README):
+Differences from the original process_bounding_boxes.py (documented in docs/imagenet.md):
 * each box keeps its own <name>; the original labelled every box with the first <name>;
 * an unparsable XML, a missing or zero <size>, a box with missing or non-numeric coordinates is
   reported with its reason instead of crashing the whole run;

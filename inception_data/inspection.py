@@ -20,7 +20,7 @@ from inception_data import images, jpeg_header, schema, tfrecord
 # LARGE_MEGAPIXELS: there decoding, not the rest of the input pipeline, sets the read speed.
 LARGE_MEGAPIXELS = 1.0
 LARGE_SHARE = 0.1
-SUGGESTED_MAX_SIZE = 512  # FFCV's ImageNet setting, and what the README measures
+SUGGESTED_MAX_SIZE = 512  # FFCV's ImageNet setting, and what docs/building.md measures
 SAMPLE_IMAGES = 32  # large images re-encoded and decoded to measure the saving
 
 
