@@ -7,10 +7,12 @@ running metrics after each line), so they show where training is now, not since 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import time
+import warnings
 
 import keras
 import tensorflow as tf
@@ -23,6 +25,16 @@ class TrainingError(RuntimeError):
 def step_of(model) -> int:
     """The optimizer's step: what checkpoints, progress and evaluation are keyed by."""
     return int(model.optimizer.iterations.numpy())
+
+
+@contextlib.contextmanager
+def finite_evaluation():
+    """Evaluates a finite dataset, once through, without Keras' warning that the input "ran
+    out of data; interrupting training": evaluate() started inside fit() warns so when the
+    validation split ends, which is what evaluation is for."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        yield
 
 
 def metric(logs: dict, name: str) -> float:
@@ -167,8 +179,9 @@ class PeriodicEvaluation(keras.callbacks.Callback):
     def run(self) -> dict:
         step = step_of(self.model)
         swap = keras.callbacks.SwapEMAWeights() if self.model.optimizer.use_ema else None
-        result = self.model.evaluate(self.dataset, verbose=0, return_dict=True,
-                                     callbacks=[swap] if swap else None)
+        with finite_evaluation():
+            result = self.model.evaluate(self.dataset, verbose=0, return_dict=True,
+                                         callbacks=[swap] if swap else None)
         row = {"step": step, "minutes": round((time.perf_counter() - self.began) / 60, 3),
                "precision_at_1": metric(result, "top1"), "recall_at_5": metric(result, "top5"),
                "xent": metric(result, "xent"), "examples": metric(result, "examples")}
