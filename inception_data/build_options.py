@@ -87,8 +87,8 @@ class BuildOptions:
                             help="Show a progress bar.")
     workers: int | None = option(
         None, "--workers", type=int, recorded=False,
-        help="Local worker processes (default: one process below ~1 GB of input, one per "
-             "core above).")
+        help="Local worker processes (default: one per core when the files and bytes to "
+             "convert make it faster than one process, see docs/building.md).")
 
     def __post_init__(self):
         for field in dataclasses.fields(self):

@@ -306,7 +306,7 @@ def launch_build(config: BuildConfig, plan: launch.Plan, build_fn, *, input_byte
     atomic_files.write_text(FileSystems.join(config.output_dir, "labels.txt"),
                        config.label_map.to_text())
     if plan.is_local:
-        plan = plan.with_workers(options.workers or launch.local_workers(input_bytes))
+        plan = plan.with_workers(options.workers or launch.local_workers(input_bytes, input_files))
     counts = list(config.shards.values())
     return launch.run(build_fn, plan, output_dir=config.output_dir, splits=list(config.roots),
                       max_rejects=options.max_rejects, total_images=input_files,

@@ -27,17 +27,25 @@ class OutputExists(LaunchError):
     """The output directory already holds a build and --overwrite was not given."""
 
 
-PARALLEL_BYTES = 1 << 30
+# The costs that choose a local build's process count, measured on 2 cores (2026-12-02,
+# docs/benchmarks.md): one process converts a file in ~0.11 ms plus ~3.0 ns per byte (13,000
+# photos of 10 KB: 3.1 s; 1,000 ImageNet JPEGs of 110 KB: 1.6 s; 50,000 of them: 22-24 s), and
+# starting the worker processes costs ~3.2 s more than one process (the same two builds with
+# 2 workers: 4.9 s and 4.2 s).
+SECONDS_PER_FILE = 0.11e-3
+SECONDS_PER_BYTE = 3.0e-9
+PARALLEL_START_SECONDS = 3.2
 
 
-def local_workers(input_bytes: int) -> int | None:
-    """Worker processes for a local run: one below ~1 GB of input, else one per core (None).
-
-    Measured on 2 cores (outputs in RAM): 1,000 ImageNet JPEGs (110 MB) take 2.4 s in one
-    process and 5.4 s with two, whose start-up and inter-process bundles cost more than they
-    save; 12,000 (1.3 GB) break even; 50,000 (5.5 GB) take 22-24 s in one and 13-15 s in two.
-    """
-    return 1 if input_bytes < PARALLEL_BYTES else None
+def local_workers(input_bytes: int, input_files: int = 0) -> int | None:
+    """Worker processes for a local run: one per core (None) when the work one process would
+    do, from the files and bytes to convert, is large enough that splitting it over the cores
+    saves more than starting the workers costs; else one. Per-file cost decides for small
+    photos, bytes for camera-size ones: at 2 cores, ~46,000 photos of 10 KB or ~14,500
+    ImageNet-size JPEGs are where two processes start to win."""
+    cores = os.cpu_count() or 1
+    work = input_files * SECONDS_PER_FILE + input_bytes * SECONDS_PER_BYTE
+    return None if cores > 1 and work * (1 - 1 / cores) > PARALLEL_START_SECONDS else 1
 
 
 STAGING_OPTIONS = ("--setup_file", "--extra_package", "--extra_packages",
