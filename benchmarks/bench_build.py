@@ -8,8 +8,13 @@ under new names; outputs go to RAM, /dev/shm, by default so that the disk's writ
 cap both sides at the same rate), so the steady-state rate - (N2 - N1) / (t2 - t1), which cancels start-up - and
 the whole-process rate at the larger size are both reported.
 
+`--photos small` builds the trees from the real 10 KB photos of imagenette-small instead (per-file
+costs dominate there), and adds the default build forced to one process and to one per core:
+the check of the local process-count rule (pipelines/launch.py: local_workers).
+
 Usage: python benchmarks/bench_build.py [--sizes 12000 50000] [--workdir /tmp/bench-build]
                                         [--output-root /dev/shm/bench-build] [--previous DIR]
+                                        [--photos imagenet|small]
 """
 
 import argparse
@@ -23,14 +28,17 @@ import time
 import checkouts
 
 HERE = pathlib.Path(__file__).resolve().parent
-SAMPLES = HERE.parent.parent / "shared" / "data" / "imagenet-samples"
+SHARED = HERE.parent.parent / "shared" / "data"
+SAMPLES = SHARED / "imagenet-samples"
+SMALL_PHOTOS = SHARED / "imagenette-small"
 
 
-def make_tree(root: pathlib.Path, size: int, classes: int = 100) -> None:
+def make_tree(root: pathlib.Path, size: int, classes: int = 100,
+              samples_dir: pathlib.Path = SAMPLES) -> None:
     """`size` files in `classes` class directories, real JPEGs hard-linked under new names."""
     if root.exists():
         return
-    samples = sorted(SAMPLES.iterdir())
+    samples = sorted(p for p in samples_dir.rglob("*") if p.suffix.lower() in (".jpeg", ".jpg"))
     for i in range(size):
         source = samples[i % len(samples)]
         target = root / f"class{i % classes:03d}" / f"{i:07d}_{source.name}"
@@ -47,7 +55,7 @@ def timed(command, **kwargs) -> float:
 
 
 def run_all(sizes, workdir: pathlib.Path, output_root: pathlib.Path, cores: int,
-            previous: pathlib.Path | None = None):
+            previous: pathlib.Path | None = None, samples_dir: pathlib.Path = SAMPLES):
     tool, tool_kwargs = checkouts.command()
     tool = tool[0]
     variants = {
@@ -69,6 +77,12 @@ def run_all(sizes, workdir: pathlib.Path, output_root: pathlib.Path, cores: int,
                                                       str(tree), "--output-dir", str(out),
                                                       "--overwrite"],
     }
+    if samples_dir != SAMPLES:
+        for workers in (1, cores):
+            variants[f"ours --workers {workers}"] = (
+                lambda tree, out, n, w=workers: [tool, "build", "--no-progress", "--workers",
+                                                 str(w), "--train-dir", str(tree),
+                                                 "--output-dir", str(out), "--overwrite"])
     kwargs = {name: tool_kwargs for name in variants}
     if previous:
         prefix, kwargs[PREVIOUS] = checkouts.command(previous)
@@ -78,7 +92,7 @@ def run_all(sizes, workdir: pathlib.Path, output_root: pathlib.Path, cores: int,
     seconds = {}
     for size in sizes:
         tree = workdir / f"tree-{size}"
-        make_tree(tree, size)
+        make_tree(tree, size, samples_dir=samples_dir)
         for name, command in variants.items():
             out = output_root / f"out-{size}"
             shutil.rmtree(out, ignore_errors=True)
@@ -104,7 +118,8 @@ def report(seconds, sizes):
 
     print(f"\nsteady state (images {small}->{large}) and whole process at {large}; x: against "
           f"the original-style converter, /floor: how many times slower than the floor:")
-    for name in [n for n in NAMES if (n, large) in seconds]:
+    for name in [n for n in NAMES if (n, large) in seconds] + sorted(
+            n for n, size in seconds if size == large and n.startswith("ours --workers")):
         print(f"{name:22s} steady {steady(name):8.1f} images/s (x{steady(name) / steady(base):.2f},"
               f" /floor {steady(FLOOR) / steady(name):.2f})   whole "
               f"{large / seconds[name, large]:8.1f} images/s "
@@ -120,6 +135,8 @@ def main():
                         default=pathlib.Path("/dev/shm/bench-build" if os.path.isdir("/dev/shm")
                                              else "/tmp/bench-build/out"))
     parser.add_argument("--cores", type=int, default=os.cpu_count())
+    parser.add_argument("--photos", choices=["imagenet", "small"], default="imagenet",
+                        help="small: trees of imagenette-small's 10 KB photos")
     parser.add_argument("--previous", type=pathlib.Path,
                         help="Also time the default build of another checkout (see checkouts.py)")
     args = parser.parse_args()
@@ -127,8 +144,11 @@ def main():
         sys.exit(f"needs the real samples in {SAMPLES}")
     args.workdir.mkdir(parents=True, exist_ok=True)
     args.output_root.mkdir(parents=True, exist_ok=True)
-    report(run_all(args.sizes, args.workdir, args.output_root, args.cores, args.previous),
-           args.sizes)
+    samples_dir = SMALL_PHOTOS if args.photos == "small" else SAMPLES
+    workdir = args.workdir / args.photos
+    workdir.mkdir(parents=True, exist_ok=True)
+    report(run_all(args.sizes, workdir, args.output_root, args.cores, args.previous,
+                   samples_dir), args.sizes)
 
 
 if __name__ == "__main__":
