@@ -53,6 +53,26 @@ def shard_files(files: list[str], input_context) -> list[str]:
 
 
 ON_ERROR = ("raise", "skip")
+
+
+class IncompleteShards(ValueError):
+    """The shard set lacks shards its names or manifest promise (input_fn's allow_incomplete)."""
+
+
+def _check_complete(shards: shard_set.ShardSet, allow_incomplete: bool) -> None:
+    gaps = shards.incomplete()
+    if not gaps:
+        return
+    if allow_incomplete:
+        for gap in gaps:
+            log.warning("input_fn: %s; reading the shards that are there (allow_incomplete)",
+                        gap)
+        return
+    shown = "; ".join(gaps[:3]) + (f"; and {len(gaps) - 3} more" if len(gaps) > 3 else "")
+    raise IncompleteShards(f"the shard set is incomplete: {shown}. Rebuild or copy the missing "
+                           f"shards (`inception-data build ... --resume` finishes an "
+                           f"interrupted build), or pass allow_incomplete=True to read what is "
+                           f"there")
 # Without the records cached, a tenth of the shuffle buffer is read ahead of the decoding, so that
 # refilling the buffer at an epoch boundary overlaps with decoding instead of stalling it.
 PREFETCH_SHARE = 10
@@ -138,7 +158,8 @@ def input_fn(file_pattern: str | Sequence[str], is_training: bool, batch_size: i
              label_offset: int | None = None,
              with_metadata: bool = False, cycle_length: int = 16,
              preprocessing: str = "inception", flip: bool = True,
-             min_crop_area: float = 0.05, on_error: str = "raise") -> tf.data.Dataset:
+             min_crop_area: float = 0.05, on_error: str = "raise",
+             allow_incomplete: bool = False) -> tf.data.Dataset:
     """A tf.data.Dataset of (images, labels) batches, or (images, labels, metadata).
 
     Args:
@@ -187,6 +208,10 @@ def input_fn(file_pattern: str | Sequence[str], is_training: bool, batch_size: i
             decode`) are known: the records the check found bad are named here, before any
             reading - "raise" refuses them at once, "skip" leaves exactly them out (logged
             with file and index).
+        allow_incomplete: read a shard set that lacks shards (by its `-of-N` names or its
+            manifest) or holds an empty shard the manifest counts records in; each gap is
+            logged. Default: such a set is an error naming what is missing (a subset on
+            purpose, e.g. one shard for a quick test, needs this).
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error={on_error!r}; expected one of {ON_ERROR}")
@@ -196,8 +221,11 @@ def input_fn(file_pattern: str | Sequence[str], is_training: bool, batch_size: i
     drop_remainder = is_training if drop_remainder is None else drop_remainder
     if deterministic is None:
         deterministic = not is_training or seed is not None
-    files = shard_files(list_files(file_pattern), input_context)
-    known = shard_set.ShardSet.read(files)
+    every_file = list_files(file_pattern)
+    everything = shard_set.ShardSet.read(every_file)  # each folder's small files read once
+    _check_complete(everything, allow_incomplete)
+    files = shard_files(every_file, input_context)
+    known = shard_set.ShardSet(tuple(files), everything.folders)
     if label_offset is None:
         label_offset = known.label_offset()
     bad = _known_bad(known, on_error)

@@ -13,11 +13,13 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from typing import Mapping, Sequence
 
 MANIFEST = "manifest.json"
 VERDICT = "decode-check.json"
 VERDICT_VERSION = 1
+SHARD_NAME = re.compile(r"^(?P<split>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})$")
 
 
 def _read(path: str) -> bytes | None:
@@ -126,6 +128,42 @@ class ShardSet:
         `--verify decode`, or covered by a current decode-check.json verdict."""
         return all(self._folder(f).verified_by_build() or self._folder(f).checked_shard(f)
                    for f in self.files)
+
+    def incomplete(self) -> list[str]:
+        """What the set of shards lacks, one line each: a shard the `-of-N` names or the
+        manifest list that is not among the files, or an empty file where the manifest counts
+        records. From names, manifests and file sizes only (no pass over the data); [] when
+        nothing is known to be missing."""
+        import tensorflow as tf
+
+        present = set(self.files)
+        expected: dict[str, str] = {}  # missing path -> why it is expected
+        for path in self.files:
+            folder, name = os.path.split(path)
+            match = SHARD_NAME.match(name)
+            if match:
+                count = int(match["count"])
+                for index in range(count):
+                    sibling = os.path.join(folder, f"{match['split']}-{index:05d}-of-{count:05d}")
+                    expected.setdefault(sibling, f"{name} says there are {count}")
+                split = (self._folder(path).manifest or {}).get("splits", {}).get(
+                    match["split"], {})
+                for other in split.get("shards", {}):
+                    expected.setdefault(os.path.join(folder, other),
+                                        f"{os.path.join(folder, MANIFEST)} lists it")
+        lines = [f"{path} is missing ({why})" for path, why in sorted(expected.items())
+                 if path not in present]
+        for path in self.files:
+            records = self._folder(path).shard_records(path)
+            if records:
+                try:
+                    empty = tf.io.gfile.stat(path).length == 0
+                except tf.errors.OpError:
+                    empty = False
+                if empty:
+                    lines.append(f"{path} is empty, but the manifest counts {records} records "
+                                 f"in it")
+        return lines
 
     def bad_records(self) -> dict[str, list[tuple[int, str]]]:
         """{shard path: [(record index, reason), ...]} of the records the saved verdicts found

@@ -56,9 +56,12 @@ def inspect(patterns, verify, save_verdict, samples, max_size, sheet_path, per_c
     if save_verdict and not verify:
         fail("--save-verdict records what --verify found: pass both")
     try:
-        offset = shard_set.ShardSet.read(files).label_offset()
+        shards = shard_set.ShardSet.read(files)
+        offset = shards.label_offset()
     except ValueError as err:
         fail(str(err))
+    if verify:  # a shard the names or the manifest promise, missing or empty
+        problems += shards.incomplete()
     reports = []
     with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         for path in files:

@@ -1,0 +1,66 @@
+"""A shard set that lacks shards is an error naming them, for input_fn and `inspect --verify`,
+from the `-of-N` names, the manifest and file sizes only."""
+
+import logging
+import os
+
+import pytest
+
+from inception_data import reader, shard_set
+from tests import fabricate
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("complete")
+    for c in range(2):
+        for i in range(6):
+            fabricate.write(root / "train" / f"class{c}" / f"{c}{i}.jpg",
+                            fabricate.jpeg_bytes(24, 16, seed=10 * c + i))
+    fabricate.cli("build", "--no-progress", "--workers", "1", "--train-dir", root / "train",
+                  "--output-dir", root / "out", "--shards", "3")
+    return root / "out"
+
+
+def records(pattern, **kwargs):
+    dataset = reader.input_fn(pattern, is_training=False, batch_size=4, image_size=16, **kwargs)
+    return sum(int(images.shape[0]) for images, _ in dataset)
+
+
+def test_a_complete_set_reads_whole(built):
+    assert shard_set.ShardSet.read(sorted(map(str, built.glob("train-*")))).incomplete() == []
+    assert records(str(built / "train-*")) == 12
+
+
+def test_a_missing_or_empty_shard_is_named(built, tmp_path, caplog):
+    out = tmp_path / "out"
+    out.mkdir()
+    for path in built.iterdir():
+        if path.is_file():
+            (out / path.name).write_bytes(path.read_bytes())
+    os.remove(out / "train-00001-of-00003")
+    (out / "train-00002-of-00003").write_bytes(b"")  # what a crashed copy leaves
+    pattern = str(out / "train-*")
+    with pytest.raises(reader.IncompleteShards) as raised:
+        records(pattern)
+    message = str(raised.value)
+    assert f"{out}/train-00001-of-00003 is missing (train-00000-of-00003 says there are 3)" \
+        in message
+    assert f"{out}/train-00002-of-00003 is empty, but the manifest counts" in message
+    with caplog.at_level(logging.WARNING, logger="inception_data.reader"):
+        assert 0 < records(pattern, allow_incomplete=True) < 12
+    assert "train-00001-of-00003 is missing" in caplog.text
+    result = fabricate.cli("inspect", "--verify", pattern, expect=1)
+    assert "train-00001-of-00003 is missing" in result.output
+    assert "train-00002-of-00003 is empty" in result.output
+
+
+def test_one_shard_of_three_names_the_other_two(built, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    for path in built.iterdir():
+        if path.is_file() and not path.name.startswith("train-00002"):
+            (out / path.name).write_bytes(path.read_bytes())
+    gaps = shard_set.ShardSet.read([str(out / "train-00000-of-00003")]).incomplete()
+    assert gaps == [f"{out}/train-00001-of-00003 is missing (train-00000-of-00003 says there are 3)",
+                    f"{out}/train-00002-of-00003 is missing (train-00000-of-00003 says there are 3)"]
