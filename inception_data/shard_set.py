@@ -13,13 +13,13 @@ import dataclasses
 import hashlib
 import json
 import os
-import re
 from typing import Mapping, Sequence
+
+from inception_data import sharding
 
 MANIFEST = "manifest.json"
 VERDICT = "decode-check.json"
 VERDICT_VERSION = 1
-SHARD_NAME = re.compile(r"^(?P<split>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})$")
 
 
 def _read(path: str) -> bytes | None:
@@ -140,14 +140,14 @@ class ShardSet:
         expected: dict[str, str] = {}  # missing path -> why it is expected
         for path in self.files:
             folder, name = os.path.split(path)
-            match = SHARD_NAME.match(name)
-            if match:
-                count = int(match["count"])
+            parsed = sharding.parse_shard_name(name)
+            if parsed:
+                split_name, _, count = parsed
                 for index in range(count):
-                    sibling = os.path.join(folder, f"{match['split']}-{index:05d}-of-{count:05d}")
+                    sibling = os.path.join(folder, sharding.shard_name(split_name, index, count))
                     expected.setdefault(sibling, f"{name} says there are {count}")
                 split = (self._folder(path).manifest or {}).get("splits", {}).get(
-                    match["split"], {})
+                    split_name, {})
                 for other in split.get("shards", {}):
                     expected.setdefault(os.path.join(folder, other),
                                         f"{os.path.join(folder, MANIFEST)} lists it")
