@@ -29,14 +29,17 @@ class Interrupted(Exception):
 
 
 @contextlib.contextmanager
-def _signals_raise():
+def _signals_raise(received: list):
     """SIGTERM and SIGINT raise Interrupted in the main thread, so that clean-up (scratch
     directories, worker processes) runs; afterwards the runner's threads (gRPC servers, worker
-    monitors) fail as their workers go, and their tracebacks are not printed."""
+    monitors) fail as their workers go, and their tracebacks are not printed. The signal is
+    also appended to `received`: a build running in this process (one worker) gets the
+    Interrupted inside Beam, which re-raises it wrapped in its own error."""
     interrupted = threading.Event()
 
     def handler(signum, _frame):
         interrupted.set()
+        received.append(signum)
         raise Interrupted(signum)
 
     def thread_hook(args):
@@ -123,6 +126,15 @@ def one_line(err: BaseException) -> str:
     return f"{path + ': ' if path else ''}{text}{'; ' + hint if hint else ''}"
 
 
+def _interrupted(signum: int) -> None:
+    """Stops the workers and exits 128 + the signal (130 for SIGINT, 143 for SIGTERM)."""
+    threading.excepthook = lambda args: None  # the runner's threads die with their workers
+    stop_workers()
+    click.secho(f"error: interrupted ({signal.Signals(signum).name}); committed shards are "
+                f"kept: run the same command with --resume to finish", fg="red", err=True)
+    sys.exit(128 + signum)
+
+
 def run_and_report(run, output_dir: str) -> None:
     """Runs a build function; known failures become one-line errors (exit 2), signals exit
     130/143 after stopping the workers, anything else is one line unless --debug, and the
@@ -131,20 +143,18 @@ def run_and_report(run, output_dir: str) -> None:
     from pipelines import launch, report
 
     debug = click.get_current_context().find_root().params.get("debug", False)
+    received = []  # signals, whatever exception they end up wrapped in
     try:
-        with _signals_raise(), _worker_output_set_aside(keep=debug):
+        with _signals_raise(received), _worker_output_set_aside(keep=debug):
             manifest = run()
     except (KeyboardInterrupt, Interrupted) as err:
-        threading.excepthook = lambda args: None  # the runner's threads die with their workers
-        stop_workers()
-        signum = getattr(err, "signum", signal.SIGINT)
-        click.secho(f"error: interrupted ({signal.Signals(signum).name}); committed shards are "
-                    f"kept: run the same command with --resume to finish", fg="red", err=True)
-        sys.exit(128 + signum)
+        _interrupted(getattr(err, "signum", signal.SIGINT))
     except (labels_lib.LabelError, launch.LaunchError, report.TooManyRejects,
             FileNotFoundError) as err:
         fail(str(err))
     except Exception as err:
+        if received:
+            _interrupted(received[0])
         if debug:
             raise
         stop_workers()
