@@ -36,6 +36,11 @@ def list_files(file_pattern: str | Sequence[str]) -> list[str]:
             matched = tf.io.gfile.glob(os.path.join(paths.glob_escape(folder), name))
         if not matched:
             raise FileNotFoundError(f"{pattern} does not match any files")
+        folders = [path for path in matched if tf.io.gfile.isdir(path)]
+        if folders:  # `inspect out/` means the shards in it
+            raise FileNotFoundError(
+                f"{folders[0]} is a folder, not a shard file: give the shards, e.g. "
+                f"'{os.path.join(folders[0], 'train-*')}'")
         files += matched
     return sorted(set(files))
 

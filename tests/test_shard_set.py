@@ -64,3 +64,11 @@ def test_one_shard_of_three_names_the_other_two(built, tmp_path):
     gaps = shard_set.ShardSet.read([str(out / "train-00000-of-00003")]).incomplete()
     assert gaps == [f"{out}/train-00001-of-00003 is missing (train-00000-of-00003 says there are 3)",
                     f"{out}/train-00002-of-00003 is missing (train-00000-of-00003 says there are 3)"]
+
+
+def test_a_folder_given_for_shards_names_the_pattern_to_give(built):
+    result = fabricate.cli("inspect", built, expect=2)
+    assert f"{built} is a folder, not a shard file: give the shards, e.g. '{built}/train-*'" \
+        in result.output
+    with pytest.raises(FileNotFoundError, match="is a folder"):
+        records(str(built))
