@@ -76,6 +76,10 @@ def read_records(handle: BinaryIO, where: str = "TFRecord file") -> Iterator[byt
             raise CorruptRecord(f"{where}: truncated record header at byte {offset}")
         length_bytes, (length_crc,) = header[:8], _CRC.unpack(header[8:])
         if masked_crc(length_bytes) != length_crc:
+            if offset == 0:  # the very first header: most likely not a TFRecord file at all
+                raise CorruptRecord(f"{where}: not a TFRecord file, or damaged at its start "
+                                    f"(length CRC mismatch at byte 0; an image or another "
+                                    f"file matched by the pattern?)")
             raise CorruptRecord(f"{where}: length CRC mismatch at byte {offset}")
         (length,) = _LENGTH.unpack(length_bytes)
         data = handle.read(length)

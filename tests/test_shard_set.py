@@ -72,3 +72,10 @@ def test_a_folder_given_for_shards_names_the_pattern_to_give(built):
         in result.output
     with pytest.raises(FileNotFoundError, match="is a folder"):
         records(str(built))
+
+
+def test_an_image_given_for_shards_is_not_a_tfrecord_file(tmp_path):
+    image = tmp_path / "photo.jpg"
+    image.write_bytes(fabricate.jpeg_bytes(24, 16))
+    result = fabricate.cli("inspect", image, expect=1)
+    assert f"{image}: not a TFRecord file, or damaged at its start" in result.output
