@@ -90,6 +90,11 @@ def parse_labels(text: str, source: str = "labels file") -> LabelMap:
         if "/" in name:
             raise LabelError(f"{source}: line {number} {name!r} contains '/'; labels are "
                              f"directory names")
+        control = next((c for c in name if (ord(c) < 32 and c != "\t") or ord(c) == 127), None)
+        if control is not None:  # a NUL cannot be in a directory name; nor is it text
+            raise LabelError(f"{source}: line {number} {name!r} contains the control "
+                             f"character {control!r}; labels are directory names: is this "
+                             f"the right file, saved as text?")
         if name in seen:
             raise LabelError(f"{source}: label {name!r} appears on line {seen[name]} and line "
                              f"{number}; each label must appear once")

@@ -36,3 +36,11 @@ def test_packaged_imagenet_files():
     synsets = labels.parse_labels(labels.packaged_file("imagenet_lsvrc_2015_synsets.txt"))
     assert len(synsets) == 1000
     assert synsets.index("n01440764") == 1 and synsets.index("n15075141") == 1000
+
+
+def test_a_labels_file_of_nul_bytes_or_with_a_nul_in_a_label_is_refused(tmp_path):
+    for name, data in (("nul.txt", b"\0\0\0\0\n"), ("inside.txt", b"a\0b\ncat\n")):
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(labels.LabelError, match=r"line 1 .* contains the control character"):
+            labels.load_labels(str(path))
