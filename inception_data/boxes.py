@@ -130,8 +130,10 @@ def parse(data: bytes, xml_name: str, synsets: Sequence[str] | None = None,
         except AnnotationError as err:
             dropped.append(str(err))
             continue
-        if box.xmin >= box.xmax or box.ymin >= box.ymax:
-            dropped.append(f"object {index}: degenerate box {box.coordinates()}")
+        stored = [float(f"{c:.{CSV_DECIMALS}f}") for c in box.coordinates()]
+        if stored[0] >= stored[2] or stored[1] >= stored[3]:  # as the CSV will hold it
+            dropped.append(f"object {index}: degenerate box {box.coordinates()} (no area at "
+                           f"the CSV's {CSV_DECIMALS} decimals; <size> is {width:g}x{height:g})")
         elif allowed is not None and box.synset not in allowed:
             dropped.append(f"object {index}: synset {box.synset!r} is not in the synsets file")
         elif expected_synset is not None and box.synset != expected_synset:

@@ -103,3 +103,13 @@ def test_cli_writes_sorted_csv_and_reports_instead_of_crashing(tmp_path):
     report = [json.loads(l) for l in (tmp_path / "boxes.csv.rejects.jsonl").read_text().splitlines()]
     assert sorted(r["kind"] for r in report) == ["dropped box", "unreadable xml"]
     assert "4 XML files: wrote 3 boxes for 3 images" in result.output
+
+
+def test_a_box_with_no_area_at_the_csvs_precision_is_dropped_not_written():
+    """<height>1e9</height> made every y coordinate round to 0.0000: a zero-area box in the
+    CSV. Boxes are judged as the CSV will hold them."""
+    annotation = boxes.parse(voc([("n1", 10, 20, 100, 300)], width=200, height="1e9"), "a.xml")
+    assert annotation.boxes == ()
+    assert "degenerate box" in annotation.dropped[0] and "<size> is 200x1e+09" in \
+        annotation.dropped[0]
+    assert boxes.csv_rows(annotation) == []
