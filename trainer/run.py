@@ -236,8 +236,9 @@ def evaluate(config: TrainConfig, checkpoint: str | None = None) -> dict:
         info, tf.distribute.get_strategy(), training=False, global_batch=config.batch_size,
         image_size=model.input_shape[1], outputs=len(model.outputs), on_error=config.on_error))
     try:
-        result = model.evaluate(dataset.dataset, verbose=0, return_dict=True, callbacks=[
-            keras.callbacks.SwapEMAWeights()] if averaged else None)
+        with cb.finite_evaluation():
+            result = model.evaluate(dataset.dataset, verbose=0, return_dict=True, callbacks=[
+                keras.callbacks.SwapEMAWeights()] if averaged else None)
     except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as err:
         raise TrainingError(data.read_error(err, info.pattern("validation"))) from None
     examples = dataset.count()
