@@ -9,6 +9,7 @@ that check found undecodable. Each folder's files are read once (gs:// reads are
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import json
@@ -138,31 +139,38 @@ class ShardSet:
 
         present = set(self.files)
         expected: dict[str, str] = {}  # missing path -> why it is expected
+        groups = {}  # (folder, split, count) -> a file name saying so: each group once
         for path in self.files:
             folder, name = os.path.split(path)
             parsed = sharding.parse_shard_name(name)
             if parsed:
-                split_name, _, count = parsed
-                for index in range(count):
-                    sibling = os.path.join(folder, sharding.shard_name(split_name, index, count))
-                    expected.setdefault(sibling, f"{name} says there are {count}")
-                split = (self._folder(path).manifest or {}).get("splits", {}).get(
-                    split_name, {})
-                for other in split.get("shards", {}):
-                    expected.setdefault(os.path.join(folder, other),
-                                        f"{os.path.join(folder, MANIFEST)} lists it")
+                groups.setdefault((folder, parsed[0], parsed[2]), name)
+        for (folder, split_name, count), name in sorted(groups.items()):
+            for index in range(count):
+                expected.setdefault(os.path.join(folder, sharding.shard_name(split_name, index,
+                                                                             count)),
+                                    f"{name} says there are {count}")
+            split = (self.folders[folder].manifest or {}).get("splits", {}).get(split_name, {})
+            for other in split.get("shards", {}):
+                expected.setdefault(os.path.join(folder, other),
+                                    f"{os.path.join(folder, MANIFEST)} lists it")
         lines = [f"{path} is missing ({why})" for path, why in sorted(expected.items())
                  if path not in present]
-        for path in self.files:
-            records = self._folder(path).shard_records(path)
-            if records:
-                try:
-                    empty = tf.io.gfile.stat(path).length == 0
-                except tf.errors.OpError:
-                    empty = False
-                if empty:
-                    lines.append(f"{path} is empty, but the manifest counts {records} records "
-                                 f"in it")
+        counted = {path: self._folder(path).shard_records(path) for path in self.files}
+        counted = {path: records for path, records in counted.items() if records}
+
+        def empty(path: str) -> bool:
+            try:
+                return tf.io.gfile.stat(path).length == 0
+            except tf.errors.OpError:
+                return False
+
+        # one stat per shard, in parallel: on gs:// each is a round trip (1,024 ImageNet shards)
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            for path, is_empty in zip(counted, pool.map(empty, counted)):
+                if is_empty:
+                    lines.append(f"{path} is empty, but the manifest counts {counted[path]} "
+                                 f"records in it")
         return lines
 
     def bad_records(self) -> dict[str, list[tuple[int, str]]]:
