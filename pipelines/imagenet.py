@@ -13,9 +13,7 @@ workers index each per-synset tar in parallel, and each shard writer reads its i
 from __future__ import annotations
 
 import dataclasses
-import io
 import logging
-import tarfile
 from typing import Mapping, Sequence
 
 from apache_beam.io.filesystems import FileSystems
@@ -24,7 +22,7 @@ from inception_data import labels as labels_lib
 from inception_data import relabel, schema
 from pipelines import builder, image_folder, launch, listing
 from pipelines.scratch import Scratch
-from pipelines.tar_index import TarIndex, index_tar
+from pipelines.tar_index import index_tar
 
 log = logging.getLogger(__name__)
 
