@@ -87,10 +87,6 @@ class SizePolicy:
         """The (width, height) an image of this size is scaled to, or None when it fits."""
         return scaled_size(width, height, self.max_size) if self.max_size else None
 
-    def settings(self) -> dict:
-        return {"max_size": self.max_size, "jpeg_quality": self.jpeg_quality,
-                "progressive": self.progressive}
-
 
 def scaled_size(width: int, height: int, max_size: int) -> tuple[int, int] | None:
     """(width, height) with the longer side `max_size` and the shorter side
