@@ -81,7 +81,7 @@ def run(annotations_dir: str, output: str, synsets: Sequence[str] | None = None,
         beam_args: Sequence[str] = (), workers: int | None = None) -> dict:
     """Runs the pipeline; returns counts of XML files, boxes written, dropped, unreadable."""
     plan = launch.plan(beam_args)
-    if plan.is_local:
+    if plan.local_runner:
         plan = plan.with_workers(workers)
     pipeline = beam.Pipeline(runner=plan.runner(), options=plan.options)
     build(pipeline, annotations_dir, output, synsets)

@@ -1,10 +1,10 @@
-"""The build skeleton: BuildConfig in; sources listed, shards written by one of two designs,
-rejects reports and the manifest out; the output folder prepared and the run launched.
+"""The build's Beam graph: BuildConfig in; sources listed, shards written by one of two
+designs, rejects reports and the summary out (skeleton.py runs it, for every kind of source).
 
 list (paths only) -> shard layout on paths -> write each shard -> rejects and a summary, which
 the launcher checks and commits as the manifest. Two designs (`LocalDesign`,
 `DistributedDesign`, over the one shard writer of shard_writer.py), chosen by where the
-pipeline runs (`launch.Plan.is_local`), with byte-identical output:
+pipeline runs (`launch.Plan.local_runner`), with byte-identical output:
 
 - local runner: the launcher lists what it can list cheaply (local trees, flat folders) once,
   spilling each class to a scratch file as it goes; tar archives are indexed by the workers,
@@ -22,12 +22,11 @@ import os
 from typing import Mapping, Sequence
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 
 import inception_data
 from inception_data import labels as labels_lib
 from inception_data.build_options import BuildOptions
-from pipelines import box_join, dedup, launch, layout, listing, atomic_files, report, shard_writer
+from pipelines import box_join, dedup, layout, report, shard_writer
 from pipelines.listing import ClassFiles, Found, Keying
 
 log = logging.getLogger(__name__)
@@ -84,7 +83,7 @@ class Listed:
         return sum(f.count for f in self.found)
 
 
-def _kind(event) -> str:
+def _event_tag(event) -> str:
     """What a listing event is: a class's files, a Found count, or a reject row."""
     if isinstance(event, ClassFiles):
         return "listed"
@@ -102,7 +101,7 @@ def list_in_launcher(streams: Sequence, spill_dir: str) -> Listed:
     listed = Listed()
     for events in streams:
         for event in events:
-            kind = _kind(event)
+            kind = _event_tag(event)
             if kind == "listed":
                 listed.spilled.append(spill_class(event, spill_dir))
             else:
@@ -112,7 +111,7 @@ def list_in_launcher(streams: Sequence, spill_dir: str) -> Listed:
 
 def _tagged_events(source, context: ListContext):
     for event in source.events(context, log.warning):
-        kind = _kind(event)
+        kind = _event_tag(event)
         yield event if kind == "listed" else beam.pvalue.TaggedOutput(kind, event)
 
 
@@ -256,94 +255,3 @@ def shard_settings(config: BuildConfig, make_record) -> shard_writer.ShardSettin
     """What every shard of `config`'s build is written with."""
     return shard_writer.ShardSettings(config.output_dir, dict(config.roots), make_record,
                                       config.options)
-
-
-def lists_in_launcher(plan: launch.Plan, root: str) -> bool:
-    """Whether the launcher opens `root` itself: always for a local build, and for local
-    folders (a cheap scan of the top level, for the label warnings); a distributed build of an
-    object-store tree leaves the listing to its workers - listing the bucket here as well would
-    list every object twice."""
-    return plan.is_local or listing.is_local(root)
-
-
-def warn_unlisted_after_run(manifest: Mapping, split: str, root: str, warn) -> None:
-    """For a split the launcher did not list: the files of directories not in the labels file,
-    counted in the manifest."""
-    unlisted = manifest["splits"][split]["reject_reasons"].get("unlisted directory")
-    if unlisted:
-        warn(f"{split}: {unlisted} file(s) of directories under {root} that are not in the "
-             f"labels file are listed in rejects-{split}.jsonl")
-
-
-def _inside(path: str, folder: str) -> bool:
-    if listing.is_local(path) and listing.is_local(folder):
-        path, folder = os.path.realpath(path), os.path.realpath(folder)
-        return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
-    return (path.rstrip("/") + "/").startswith(folder.rstrip("/") + "/")
-
-
-def check_output_outside_inputs(config: BuildConfig) -> None:
-    """An output folder inside a split folder would be listed as a class by the next build."""
-    for split, root in config.roots.items():
-        if _inside(config.output_dir, root):
-            raise launch.LaunchError(
-                f"--output-dir {config.output_dir} is inside the {split} folder {root}, where "
-                f"a later build would take it for a class; choose an output folder outside it")
-
-
-def launch_build(config: BuildConfig, plan: launch.Plan, build_fn, *, input_bytes: int = 0,
-                 input_files: int = 0) -> dict | None:
-    """Prepares the output directory, writes labels.txt, runs `build_fn(pipeline)`, checks the
-    result and commits the manifest; returns it (None: a remote job still running)."""
-    fingerprint = {"settings": config.settings(), "roots": dict(config.roots),
-                   "labels": list(config.label_map.names)}
-    options = config.options
-    if not launch.prepare_output(config.output_dir, list(config.roots), options.overwrite,
-                                 fingerprint, options.resume):
-        manifest = launch.read_manifest(config.output_dir)
-        manifest["seconds"] = 0.0
-        return manifest  # --resume of a build that had already finished: nothing to do
-    atomic_files.write_text(FileSystems.join(config.output_dir, "labels.txt"),
-                       config.label_map.to_text())
-    if plan.is_local:
-        plan = plan.with_workers(options.workers or launch.local_workers(input_bytes, input_files))
-    counts = list(config.shards.values())
-    return launch.run(build_fn, plan, output_dir=config.output_dir, splits=list(config.roots),
-                      max_rejects=options.max_rejects, total_images=input_files,
-                      total_shards=sum(counts) if all(counts) else None,
-                      progress=options.progress)
-
-
-def warn_each(warn, messages: Sequence[str], limit: int = 5) -> None:
-    """Warns with the first `limit` messages and a count of the rest (a 10-class subset of
-    ImageNet must not print 990 lines)."""
-    for message in messages[:limit]:
-        warn(message)
-    if len(messages) > limit:
-        warn(f"... and {len(messages) - limit} more like these")
-
-
-def warn_empty_labels(split: str, where: str, label_map: labels_lib.LabelMap,
-                      counts: Mapping[int, int], warn) -> None:
-    """Warns about labels that got no images (no directory, an empty one, or no tar)."""
-    warn_each(warn, [f"{split}: label {name!r} has no images under {where}/{name}; it keeps "
-                     f"label {label} with 0 examples"
-                     for label, name in label_map.numbered() if not counts.get(label)])
-
-
-def spilled_counts(listed: Listed, split: str) -> dict[int, int]:
-    return {s.label: s.count for s in listed.spilled if s.split == split}
-
-
-def manifest_counts(manifest: Mapping, split: str, label_map) -> dict[int, int]:
-    per_class = manifest["splits"][split]["per_class"]
-    return {label_map.index(name): n for name, n in per_class.items()}
-
-
-def index_boxes_once(boxes_csv: str | None, scratch: str | None) -> str | None:
-    """A local build's boxes index (read from the CSV once), or None."""
-    if not boxes_csv or scratch is None:
-        return None
-    path = f"{scratch}/boxes.sqlite"
-    box_join.index_boxes(boxes_csv, path)
-    return path

@@ -20,8 +20,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from inception_data import labels as labels_lib
 from inception_data import relabel, schema
-from pipelines import builder, image_folder, launch, listing
-from pipelines.scratch import Scratch
+from pipelines import box_join, builder, image_folder, label_warnings, launch, listing, skeleton
 from pipelines.tar_index import index_tar
 
 log = logging.getLogger(__name__)
@@ -160,13 +159,13 @@ def train_tar_sources(split: str, tar_path: str, label_map, warn, listed: builde
         listed.found.append(listing.Found(split, 1))
         listed.rejects.append(listing.reject(split, listing.member_path(tar_path, name), kind,
                                              reason))
-    builder.warn_each(warn, [f"{listing.member_path(tar_path, name)}: {reason}"
+    label_warnings.warn_each(warn, [f"{listing.member_path(tar_path, name)}: {reason}"
                                 for name, _, reason in index.problems])
     present = [s.name for s in sources]
-    builder.warn_each(warn, [
+    label_warnings.warn_each(warn, [
         f"{split}: synset {name} has no tar in {tar_path}; it keeps its label with 0 images"
         for name in labels_lib.reconcile(label_map, present).missing])
-    image_folder.warn_unlisted_names(split, tar_path, present, label_map, warn)
+    label_warnings.warn_unlisted_names(split, tar_path, present, label_map, warn)
     return sources
 
 
@@ -179,59 +178,77 @@ class ImagenetInputs:
     boxes_csv: str | None = None
 
 
+@dataclasses.dataclass
+class ImagenetSource:
+    """The ImageNet build as a source of skeleton.run: the inputs, the synsets' texts and the
+    validation labels (line i: the synset of ILSVRC2012_val_<i>.JPEG)."""
+
+    inputs: ImagenetInputs
+    texts: Mapping[str, str]
+    validation_synsets: Sequence[str]
+    train_tree: bool = False  # set by list: the launcher opened a training tree
+
+    def configure(self, config: builder.BuildConfig, plan, warn) -> builder.BuildConfig:
+        return builder.numbered(config, config.label_map)
+
+    def context(self, config: builder.BuildConfig) -> builder.ListContext:
+        return builder.ListContext(
+            config.label_map.as_dict(), listing.Keying(config.options.seed, by_basename=True),
+            {relabel.validation_name(i): s
+             for i, s in enumerate(self.validation_synsets, start=1)})
+
+    def records(self, config: builder.BuildConfig) -> ImagenetRecords:
+        return ImagenetRecords(config.label_map, dict(self.texts))
+
+    def list(self, config: builder.BuildConfig, plan, context, scratch, warn) -> skeleton.Work:
+        inputs, label_map, here = self.inputs, config.label_map, []  # event streams listed here
+        work = skeleton.Work(boxes_csv=inputs.boxes_csv)
+        self.train_tree = bool(inputs.train and not inputs.train_is_tar
+                               and skeleton.lists_in_launcher(plan, inputs.train))
+        outer = builder.Listed()  # the training tar's own problems, found by the launcher
+        if inputs.train_is_tar:
+            work.on_workers += train_tar_sources("train", inputs.train, label_map, warn, outer)
+        elif self.train_tree:
+            tree = listing.Tree(inputs.train, warn)
+            label_warnings.warn_unlisted_names("train", inputs.train, tree.names, label_map,
+                                               warn)
+            if plan.local_runner:
+                here.append(listing.tree_events("train", tree, context.label_of,
+                                                context.keying, warn))
+            else:
+                work.on_workers.append(image_folder.TreeSource("train", inputs.train))
+        elif inputs.train:  # an object-store tree of a distributed build: its workers list it
+            work.on_workers.append(image_folder.TreeSource("train", inputs.train))
+        if inputs.validation:
+            source = ValidationSource("validation", inputs.validation, inputs.validation_is_tar)
+            if plan.local_runner and not source.archive:
+                here.append(source.events(context, warn))
+            else:
+                work.on_workers.append(source)
+        if plan.local_runner:
+            work.listed = builder.list_in_launcher(here, scratch)
+        work.listed.rejects += outer.rejects
+        work.listed.found += outer.found
+        if plan.local_runner and inputs.train and not inputs.train_is_tar:
+            # (a distributed build has no counts before it runs)
+            label_warnings.warn_empty_labels(
+                "train", inputs.train.rstrip("/"), label_map,
+                label_warnings.spilled_counts(work.listed, "train"), warn)
+        if inputs.boxes_csv and scratch is not None:  # a local build reads the CSV once
+            work.box_index = f"{scratch}/boxes.sqlite"
+            box_join.index_boxes(inputs.boxes_csv, work.box_index)
+        work.worker_bytes = sum(s.size for s in work.on_workers if isinstance(s, InnerTar))
+        return work
+
+    def after_run(self, config: builder.BuildConfig, plan, manifest: dict, warn) -> None:
+        inputs = self.inputs
+        if inputs.train and not inputs.train_is_tar and not self.train_tree:
+            label_warnings.warn_unlisted_after_run(manifest, "train", inputs.train, warn)
+
+
 def run_imagenet(config: builder.BuildConfig, inputs: ImagenetInputs,
                  texts: Mapping[str, str], validation_synsets: Sequence[str],
                  beam_args: Sequence[str] = (), *, warn=log.warning) -> dict | None:
     """Lists the inputs (each file once), runs the ImageNet build; returns the manifest."""
-    builder.check_output_outside_inputs(config)
-    plan = launch.plan(beam_args)
-    config = builder.numbered(config, config.label_map)
-    label_map = config.label_map
-    context = builder.ListContext(
-        label_map.as_dict(), listing.Keying(config.options.seed, by_basename=True),
-        {relabel.validation_name(i): s for i, s in enumerate(validation_synsets, start=1)})
-    settings = builder.shard_settings(config, ImagenetRecords(label_map, dict(texts)))
-    here, on_workers = [], []  # event streams listed by the launcher, sources by the workers
-    outer = builder.Listed()  # the training tar's own problems, found by the launcher
-    train_tree = inputs.train and not inputs.train_is_tar and builder.lists_in_launcher(
-        plan, inputs.train)
-    if inputs.train_is_tar:
-        on_workers += train_tar_sources("train", inputs.train, label_map, warn, outer)
-    elif train_tree:
-        tree = listing.Tree(inputs.train, warn)
-        image_folder.warn_unlisted_names("train", inputs.train, tree.names, label_map, warn)
-        if plan.is_local:
-            here.append(listing.tree_events("train", tree, context.label_of, context.keying,
-                                            warn))
-        else:
-            on_workers.append(image_folder.TreeSource("train", inputs.train))
-    elif inputs.train:  # an object-store tree of a distributed build: its workers list it
-        on_workers.append(image_folder.TreeSource("train", inputs.train))
-    if inputs.validation:
-        source = ValidationSource("validation", inputs.validation, inputs.validation_is_tar)
-        if plan.is_local and not source.archive:
-            here.append(source.events(context, warn))
-        else:
-            on_workers.append(source)
-    with Scratch(plan) as scratch:
-        listed = builder.list_in_launcher(here, scratch) if plan.is_local else \
-            builder.Listed()
-        listed.rejects += outer.rejects
-        listed.found += outer.found
-        if plan.is_local and inputs.train and not inputs.train_is_tar:
-            # (a distributed build has no counts before it runs; the Listed is always truthy,
-            # which warned about every label of those builds)
-            builder.warn_empty_labels("train", inputs.train.rstrip("/"), label_map,
-                                         builder.spilled_counts(listed, "train"), warn)
-        box_index = builder.index_boxes_once(inputs.boxes_csv, scratch)
-
-        def build(pipeline):
-            builder.build(pipeline, config, settings, context, on_workers, spill_dir=scratch,
-                             listed=listed, boxes_csv=inputs.boxes_csv, box_index=box_index)
-
-        tar_bytes = sum(s.size for s in on_workers if isinstance(s, InnerTar))
-        manifest = builder.launch_build(
-            config, plan, build, input_bytes=listed.bytes + tar_bytes)
-    if manifest and inputs.train and not inputs.train_is_tar and not train_tree:
-        builder.warn_unlisted_after_run(manifest, "train", inputs.train, warn)
-    return manifest
+    return skeleton.run(config, ImagenetSource(inputs, texts, validation_synsets), beam_args,
+                        warn=warn)

@@ -72,19 +72,20 @@ def with_staging(options, beam_args: Sequence[str]) -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """Where and how the pipeline runs. `is_local`: on this machine, on Beam's FnApiRunner
+    """Where and how the pipeline runs. `local_runner`: on this machine, on Beam's FnApiRunner
     (the default); otherwise on the runner the user named (e.g. Dataflow), whose workers cannot
-    see this machine's disk."""
+    see this machine's disk. (Not to be confused with `listing.is_local(path)`: whether a path
+    is on this machine's filesystem.)"""
 
     beam_args: tuple
-    is_local: bool
+    local_runner: bool
 
     @property
     def options(self) -> PipelineOptions:
         return PipelineOptions(list(self.beam_args))
 
     def runner(self):
-        if not self.is_local:
+        if not self.local_runner:
             return None  # the one named in the options
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
@@ -258,13 +259,13 @@ def run(build, plan: Plan, *, output_dir, splits, max_rejects=None, total_images
     start = time.monotonic()
     pipeline = beam.Pipeline(runner=plan.runner(), options=plan.options)
     build(pipeline)
-    if progress and plan.is_local:
+    if progress and plan.local_runner:
         with ShardProgress(output_dir, splits, total_images, total_shards):
             pipeline.run().wait_until_finish()
     else:
         pipeline.run().wait_until_finish()
     if not FileSystems.exists(FileSystems.join(output_dir, report.SUMMARY)):
-        if plan.is_local:
+        if plan.local_runner:
             raise RuntimeError(f"the pipeline finished without writing {report.SUMMARY} in "
                                f"{output_dir}; this is a bug, please report it")
         return None  # e.g. a Dataflow template was written, or the job runs on

@@ -135,7 +135,7 @@ def class_names(root: str, warn: Callable[[str], None]) -> list[str]:
     with os.scandir(root) as entries:
         for entry in sorted(entries, key=lambda e: e.name):
             path = os.path.join(root, entry.name)
-            kind = _kind(entry)
+            kind = _entry_type(entry)
             if kind == "broken":
                 warn(f"{path} is a broken symlink (to {os.readlink(path)}); skipped")
             elif kind == "directory" and entry.is_symlink() and _is_loop(path, top):
@@ -153,7 +153,7 @@ def scan(folder: str, prefix: str = "", name: str = "") -> TreeClass:
     with os.scandir(folder) as entries:
         for entry in entries:
             relpath = prefix + entry.name
-            kind = _kind(entry)
+            kind = _entry_type(entry)
             if kind == "file" and is_hidden(entry.name):
                 found.rejects.append((relpath, *HIDDEN))
             elif kind == "file":
@@ -168,7 +168,7 @@ def scan(folder: str, prefix: str = "", name: str = "") -> TreeClass:
     return found
 
 
-def _kind(entry: os.DirEntry) -> str:
+def _entry_type(entry: os.DirEntry) -> str:
     """file, directory, broken (a link that leads nowhere or in a circle) or other."""
     try:
         if entry.is_file():

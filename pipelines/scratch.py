@@ -27,7 +27,7 @@ class Scratch:
     def __init__(self, plan):
         remove_stale_scratch(tempfile.gettempdir())
         self._dir = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
-        self.path = self._dir if plan.is_local else None
+        self.path = self._dir if plan.local_runner else None
         self._saved = None
 
     def __enter__(self):
