@@ -83,14 +83,9 @@ def _check_complete(shards: shard_set.ShardSet, allow_incomplete: bool) -> None:
 PREFETCH_SHARE = 10
 
 
-def _records(files: Sequence[str], bad: dict, *, shuffle: bool, seed, cycle_length: int,
-             num_parallel_calls, deterministic: bool) -> tf.data.Dataset:
-    """(record, file) of every shard, interleaved (the file order shuffled when `shuffle`),
-    without the records listed in `bad` ({file: [(index, reason)]}, from a saved verdict)."""
-    dataset = tf.data.Dataset.from_tensor_slices(list(files))
-    if shuffle:
-        dataset = dataset.shuffle(len(files), seed=seed)
-
+def _reader(bad: dict):
+    """filename -> a dataset of (record, filename) of that shard, without the records listed in
+    `bad` ({file: [(index, reason)]}, from a saved verdict)."""
     listed = [f"{path}\0{index}" for path, rows in bad.items() for index, _ in rows]
     skipped = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
         listed, tf.ones([len(listed)], tf.int64)), default_value=0) if listed else None
@@ -107,8 +102,49 @@ def _records(files: Sequence[str], bad: dict, *, shuffle: bool, seed, cycle_leng
         return (records.enumerate().filter(unlisted)
                 .map(lambda index, record: (record, filename)))
 
+    return tagged
+
+
+def _records(files: Sequence[str], tagged, *, shuffle: bool, seed, cycle_length: int,
+             num_parallel_calls, deterministic: bool,
+             reshuffle: bool = True) -> tf.data.Dataset:
+    """(record, file) of every shard, interleaved (the file order shuffled when `shuffle`,
+    anew at each iteration when `reshuffle`)."""
+    dataset = tf.data.Dataset.from_tensor_slices(list(files))
+    if shuffle:
+        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=reshuffle)
     return dataset.interleave(tagged, cycle_length=min(cycle_length, len(files)),
                               num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+
+
+def _epoch_seed(seed: int, epoch):
+    return tf.constant(seed, tf.int64) * 1_000_003 + epoch
+
+
+def _seeded_epochs(files, tagged, *, seed: int, shuffle_buffer: int, repeat: bool,
+                   cache: bool, **read) -> tf.data.Dataset:
+    """A seeded training stream whose epoch e is shuffled by (seed, e) alone.
+
+    tf.data's reshuffling draws each epoch's order from a generator that every iterator of
+    the dataset advances; Keras' fit creates more than one iterator of the training dataset
+    on several towers, and which of them draws first is a race: a seeded 2-tower run gave one
+    of two loss sequences (1 run in ~10 under load). Here each epoch is a fresh, non-reshuffling
+    shuffle seeded by its index, so every iterator yields the same stream."""
+    if cache:  # the records once in memory; the buffer holds them all, a full shuffle
+        records = _records(files, tagged, shuffle=False, seed=None, **read).cache()
+
+        def epoch(index):
+            return records.shuffle(shuffle_buffer, seed=_epoch_seed(seed, index),
+                                   reshuffle_each_iteration=False)
+    else:
+        def epoch(index):
+            epoch_seed = _epoch_seed(seed, index)
+            return _records(files, tagged, shuffle=True, seed=epoch_seed, reshuffle=False,
+                            **read).shuffle(shuffle_buffer, seed=epoch_seed,
+                                            reshuffle_each_iteration=False)
+
+    epochs = tf.data.Dataset.counter() if repeat else tf.data.Dataset.range(1)
+    return epochs.flat_map(epoch)
 
 
 def _spec(keys) -> dict:
@@ -238,14 +274,20 @@ def input_fn(file_pattern: str | Sequence[str], is_training: bool, batch_size: i
     if cache is None:
         cache = is_training and records is not None and records <= shuffle_buffer
 
-    dataset = _records(files, bad, shuffle=is_training, seed=seed, cycle_length=cycle_length,
-                       num_parallel_calls=num_parallel_calls, deterministic=deterministic)
-    if cache:
-        dataset = dataset.cache()
-    if is_training:
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed)
-    if repeat:
-        dataset = dataset.repeat()
+    tagged = _reader(bad)
+    read = dict(cycle_length=cycle_length, num_parallel_calls=num_parallel_calls,
+                deterministic=deterministic)
+    if is_training and seed is not None:
+        dataset = _seeded_epochs(files, tagged, seed=seed, shuffle_buffer=shuffle_buffer,
+                                 repeat=repeat, cache=cache, **read)
+    else:
+        dataset = _records(files, tagged, shuffle=is_training, seed=seed, **read)
+        if cache:
+            dataset = dataset.cache()
+        if is_training:
+            dataset = dataset.shuffle(shuffle_buffer, seed=seed)
+        if repeat:
+            dataset = dataset.repeat()
     if is_training and not cache:
         dataset = dataset.prefetch(max(1, shuffle_buffer // PREFETCH_SHARE))
     # A stateless seed pair per example: (run seed, position in the stream). Without a seed the

@@ -165,6 +165,26 @@ def test_each_training_epoch_sees_every_example_exactly_once(shards, shuffle_buf
     assert epochs[0] != epochs[1] != epochs[2]  # reshuffled every epoch
 
 
+@pytest.mark.parametrize("shuffle_buffer", [100, 6])  # cached, or read from the files
+def test_every_iterator_of_a_seeded_training_dataset_yields_the_same_stream(shards,
+                                                                            shuffle_buffer):
+    """Keras' fit makes more than one iterator of a training dataset on several towers; with
+    tf.data's reshuffling each new iterator drew the next epoch order, and which drew first was
+    a race (a seeded 2-tower run had two outcomes). Every iterator must give the one stream."""
+    dataset = inception_data.input_fn(str(shards / "train-*"), is_training=True, batch_size=5,
+                                      image_size=16, seed=3, shuffle_buffer=shuffle_buffer,
+                                      with_metadata=True)
+
+    def stream(iterator, count=7):  # past the first epoch of 15 records
+        return [name for _ in range(count) for name in next(iterator)[2]["filename"].numpy()]
+
+    first = iter(dataset)
+    head = stream(first)
+    second = iter(dataset)  # made after the first one has read into its second epoch
+    assert stream(second) == head
+    assert stream(iter(dataset)) == head
+
+
 def test_small_training_sets_are_read_from_their_files_once(shards, tmp_path):
     """Records that fit in the shuffle buffer are cached: later epochs start without a refill
     from the files (here: the files are gone after the first batch, and reading goes on)."""
