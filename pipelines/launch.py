@@ -252,9 +252,10 @@ class ShardProgress:
 
 
 def run(build, plan: Plan, *, output_dir, splits, max_rejects=None, total_images=0,
-        total_shards=None, progress=True) -> dict | None:
+        total_shards=None, progress=True, before_commit=lambda: None) -> dict | None:
     """Builds the pipeline with `build(pipeline)`, runs it, then checks its summary and commits
-    the manifest (report.commit_manifest: raises report.TooManyRejects beyond --max-rejects).
+    the manifest (report.commit_manifest: raises report.TooManyRejects beyond --max-rejects),
+    after `before_commit()` (which raises if the build lost its claim on the folder).
     Returns the manifest, or None when a remote runner returned before the job finished."""
     start = time.monotonic()
     pipeline = beam.Pipeline(runner=plan.runner(), options=plan.options)
@@ -269,6 +270,7 @@ def run(build, plan: Plan, *, output_dir, splits, max_rejects=None, total_images
             raise RuntimeError(f"the pipeline finished without writing {report.SUMMARY} in "
                                f"{output_dir}; this is a bug, please report it")
         return None  # e.g. a Dataflow template was written, or the job runs on
+    before_commit()
     manifest = report.commit_manifest(output_dir, max_rejects)
     manifest["seconds"] = time.monotonic() - start
     return manifest

@@ -24,6 +24,7 @@ from typing import Protocol, Sequence
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines import atomic_files, builder, launch, listing
+from pipelines.output_claim import Claim
 from pipelines.builder import BuildConfig, ListContext, Listed
 from pipelines.scratch import Scratch
 
@@ -82,7 +83,7 @@ def run(config: BuildConfig, source: Source, beam_args: Sequence[str] = (), *,
         # (files the workers list are not counted before the run: then the count is unknown)
         files = 0 if work.on_workers else work.listed.files
         manifest = _launch(config, plan, build, input_bytes=work.listed.bytes + work.worker_bytes,
-                           input_files=files)
+                           input_files=files, warn=warn)
     if manifest:
         source.after_run(config, plan, manifest, warn)
     return manifest
@@ -113,23 +114,27 @@ def check_output_outside_inputs(config: BuildConfig) -> None:
 
 
 def _launch(config: BuildConfig, plan: launch.Plan, build_fn, *, input_bytes: int,
-            input_files: int) -> dict | None:
-    """Prepares the output directory, writes labels.txt, runs `build_fn(pipeline)`, checks the
-    result and commits the manifest; returns it (None: a remote job still running)."""
+            input_files: int, warn) -> dict | None:
+    """Claims the output folder (one build at a time: output_claim.py), prepares it, writes
+    labels.txt, runs `build_fn(pipeline)`, checks the result and commits the manifest; returns
+    it (None: a remote job still running)."""
     fingerprint = {"settings": config.settings(), "roots": dict(config.roots),
                    "labels": list(config.label_map.names)}
     options = config.options
-    if not launch.prepare_output(config.output_dir, list(config.roots), options.overwrite,
-                                 fingerprint, options.resume):
-        manifest = launch.read_manifest(config.output_dir)
-        manifest["seconds"] = 0.0
-        return manifest  # --resume of a build that had already finished: nothing to do
-    atomic_files.write_text(FileSystems.join(config.output_dir, "labels.txt"),
-                            config.label_map.to_text())
-    if plan.local_runner:
-        plan = plan.with_workers(options.workers or launch.local_workers(input_bytes, input_files))
-    counts = list(config.shards.values())
-    return launch.run(build_fn, plan, output_dir=config.output_dir, splits=list(config.roots),
-                      max_rejects=options.max_rejects, total_images=input_files,
-                      total_shards=sum(counts) if all(counts) else None,
-                      progress=options.progress)
+    with Claim(config.output_dir, warn) as claim:
+        if not launch.prepare_output(config.output_dir, list(config.roots), options.overwrite,
+                                     fingerprint, options.resume):
+            manifest = launch.read_manifest(config.output_dir)
+            manifest["seconds"] = 0.0
+            return manifest  # --resume of a build that had already finished: nothing to do
+        atomic_files.write_text(FileSystems.join(config.output_dir, "labels.txt"),
+                                config.label_map.to_text())
+        if plan.local_runner:
+            plan = plan.with_workers(options.workers
+                                     or launch.local_workers(input_bytes, input_files))
+        counts = list(config.shards.values())
+        return launch.run(build_fn, plan, output_dir=config.output_dir,
+                          splits=list(config.roots), max_rejects=options.max_rejects,
+                          total_images=input_files,
+                          total_shards=sum(counts) if all(counts) else None,
+                          progress=options.progress, before_commit=claim.check)
