@@ -90,3 +90,32 @@ def read_records(handle: BinaryIO, where: str = "TFRecord file") -> Iterator[byt
             raise CorruptRecord(f"{where}: data CRC mismatch in the record at byte {offset}")
         offset += FRAMING + length
         yield data
+
+
+def damage_at(handle: BinaryIO, offset: int) -> str | None:
+    """What is wrong with the record that starts at byte `offset` of an open TFRecord file
+    ("truncated" or "corrupted"), or None when no record starts there or it reads whole.
+    What TensorFlow's reader reports as "corrupted record at N" names no file; this tells which
+    of a set of shards it was. Only the record headers before `offset` are read."""
+    position = 0
+    while position < offset:  # is `offset` a record boundary of this file?
+        handle.seek(position)
+        header = handle.read(12)
+        if len(header) < 12 or masked_crc(header[:8]) != _CRC.unpack(header[8:])[0]:
+            return None  # damaged earlier: TensorFlow would have stopped there
+        position += FRAMING + _LENGTH.unpack(header[:8])[0]
+    if position != offset:
+        return None
+    handle.seek(offset)
+    header = handle.read(12)
+    if not header:
+        return None
+    if len(header) < 12:
+        return "truncated"
+    if masked_crc(header[:8]) != _CRC.unpack(header[8:])[0]:
+        return "corrupted"
+    (length,) = _LENGTH.unpack(header[:8])
+    data, footer = handle.read(length), handle.read(4)
+    if len(data) < length or len(footer) < 4:
+        return "truncated"
+    return "corrupted" if masked_crc(data) != _CRC.unpack(footer)[0] else None

@@ -79,3 +79,34 @@ def test_an_image_given_for_shards_is_not_a_tfrecord_file(tmp_path):
     image.write_bytes(fabricate.jpeg_bytes(24, 16))
     result = fabricate.cli("inspect", image, expect=1)
     assert f"{image}: not a TFRecord file, or damaged at its start" in result.output
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupted"])
+def test_the_trainer_names_a_damaged_shard(built, tmp_path, damage):
+    """TensorFlow's own error names no file ("corrupted record at 3318"); the trainer's
+    message names the shard and what is wrong with it."""
+    import tensorflow as tf
+
+    from trainer import data
+
+    out = tmp_path / "out"
+    out.mkdir()
+    for path in built.iterdir():
+        if path.is_file():
+            (out / path.name).write_bytes(path.read_bytes())
+    shard = out / "train-00001-of-00003"
+    whole = shard.read_bytes()
+    if damage == "truncated":
+        shard.write_bytes(whole[: len(whole) * 2 // 3])
+    else:
+        flipped = bytearray(whole)
+        flipped[len(whole) * 3 // 4] ^= 0xFF
+        shard.write_bytes(bytes(flipped))
+    pattern = str(out / "train-*")
+    with pytest.raises(tf.errors.DataLossError) as raised:
+        records(pattern)
+    assert str(shard) not in raised.value.message  # what TensorFlow says
+    message = data.read_error(raised.value, pattern)
+    assert f"reading {pattern} failed: {shard} is {damage} at byte " in message, message
+    assert "rebuild it" in message
+    assert data.damaged_shard(raised.value.message, str(built / "train-*")) is None  # intact

@@ -145,13 +145,47 @@ class Counted:
         return int(self._examples.numpy())
 
 
+_DAMAGE = re.compile(r"(corrupted|truncated) record at (\d+)")
+
+
+def damaged_shard(message: str, pattern: str) -> str | None:
+    """The shard of `pattern` that TensorFlow's "corrupted record at N" (or "truncated ...")
+    in `message` is about, with what is wrong there; None when the message is not such an
+    error or no shard is damaged at that byte. Reads one record per shard (long enough)."""
+    found = _DAMAGE.search(message)
+    if not found:
+        return None
+    from inception_data import reader, tfrecord
+
+    # TensorFlow gives a record's start for a truncated record, and the start of its data (12
+    # bytes of header later) for a data checksum that does not match
+    offset = int(found.group(2))
+    starts = (offset, offset - 12) if found.group(1) == "corrupted" else (offset,)
+    for path in reader.list_files(pattern):
+        if tf.io.gfile.stat(path).length <= offset:
+            continue
+        with tf.io.gfile.GFile(path, "rb") as handle:
+            for start in starts:
+                damage = tfrecord.damage_at(handle, start)
+                if damage:
+                    return f"{path} is {damage} at byte {start}"
+    return None
+
+
 def read_error(err, pattern: str) -> str:
-    """A TensorFlow error met while reading `pattern`, as one line that says how to find the
-    record (input_fn cannot name it: TensorFlow's decoder fails inside the pipeline)."""
+    """A TensorFlow error met while reading `pattern`, as one line that names the shard when
+    it is damaged (TensorFlow's error does not) and says how to find a record that does not
+    decode (input_fn cannot name it: TensorFlow's decoder fails inside the pipeline)."""
     lines = [line.strip() for line in err.message.splitlines() if line.strip()
              and not line.strip().startswith(("[[", "Detected at", "<stack", "Graph execution"))]
     reason = re.sub(r"^Error in user-defined function .*?Iterator::\S+: |\s*\[Op:.*$", "",
                     lines[-1] if lines else type(err).__name__)
+    reason = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", reason)
+    shard = damaged_shard(err.message, pattern)
+    if shard:
+        return (f"reading {pattern} failed: {shard} ({reason.rstrip('.')}): the shard is "
+                f"damaged; rebuild it (delete it and run the same build with --resume), or "
+                f"copy it again")
     return (f"reading {pattern} failed: {reason.rstrip('.')}. If a record "
             f"does not decode, `inception-data inspect --verify --save-verdict '{pattern}'` "
             f"names it (shard and record) and saves the verdict, after which --on-error skip "
