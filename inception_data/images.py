@@ -33,7 +33,9 @@ from inception_data.build_options import (EXIF_MODES, JPEG_QUALITY,  # noqa: F40
                                           PROGRESSIVE_MODES, VERIFY_MODES)
 
 # Why an image was re-encoded, as counted in the manifest.
-REASONS = ("format", "colour", "exif", "size", "progressive")
+# "multi-picture": an MPO file (a JPEG followed by more images through its MPF segment, as
+# phones write depth maps and HDR gain maps) stored as its primary image
+REASONS = ("format", "colour", "exif", "size", "progressive", "multi-picture")
 _EXIF_ORIENTATION = 0x0112
 _KEEP_JPEG_MODES = ("RGB", "L")  # what TensorFlow's decode_jpeg(channels=3) reads correctly
 
@@ -334,6 +336,22 @@ def normalise(data: bytes, *, verify: str = "fast", exif: str = "apply",
                                                    f"{type(err).__name__}: {err}") from err
 
 
+def _mpo_primary(data: bytes, image: Image.Image) -> tuple[bytes, Image.Image]:
+    """The primary image of a multi-picture (MPO) file as its own bytes, nothing re-encoded:
+    the MP Entry of the first image gives its size, and a JPEG ends there (EOI). TensorFlow's
+    decoder reads that same first image; the other pictures are left out."""
+    try:
+        size = int(image.mpinfo[0xB002][0]["Size"])
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError):
+        size = 0
+    if not 0 < size <= len(data) or not data[:size].endswith(b"\xff\xd9"):
+        raise ImageRejected("truncated or corrupt", f"multi-picture JPEG whose index gives no "
+                                                    f"readable extent for its primary image "
+                                                    f"(size {size} of {len(data)} bytes)")
+    primary = data[:size]
+    return primary, _open(primary, "JPEG")
+
+
 def _kept_from_header(data: bytes, verify: str, exif: str, policy: SizePolicy
                       ) -> NormalisedImage | None:
     """The common case without Pillow: a plain JPEG (jpeg_header.parse, which agrees with
@@ -359,7 +377,12 @@ def _normalise(data: bytes, fmt: str, verify: str, exif: str, policy: SizePolicy
         if kept is not None:
             return kept
     image = _open(data, fmt)
-    if getattr(image, "n_frames", 1) > 1:
+    extra = []  # reasons that apply before any conversion
+    if image.format == "MPO":
+        data, image = _mpo_primary(data, image)
+        extra = [("multi-picture", f"multi-picture JPEG: its primary image of {len(data)} "
+                                   f"bytes")]
+    elif getattr(image, "n_frames", 1) > 1:
         raise ImageRejected("animated", f"animated {fmt} with {image.n_frames} frames; save "
                                         f"the frame you want as JPEG or PNG")
     size = image.size  # from the header, in the file's orientation; draft mode shrinks .size
@@ -379,7 +402,9 @@ def _normalise(data: bytes, fmt: str, verify: str, exif: str, policy: SizePolicy
                 # truncated and corrupt data, but skips most of the inverse DCT: ~1.5x faster.
                 image.draft(image.mode, (1, 1))
                 _decode(image, fmt)
-            return NormalisedImage(data, height, width, fmt, None)
+            return NormalisedImage(data, height, width, fmt, None,
+                                   tuple(reason for reason, _ in extra))
+        reasons = extra + reasons
     else:
         orientation = 1
         reasons = [("format", f"{fmt} image")] + _size_reason(size, policy)

@@ -129,12 +129,14 @@ class StoredTally:
         self.megapixels = collections.Counter()
 
     def add(self, image: images.NormalisedImage) -> None:
-        if image.reasons:
+        # (a multi-picture file's primary image counts under its reason and is still kept:
+        # its bytes are the file's own, cut where the primary image ends)
+        if image.converted is not None:
             self.reencoded += 1
-            for reason in image.reasons:
-                self.reasons[reason] += 1
         else:
             self.kept += 1
+        for reason in image.reasons:
+            self.reasons[reason] += 1
         label = images.megapixel_bin(image.width, image.height)
         self.megapixels[label] += 1
 

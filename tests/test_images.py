@@ -127,3 +127,48 @@ def test_empty_and_text_rejected():
     with pytest.raises(images.ImageRejected) as info:
         images.normalise(b"hello world")
     assert info.value.kind == "not an image"
+
+
+def _multi_picture(photo: bytes) -> bytes:
+    """A real photo saved as a phone saves one with a gain map: an MPO of the photo and a
+    quarter-size grey second picture behind it (Pillow writes the MPF index)."""
+    image = Image.open(io.BytesIO(photo)).convert("RGB")
+    gain_map = image.resize((image.width // 4, image.height // 4)).convert("L").convert("RGB")
+    out = io.BytesIO()
+    image.save(out, "MPO", save_all=True, append_images=[gain_map], quality=90)
+    return out.getvalue()
+
+
+def test_a_multi_picture_photo_is_stored_as_its_primary_image():
+    photo = sorted(fabricate.shared_data("imagenet-samples").iterdir())[5].read_bytes()
+    data = _multi_picture(photo)
+    assert Image.open(io.BytesIO(data)).n_frames == 2  # what used to be rejected as animated
+    for verify in images.VERIFY_MODES:
+        result = images.normalise(data, verify=verify)
+        assert data.startswith(result.encoded) and len(result.encoded) < len(data)
+        assert result.converted is None and result.reasons == ("multi-picture",)
+        assert np.array_equal(_decode(result.encoded), _decode(data))  # TF's primary image
+    smaller = images.normalise(data, policy=images.SizePolicy(max_size=100))
+    assert smaller.reasons == ("multi-picture", "size") and max(smaller.width, smaller.height) == 100
+    broken = bytearray(data)
+    offset = data.index(b"MPF\x00")  # the MP Entry's size of the first image: made too large
+    order = "little" if data[offset + 4:offset + 6] == b"II" else "big"
+    entry = data.index(len(result.encoded).to_bytes(4, order), offset)
+    broken[entry:entry + 4] = (len(data) + 1).to_bytes(4, order)
+    with pytest.raises(images.ImageRejected, match="multi-picture JPEG whose index gives no "
+                                                    "readable extent"):
+        images.normalise(bytes(broken))
+
+
+def test_a_folder_of_multi_picture_photos_is_written_and_counted(tmp_path):
+    samples = sorted(fabricate.shared_data("imagenet-samples").iterdir())
+    for i, sample in enumerate(samples[:3]):
+        fabricate.write(tmp_path / "train" / "phone" / f"{i}.jpg", _multi_picture(sample.read_bytes()))
+    fabricate.write(tmp_path / "train" / "camera" / "plain.jpg", samples[3].read_bytes())
+    fabricate.cli("build", "--no-progress", "--workers", "1", "--train-dir", tmp_path / "train",
+                  "--output-dir", tmp_path / "out")
+    import json
+
+    split = json.loads((tmp_path / "out" / "manifest.json").read_text())["splits"]["train"]
+    assert split["written"] == 4 and split["rejected"] == 0
+    assert split["stored"]["kept"] == 4 and split["stored"]["reasons"] == {"multi-picture": 3}
