@@ -104,16 +104,19 @@ def stop_workers() -> None:
             pass
 
 
-_ERRNO_TEXT = re.compile(r"\[Errno (\d+)\] ([^:'\n]+)(?::\s*'([^'\n]+)')?")
+# "[Errno 28] No space left on device: '/out/x' [while running 'Stage']", as Beam reports a
+# worker's OSError (the path and the stage are optional)
+_ERRNO_TEXT = re.compile(r"\[Errno (\d+)\] ([^:'\n\[]+)(?::\s*'([^'\n]+)')?")
 _HINTS = {errno.ENOSPC: "free some space or choose another --output-dir",
           errno.EROFS: "choose a writable --output-dir",
           errno.EACCES: "check the permissions, or choose another folder",
           errno.EDQUOT: "free some space or choose another --output-dir"}
 
 
-def one_line(err: BaseException) -> str:
+def one_line(err: BaseException, where: str | None = None) -> str:
     """An error as one line naming the path and what to do, when it is an OS error (possibly
-    wrapped by Beam, which reports worker failures as text)."""
+    wrapped by Beam, which reports worker failures as text); `where` (the output folder) is
+    named when the error names no path."""
     if isinstance(err, OSError) and err.strerror:
         code, text, path = err.errno, err.strerror, err.filename
     else:
@@ -123,13 +126,18 @@ def one_line(err: BaseException) -> str:
             return lines[-1][:300] if lines else type(err).__name__
         code, text, path = int(found[1]), found[2].strip(), found[3]
     hint = _HINTS.get(code)
+    path = path or (where if hint else None)
     return f"{path + ': ' if path else ''}{text}{'; ' + hint if hint else ''}"
 
 
-def _interrupted(signum: int) -> None:
-    """Stops the workers and exits 128 + the signal (130 for SIGINT, 143 for SIGTERM)."""
+def _interrupted(signum: int, output_dir: str) -> None:
+    """Stops the workers, removes the temporary files they left in `output_dir`, and exits
+    128 + the signal (130 for SIGINT, 143 for SIGTERM)."""
+    from pipelines import launch
+
     threading.excepthook = lambda args: None  # the runner's threads die with their workers
     stop_workers()
+    launch.remove_temporaries(output_dir, [])  # (a worker may have been writing a shard)
     click.secho(f"error: interrupted ({signal.Signals(signum).name}); committed shards are "
                 f"kept: run the same command with --resume to finish", fg="red", err=True)
     sys.exit(128 + signum)
@@ -148,17 +156,17 @@ def run_and_report(run, output_dir: str) -> None:
         with _signals_raise(received), _worker_output_set_aside(keep=debug):
             manifest = run()
     except (KeyboardInterrupt, Interrupted) as err:
-        _interrupted(getattr(err, "signum", signal.SIGINT))
+        _interrupted(getattr(err, "signum", signal.SIGINT), output_dir)
     except (labels_lib.LabelError, launch.LaunchError, report.TooManyRejects,
             FileNotFoundError) as err:
         fail(str(err))
     except Exception as err:
         if received:
-            _interrupted(received[0])
+            _interrupted(received[0], output_dir)
         if debug:
             raise
         stop_workers()
-        fail(f"{one_line(err)} (--debug shows the whole traceback)")
+        fail(f"{one_line(err, output_dir)} (--debug shows the whole traceback)")
     if manifest is None:
         click.echo(f"the runner returned before the build finished (a template, or a job that "
                    f"runs on); when it is done, run the same command with --resume to check it "

@@ -79,7 +79,8 @@ def inspect(patterns, verify, save_verdict, samples, max_size, sheet_path, per_c
         click.echo(f"  {label:5d} {text}: {count}")
     _echo_sizes(sizes)
     if sheet is not None:
-        _write_sheet(sheet, files, sheet_path, per_class, tile, max_classes, augmented)
+        problems += _write_sheet(sheet, files, sheet_path, per_class, tile, max_classes,
+                                 augmented)
     for problem in problems:
         click.secho(f"problem: {problem}", fg="red", err=True)
     if verify:
@@ -94,7 +95,9 @@ def inspect(patterns, verify, save_verdict, samples, max_size, sheet_path, per_c
     sys.exit(1 if problems else 0)
 
 
-def _write_sheet(sheet, files, path, per_class, tile, max_classes, augmented) -> None:
+def _write_sheet(sheet, files, path, per_class, tile, max_classes, augmented) -> list[str]:
+    """Writes the contact sheet; returns the problem when there is nothing to show (a sheet of
+    empty rows would look like a build of blank images)."""
     import tensorflow as tf
 
     from inception_data import contact_sheet
@@ -103,6 +106,9 @@ def _write_sheet(sheet, files, path, per_class, tile, max_classes, augmented) ->
     tiles = sheet.tiles
     if augmented:
         tiles = contact_sheet.augmented_tiles(files, labels, per_class, tile)
+    if not any(tiles.get(label) for label in labels):
+        return [f"contact sheet {path} not written: none of the "
+                f"{sum(sheet.counts.values())} record(s) holds an image that decodes"]
     total = sum(sheet.counts.values())
     title = (f"{total} records, {len(sheet.counts)} classes"
              + (f" (the first {len(labels)} shown)" if len(labels) < len(sheet.counts) else "")
@@ -113,6 +119,7 @@ def _write_sheet(sheet, files, path, per_class, tile, max_classes, augmented) ->
         image.save(handle, "PNG")
     click.echo(f"contact sheet: {path} ({image.width}x{image.height}, {len(labels)} classes, "
                f"up to {per_class} tiles each)")
+    return []
 
 
 def _megabytes(count: int) -> str:

@@ -144,8 +144,8 @@ def train_tar_sources(split: str, tar_path: str, label_map, warn, listed: builde
     tar, and damage, go to `listed` as rejects."""
     index = index_tar(tar_path)
     if not index.files and index.problems:
-        raise launch.LaunchError(f"{tar_path} is not a readable tar archive "
-                                 f"({index.problems[0][2]}); pass ILSVRC2012_img_train.tar")
+        raise launch.LaunchError(f"{tar_path}: {index.problems[0][2]}; pass "
+                                 f"ILSVRC2012_img_train.tar")  # ("not a readable tar ...")
     sources = []  # (a second <synset>.tar is one of index.problems: a duplicate)
     for name, offset, size in index.files:
         synset = name.rsplit("/", 1)[-1]

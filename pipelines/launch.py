@@ -197,6 +197,17 @@ def prepare_output(output_dir: str, splits: Sequence[str], overwrite: bool, sett
     return True
 
 
+def remove_temporaries(output_dir: str, splits: Sequence[str]) -> None:
+    """Removes the `.tmp-*` files of a build that stopped (a signal, a full disk in a side
+    file), so that they do not linger in the output until the next --resume. Best effort: the
+    error that stopped the build is the one to report."""
+    try:
+        _delete([p for p in _existing_outputs(output_dir, splits)
+                 if p.rsplit("/", 1)[-1].startswith(".tmp-")])
+    except Exception:  # e.g. the disk or the bucket is gone
+        pass
+
+
 class ShardProgress:
     """A tqdm bar fed by polling the output directory for committed shards.
 

@@ -220,14 +220,20 @@ class Tree:
 
     def __init__(self, root: str, warn: Callable[[str], None]):
         self.root = root
-        self._remote = None if is_local(root) else walk_remote(root)[1]
-        self.names = list(self._remote) if self._remote is not None else class_names(root, warn)
+        if is_local(root):
+            self._remote = None
+            self.names = class_names(root, warn)
+            self.top = scan(root)  # files directly in the root, outside every class
+        else:
+            self.top, self._remote = walk_remote(root)
+            self.names = list(self._remote)
 
     @classmethod
     def from_classes(cls, root: str, classes: Mapping[str, TreeClass]) -> "Tree":
         """A remote tree from walk_remote()'s classes, without listing it again."""
         tree = cls.__new__(cls)
         tree.root, tree._remote, tree.names = root, dict(classes), list(classes)
+        tree.top = TreeClass("")
         return tree
 
     def classes(self) -> Iterator[TreeClass]:
@@ -238,11 +244,32 @@ class Tree:
                 yield walk_local_class(self.root, name)
 
 
+def _outside_classes(split: str, tree: Tree) -> Iterator:
+    """Found and a reject row for each file directly in the tree's root (an image saved next
+    to the class directories, or a file named like a class), which no class holds."""
+    top = tree.top
+    if not top.found:
+        return
+    found = top.found - sum(kind == "broken symlink" for _, kind, _ in top.rejects)
+    if not found:
+        return
+    yield Found(split, found, sum(size for _, size in top.files))
+    where = tree.root.rstrip("/")
+    for relpath, _ in top.files:
+        yield reject(split, FileSystems.join(tree.root, relpath), "not in a class directory",
+                     f"a file directly in {where}, outside the class directories; images go "
+                     f"in {where}/<label>/<image>: move it into its class directory")
+    for relpath, kind, reason in top.rejects:
+        if kind != "broken symlink":  # (class_names warned: most likely a class folder's link)
+            yield reject(split, FileSystems.join(tree.root, relpath), kind, reason)
+
+
 def tree_events(split: str, tree: Tree, label_of: Mapping[str, int], keying: Keying,
                 warn: Callable[[str], None]) -> Iterator:
     """The listing of a class-per-directory tree: ClassFiles per labelled class, reject rows and
     Found per class; warns once about sub-directories, which are not read."""
     root = tree.root
+    yield from _outside_classes(split, tree)
     subdirectories = 0
     for found in tree.classes():
         label = label_of.get(found.name)

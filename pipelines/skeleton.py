@@ -133,8 +133,12 @@ def _launch(config: BuildConfig, plan: launch.Plan, build_fn, *, input_bytes: in
             plan = plan.with_workers(options.workers
                                      or launch.local_workers(input_bytes, input_files))
         counts = list(config.shards.values())
-        return launch.run(build_fn, plan, output_dir=config.output_dir,
-                          splits=list(config.roots), max_rejects=options.max_rejects,
-                          total_images=input_files,
-                          total_shards=sum(counts) if all(counts) else None,
-                          progress=options.progress, before_commit=claim.check)
+        try:
+            return launch.run(build_fn, plan, output_dir=config.output_dir,
+                              splits=list(config.roots), max_rejects=options.max_rejects,
+                              total_images=input_files,
+                              total_shards=sum(counts) if all(counts) else None,
+                              progress=options.progress, before_commit=claim.check)
+        except BaseException:  # stopped: its temporaries go (it holds the claim, none are
+            launch.remove_temporaries(config.output_dir, list(config.roots))  # another's)
+            raise

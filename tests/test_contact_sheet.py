@@ -75,3 +75,17 @@ def test_augmented_tiles_are_training_examples(tmp_path):
             # a training crop fills the whole tile (no grey letterbox around the 80x60 image)
             assert tuple(tile[1, 1]) != cs.TILE_BACKGROUND
             assert tuple(stored[top + 1, left + 1]) == cs.TILE_BACKGROUND
+
+
+def test_no_sheet_is_written_when_nothing_is_readable(tmp_path):
+    """A shard that is not a TFRecord file (here a JPEG under a shard's name): no records, so
+    no sheet of empty rows that would look like a dataset of blank images."""
+    from tests import fabricate
+
+    shard = tmp_path / "train-00000-of-00001"
+    shard.write_bytes(fabricate.jpeg_bytes())
+    sheet = tmp_path / "sheet.png"
+    result = fabricate.cli("inspect", shard, "--contact-sheet", sheet, expect=1)
+    assert f"contact sheet {sheet} not written: none of the 0 record(s) holds an image" \
+        in result.output
+    assert not sheet.exists()

@@ -128,3 +128,25 @@ def test_every_file_is_listed_once_local_and_distributed(photos, tmp_path, monke
         classes = [str(photos / c) for c in ("daisy", "roses", "tulips")]
         assert {d: scans[os.path.realpath(d)] for d in classes} == {d: 1 for d in classes}, name
         assert not [p for p in matches if str(photos) in p], name  # no second listing
+
+
+def test_files_beside_the_class_directories_are_rejects_not_lost(tmp_path):
+    """An image saved in the train root, and a file named like a class, belong to no class:
+    each is a reject with its reason, and found == written + rejected."""
+    tree = tmp_path / "train"
+    for name in ("a", "b"):
+        fabricate.write(tree / name / f"{name}.jpg", fabricate.jpeg_bytes(seed=len(name)))
+    fabricate.write(tree / "stray.jpg", fabricate.jpeg_bytes(seed=7))
+    fabricate.write(tree / "c", fabricate.jpeg_bytes(seed=8))  # a file where a class goes
+    labels = tmp_path / "labels.txt"
+    labels.write_text("a\nb\nc\n")
+    result = fabricate.cli("build", "--no-progress", "--workers", "1", "--train-dir", tree,
+                           "--labels-file", labels, "--output-dir", tmp_path / "out")
+    assert "label 'c' has no images" in result.output
+    rows = [json.loads(l) for l in (tmp_path / "out" / "rejects-train.jsonl").read_text()
+            .splitlines()]
+    assert sorted((os.path.basename(r["path"]), r["kind"]) for r in rows) == [
+        ("c", "not in a class directory"), ("stray.jpg", "not in a class directory")]
+    assert all("move it into its class directory" in r["reason"] for r in rows)
+    split = json.loads((tmp_path / "out" / "manifest.json").read_text())["splits"]["train"]
+    assert (split["found"], split["written"], split["rejected"]) == (4, 2, 2)
