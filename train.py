@@ -59,6 +59,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--eval-every-minutes", type=float, help="... or every N minutes")
     p.add_argument("--checkpoint", help="with --eval: this checkpoint instead of the latest")
     p.add_argument("--no-ema", action="store_true", help="evaluate the raw weights")
+    p.add_argument("--precise-bn-batches", type=int, default=10,
+                   help="before each evaluation and checkpoint, re-estimate batch norm's "
+                        "statistics over this many training batches, for the weights "
+                        "evaluated (0: keep the moving statistics)")
     p.add_argument("--fine-tune", action="store_true",
                    help="start from --pretrained-checkpoint with new logits layers")
     p.add_argument("--pretrained-checkpoint")

@@ -242,3 +242,26 @@ def test_logbook_writes_json_lines(tmp_path):
     rows = [json.loads(l) for l in (tmp_path / "validation.jsonl").read_text().splitlines()]
     assert rows == [{"step": 5, "minutes": 0.5, "precision_at_1": 0.25}]
     assert list(tmp_path.glob("events.out.tfevents*"))
+
+
+def test_precise_batch_norm_averages_the_statistics_of_the_batches_it_is_given():
+    from trainer import batch_norm
+
+    inputs = keras.Input((4,))
+    normed = keras.layers.BatchNormalization(momentum=0.99, name="bn")(inputs)
+    model = keras.Model(inputs, models.TowerDropout(0.5, seed=3, name="dropout")(normed))
+    layer = model.get_layer("bn")
+    layer.moving_mean.assign(np.full(4, 50.0, np.float32))  # stale: far from the data
+    dropout = model.get_layer("dropout")
+    dropout.draws.assign(7)
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(loc, scale, (16, 4)).astype(np.float32)
+               for loc, scale in ((1.0, 2.0), (3.0, 1.0), (-2.0, 0.5))]
+    used = batch_norm.recompute(model, [(b, None) for b in batches])
+    assert used == 3
+    np.testing.assert_allclose(layer.moving_mean, np.mean([b.mean(0) for b in batches], 0),
+                               rtol=1e-5)
+    np.testing.assert_allclose(layer.moving_variance, np.mean([b.var(0) for b in batches], 0),
+                               rtol=1e-4)
+    assert layer.momentum == 0.99 and int(dropout.draws.numpy()) == 7  # as they were
+    assert batch_norm.recompute(model, []) == 0

@@ -81,7 +81,8 @@ def test_seed_makes_a_run_reproducible(tmp_path):
     same losses; another seed does not."""
     data = cifar_like_shards(tmp_path)
     common = ["--data-dir", data, "--model", "mobilenet_v2", "--batch-size", 4, "--max-steps", 3,
-              "--num-towers", 2, "--log-every", 1, "--checkpoint-steps", 100]
+              "--num-towers", 2, "--log-every", 1, "--checkpoint-steps", 100,
+              "--precise-bn-batches", 0]  # (the cycle below covers it; not what this checks)
     # in this process, one after another, as a notebook would: the runs share nothing but
     # the seed (input_fn's seeded epochs do not depend on how many iterators fit makes)
     outputs = [run_train(*common, "--train-dir", tmp_path / name, "--seed", seed)
@@ -112,7 +113,8 @@ def test_train_resume_evaluate_and_fine_tune(tmp_path):
     common = ["--data-dir", data, "--train-dir", runs, "--model", "resnet34", "--image-size", 32,
               "--batch-size", 12, "--distortions", "none", "--min-crop-area", 1.0,
               "--initial-learning-rate", 0.005, "--warmup-epochs", 0,
-              "--log-every", 1, "--keep-checkpoints", 2, "--seed", 1]
+              "--log-every", 1, "--keep-checkpoints", 2, "--seed", 1,
+              "--precise-bn-batches", 2]  # before each evaluation and checkpoint, on 2 towers
     output = run_train(*common, "--num-towers", 2, "--max-steps", 16, "--checkpoint-steps", 8,
                        "--eval-every-steps", 8)
     assert "2 tower(s), global batch 12, 4 outputs (3 classes + background)" in output
@@ -142,12 +144,12 @@ def test_train_resume_evaluate_and_fine_tune(tmp_path):
     examples = manifest["splits"]["validation"]["written"]
     match = re.search(r"precision @ 1 = ([\d.]+) recall @ 5 = ([\d.]+) \[(\d+) examples\]", output)
     assert match and int(match.group(3)) == examples == 6
-    assert "moving-average weights" in output
+    assert "moving-average weights, batch norm re-estimated" in output
     assert 0.0 <= float(match.group(1)) <= float(match.group(2)) <= 1.0
 
     other = real_shards(tmp_path / "two", classes=2, per_class=6, offset=300)
     tuned = ["--data-dir", other, "--image-size", 32, "--batch-size", 4, "--log-every", 1,
-             "--max-steps", 2, "--distortions", "none"]
+             "--max-steps", 2, "--distortions", "none", "--precise-bn-batches", 2]
     output = run_train(*tuned, "--train-dir", tmp_path / "wrong", "--eval", "--checkpoint",
                        runs / "ckpt-000018.keras", expect=2)
     assert "has 4 outputs but the data needs 3" in output and "--fine-tune" in output

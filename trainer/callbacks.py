@@ -150,8 +150,10 @@ class PeriodicEvaluation(keras.callbacks.Callback):
     more at the end. Writes `validation.jsonl` and TensorBoard scalars."""
 
     def __init__(self, dataset, expected: int, *, every_steps: int | None,
-                 every_minutes: float | None, align: int, logbook: Logbook | None):
+                 every_minutes: float | None, align: int, logbook: Logbook | None,
+                 bn_batches=None):
         super().__init__()
+        self.bn_batches = bn_batches  # () -> training batches that re-estimate batch norm
         self.dataset, self.expected = dataset, expected  # the split's records
         self.every_steps, self.every_minutes = every_steps, every_minutes
         self.align, self.logbook = align, logbook
@@ -177,11 +179,14 @@ class PeriodicEvaluation(keras.callbacks.Callback):
             self.run()
 
     def run(self) -> dict:
+        from trainer import batch_norm
+
         step = step_of(self.model)
-        swap = keras.callbacks.SwapEMAWeights() if self.model.optimizer.use_ema else None
-        with finite_evaluation():
-            result = self.model.evaluate(self.dataset, verbose=0, return_dict=True,
-                                         callbacks=[swap] if swap else None)
+        swap = self.model.optimizer.use_ema
+        with finite_evaluation(), batch_norm.averaged_weights(self.model):
+            if self.bn_batches:  # for the weights evaluated: the averages
+                batch_norm.recompute(self.model, self.bn_batches())
+            result = self.model.evaluate(self.dataset, verbose=0, return_dict=True)
         row = {"step": step, "minutes": round((time.perf_counter() - self.began) / 60, 3),
                "precision_at_1": metric(result, "top1"), "recall_at_5": metric(result, "top5"),
                "xent": metric(result, "xent"), "examples": metric(result, "examples")}

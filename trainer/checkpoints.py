@@ -45,11 +45,17 @@ class KeepCheckpoints(keras.callbacks.Callback):
     """Saves every `every` steps and at the end, keeping the newest `keep`; each file is
     written under a temporary name first, so a killed run leaves no half checkpoint."""
 
-    def __init__(self, train_dir: str, every: int, keep: int):
+    def __init__(self, train_dir: str, every: int, keep: int, bn_batches=None):
         super().__init__()
         self.train_dir, self.every, self.keep = train_dir, every, keep
+        self.bn_batches = bn_batches  # () -> training batches that re-estimate batch norm
 
     def save(self):
+        if self.bn_batches:  # statistics for the weights --eval uses: the averages, if kept
+            from trainer import batch_norm
+
+            with batch_norm.averaged_weights(self.model):
+                batch_norm.recompute(self.model, self.bn_batches())
         step = step_of(self.model)
         final = os.path.join(self.train_dir, f"ckpt-{step:06d}.keras")
         tmp = os.path.join(self.train_dir, f".tmp-ckpt-{step:06d}.keras")

