@@ -30,8 +30,10 @@ def _tensorflow_log_level(argv) -> str:
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", _tensorflow_log_level(sys.argv))
 
+from trainer.quiet_start import import_tensorflow  # noqa: E402
+
+tf = import_tensorflow()  # without the C++ start-up notices that look like failures
 import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from trainer import recipes, run  # noqa: E402
 from trainer.callbacks import TrainingError  # noqa: E402

@@ -265,3 +265,22 @@ def test_precise_batch_norm_averages_the_statistics_of_the_batches_it_is_given()
                                rtol=1e-4)
     assert layer.momentum == 0.99 and int(dropout.draws.numpy()) == 7  # as they were
     assert batch_norm.recompute(model, []) == 0
+
+
+def test_a_training_run_starts_without_tensorflow_chatter_and_errors_still_show(tmp_path):
+    """TensorFlow's C++ start-up lines (oneDNN notice, 'Could not find cuda drivers', an
+    E-line 'failed call to cuInit' on a machine without a GPU) are dropped; a real error is the
+    one line on stderr."""
+    import pathlib
+    import subprocess
+    import sys
+
+    train = pathlib.Path(__file__).resolve().parents[1] / "train.py"
+    result = subprocess.run([sys.executable, str(train), "--data-dir", str(tmp_path / "none"),
+                             "--train-dir", str(tmp_path / "runs")], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"error: {tmp_path / 'none'} lacks labels.txt or manifest.json; point --data-dir at the "
+        f"output of `inception-data build` ({tmp_path / 'none'}/labels.txt; No such file or "
+        f"directory)"], result.stderr
