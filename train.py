@@ -68,6 +68,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fine-tune", action="store_true",
                    help="start from --pretrained-checkpoint with new logits layers")
     p.add_argument("--pretrained-checkpoint")
+    p.add_argument("--pretrained", metavar="imagenet|PATH",
+                   help="start from published ImageNet weights: 'imagenet' (Keras fetches them "
+                        "into $KERAS_HOME/models) or the same no-top .h5 file's path; new logits")
     recipe = p.add_argument_group("recipe (default: the model's row in trainer/recipes.py)")
     recipe.add_argument("--optimizer", choices=["rmsprop", "sgd", "adam"])
     recipe.add_argument("--initial-learning-rate", type=float, help="peak learning rate, "

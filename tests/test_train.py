@@ -284,3 +284,63 @@ def test_a_training_run_starts_without_tensorflow_chatter_and_errors_still_show(
         f"error: {tmp_path / 'none'} lacks labels.txt or manifest.json; point --data-dir at the "
         f"output of `inception-data build` ({tmp_path / 'none'}/labels.txt; No such file or "
         f"directory)"], result.stderr
+
+
+@pytest.mark.parametrize("name, size", [("resnet50", 64), ("mobilenet_v2", 96)])
+def test_pretrained_weights_from_a_file_load_layer_by_layer(name, size, tmp_path):
+    """Weights saved here from the same Keras architecture, with known values, are the
+    trainer's network's below its new logits; ResNet-50 gets Caffe's input inside the model."""
+    rec = recipes.recipe(name)
+    app = models._KERAS_BASES[name](include_top=False, weights=None, input_shape=(size, size, 3))
+    rng = np.random.default_rng(1)
+    app.set_weights([rng.normal(size=w.shape).astype("float32") for w in app.get_weights()])
+    path = tmp_path / f"{name}.weights.h5"
+    app.save_weights(path)
+    model = models.build(name, 4, size, rec, pretrained=str(path))
+    mine = [l for l in model.layers if l.weights and l.name != models.LOGITS
+            and not isinstance(l, models.TowerDropout)]  # the new head
+    theirs = [l for l in app.layers if l.weights]
+    assert len(mine) == len(theirs) > 50
+    for ours, published in zip(mine, theirs):
+        for a, b in zip(ours.get_weights(), published.get_weights()):
+            assert np.array_equal(a, b), ours.name
+    assert ("caffe_input" in [l.name for l in model.layers]) == (name in models.CAFFE_INPUT)
+    # the recipe still applies to the rebuilt layers
+    assert all(l.momentum == pytest.approx(rec.bn_momentum) for l in model.layers
+               if isinstance(l, keras.layers.BatchNormalization))
+
+
+def test_each_weight_set_gets_the_input_it_was_trained_with():
+    """input_fn's [-1, 1] becomes, inside the model, what keras.applications' preprocess_input
+    makes of the same 0..255 image: Caffe's BGR minus the means for ResNet-50 and VGG-16."""
+    from PIL import Image
+
+    from tests import fabricate
+
+    photo = sorted(fabricate.shared_data("imagenet-samples").iterdir())[0]
+    pixels = np.asarray(Image.open(photo).convert("RGB").resize((32, 32)), np.float32)[None]
+    unit = pixels / 127.5 - 1.0  # what input_fn yields
+    ours = models.CaffeInput()(unit).numpy()
+    for module in (keras.applications.resnet50, keras.applications.vgg16):
+        np.testing.assert_allclose(ours, module.preprocess_input(pixels.copy()), atol=1e-3)
+    for module in (keras.applications.inception_v3, keras.applications.mobilenet_v2,
+                   keras.applications.inception_resnet_v2):  # the [-1, 1] they take as it is
+        np.testing.assert_allclose(unit, module.preprocess_input(pixels.copy()), atol=1e-5)
+
+
+def test_imagenet_weights_without_network_say_which_file_to_put_where(tmp_path, monkeypatch):
+    from keras.src.utils import file_utils  # where the applications fetch from (tests only)
+
+    def offline(fname, origin=None, **kwargs):
+        raise Exception(f"URL fetch failure on {origin}: None -- [Errno -3] Temporary failure "
+                        f"in name resolution")
+
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    with pytest.raises(models.PretrainedError) as raised:
+        models.build("mobilenet_v2", 4, 96, recipes.recipe("mobilenet_v2"), pretrained="imagenet")
+    message = str(raised.value)
+    assert "put mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_96_no_top.h5" in message
+    assert f"in {tmp_path / 'keras'}/models/" in message and "--pretrained PATH" in message
+    with pytest.raises(models.PretrainedError, match="resnet34 has no published"):
+        models.build("resnet34", 4, 32, recipes.recipe("resnet34"), pretrained="imagenet")

@@ -168,3 +168,26 @@ def test_train_resume_evaluate_and_fine_tune(tmp_path):
     start = source.get_layer("stem_conv").get_weights()[0]
     now = tuned_model.get_layer("stem_conv").get_weights()[0]
     assert np.abs(now - start).mean() < 0.1 * np.abs(start).mean()
+
+
+def test_a_run_from_published_weights_fine_tunes_and_evaluates(tmp_path):
+    """--pretrained PATH (weights saved here from Keras' own MobileNetV2, as the published
+    file would be) starts the network below new logits from them, trains and evaluates."""
+    import keras
+
+    data = cifar_like_shards(tmp_path)
+    app = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3))
+    weights = tmp_path / "mobilenet_v2_no_top.weights.h5"
+    app.save_weights(weights)
+    common = ["--data-dir", data, "--train-dir", tmp_path / "runs", "--model", "mobilenet_v2",
+              "--batch-size", 4, "--log-every", 1, "--seed", 2, "--precise-bn-batches", 2]
+    output = run_train(*common, "--max-steps", 2, "--pretrained", weights,
+                       "--initial-learning-rate", 0.0001)
+    assert f"fine-tuning from {weights}; new layers: ['logits']" in output
+    assert re.search(r"^step 2: loss = [\d.]+", output, re.M)
+    output = run_train(*common, "--eval")
+    assert re.search(r"precision @ 1 = [\d.]+ recall @ 5 = [\d.]+ \[6 examples\]", output)
+    from trainer import checkpoints
+    tuned = checkpoints.load(str(tmp_path / "runs" / "ckpt-000002.keras"), 4)
+    start, now = app.get_layer("Conv1").get_weights()[0], tuned.get_layer("Conv1").get_weights()[0]
+    assert np.abs(now - start).mean() < 0.1 * np.abs(start).mean()  # from the given weights

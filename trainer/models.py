@@ -8,7 +8,9 @@ network it holds.
 
 from __future__ import annotations
 
+import os
 import random
+import re
 
 import keras
 import tensorflow as tf
@@ -28,17 +30,67 @@ _KERNELS = {"Conv2D": "kernel_regularizer", "Dense": "kernel_regularizer",
             "DepthwiseConv2D": "depthwise_regularizer"}
 
 
-def build(name: str, num_classes: int, image_size: int, rec: Recipe) -> keras.Model:
-    """`name` from recipes.MODELS -> an uncompiled keras.Model with the recipe applied."""
+# The input each published ImageNet weight set was trained with: Inception and MobileNet
+# weights take [-1, 1], what input_fn gives; ResNet-50's and VGG-16's take Caffe's BGR with the
+# ImageNet mean subtracted, which CaffeInput makes from [-1, 1] inside the model.
+CAFFE_INPUT = ("resnet50", "vgg16")
+
+
+class PretrainedError(ValueError):
+    """Published weights that cannot be had; the message says where to put the file."""
+
+
+@keras.saving.register_keras_serializable(package="inception_data")
+class CaffeInput(keras.layers.Layer):
+    """[-1, 1] RGB -> 0..255 BGR minus the ImageNet channel means: what
+    keras.applications.resnet50 / vgg16 `preprocess_input` gives for 0..255 RGB."""
+
+    MEAN_BGR = (103.939, 116.779, 123.68)
+
+    def call(self, inputs):
+        bgr = (inputs[..., ::-1] + 1.0) * 127.5
+        return bgr - keras.ops.convert_to_tensor(self.MEAN_BGR, dtype=bgr.dtype)
+
+
+def _keras_base(name: str, shape, pretrained: str | None):
+    """The Keras application without its top, on [-1, 1] inputs, with `pretrained` weights
+    ('imagenet': Keras' published ones, fetched into $KERAS_HOME/models; or a file's path)."""
+    inputs = keras.Input(shape)
+    x = CaffeInput(name="caffe_input")(inputs) if pretrained and name in CAFFE_INPUT else inputs
+    try:
+        return _KERAS_BASES[name](include_top=False, weights=pretrained, input_tensor=x,
+                                  input_shape=shape)
+    except Exception as err:
+        if pretrained != "imagenet":
+            raise PretrainedError(f"--pretrained {pretrained}: {err}; give the no-top weights "
+                                  f"file of {name} (a .h5 of Keras' applications)") from None
+        url = re.search(r"https?://\S+?\.h5", str(err))
+        file = url.group(0).rsplit("/", 1)[-1] if url else f"the no-top {name} weights file"
+        home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
+        reason = str(err).splitlines()[0].rsplit(" -- ", 1)[-1][:160]
+        raise PretrainedError(
+            f"the ImageNet weights of {name} could not be fetched ({reason}); put {file}"
+            f"{' (from ' + url.group(0) + ')' if url else ''} in {home}/models/, where Keras "
+            f"looks first, or pass --pretrained PATH to a copy of it") from None
+
+
+def build(name: str, num_classes: int, image_size: int, rec: Recipe,
+          pretrained: str | None = None) -> keras.Model:
+    """`name` from recipes.MODELS -> an uncompiled keras.Model with the recipe applied;
+    `pretrained` ('imagenet' or a weights file) starts the network below the logits from
+    published ImageNet weights."""
     if image_size < rec.min_image_size:
         raise ValueError(f"{name} needs images of at least {rec.min_image_size} px, got "
                          f"{image_size}; pass a larger --image-size")
     shape = (image_size, image_size, 3)
     if name == "resnet34":
+        if pretrained:
+            raise PretrainedError("resnet34 has no published ImageNet weights in Keras; "
+                                  f"choose one of {', '.join(_KERAS_BASES)} for --pretrained")
         inputs = keras.Input(shape)
         features = resnet34_features(inputs, small_input=image_size <= 64)
     else:
-        base = _KERAS_BASES[name](include_top=False, weights=None, input_shape=shape)
+        base = _keras_base(name, shape, pretrained)
         inputs, features = base.input, base.output
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(features)
     if rec.dropout:
@@ -47,7 +99,10 @@ def build(name: str, num_classes: int, image_size: int, rec: Recipe) -> keras.Mo
     if rec.aux_loss_weight:
         outputs.append(_aux_head(base.get_layer("mixed7").output, num_classes))
     model = keras.Model(inputs, outputs, name=name)
-    return _with_recipe(model, rec)
+    rebuilt = _with_recipe(model, rec)
+    if pretrained:  # the rebuild makes fresh weights: the published ones are copied over
+        rebuilt.set_weights(model.get_weights())
+    return rebuilt
 
 
 def _with_recipe(model: keras.Model, rec: Recipe) -> keras.Model:

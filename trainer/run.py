@@ -49,6 +49,7 @@ class TrainConfig:
     optimizer: str | None = None
     fine_tune: bool = False
     pretrained_checkpoint: str | None = None
+    pretrained: str | None = None  # "imagenet" or a weights file: published ImageNet weights
     checkpoint_steps: int = 1000
     keep_checkpoints: int = 5
     log_every: int = 100
@@ -146,15 +147,24 @@ def _new_model(config: TrainConfig, info, steps_per_epoch: int):
     """A fresh model, or with --fine-tune the checkpoint's network (its name says which) with
     new logits layers; compiled. Returns (model, recipe, fresh layer names, peak rate)."""
     name, source, fresh = config.model, None, []
+    if config.pretrained and config.fine_tune:
+        raise TrainingError("--pretrained starts from published ImageNet weights, --fine-tune "
+                            "from one of our checkpoints: give one of them")
     if config.fine_tune:
         if not config.pretrained_checkpoint:
             raise TrainingError("--fine-tune needs --pretrained-checkpoint PATH")
         source = checkpoints.load(config.pretrained_checkpoint, None, fine_tune=True)
         name = source.name
     rec = config.recipe(name)
-    model = models.build(name, info.num_classes, image_size(config, info, rec), rec)
+    try:
+        model = models.build(name, info.num_classes, image_size(config, info, rec), rec,
+                             pretrained=config.pretrained)
+    except models.PretrainedError as err:
+        raise TrainingError(str(err)) from None
     if source is not None:
         fresh = checkpoints.transfer_weights(source, model)
+    elif config.pretrained:
+        fresh = [models.LOGITS] + ([models.AUX_LOGITS] if len(model.outputs) > 1 else [])
     peak = config.learning_rate or recipes.scaled_learning_rate(rec, config.batch_size)
     compile_model(model, rec, learning_rate=peak, steps_per_epoch=steps_per_epoch,
                   jit=config.jit_compile)
@@ -175,7 +185,8 @@ def train(config: TrainConfig) -> keras.Model:
         else:
             model, rec, fresh, peak = _new_model(config, info, steps_per_epoch)
             if fresh:
-                print(f"fine-tuning from {config.pretrained_checkpoint}; new layers: {fresh}")
+                print(f"fine-tuning from {config.pretrained or config.pretrained_checkpoint}"
+                      f"; new layers: {fresh}")
             print(f"{model.name}: {info.preprocessing} preprocessing at {model.input_shape[1]} px, "
                   f"{rec.optimizer} peak learning rate {peak:.5g} (warm-up "
                   f"{rec.warmup_epochs:g} epochs), batch-norm momentum {rec.bn_momentum}, "
