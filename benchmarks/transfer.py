@@ -12,24 +12,15 @@ Usage: python benchmarks/transfer.py [--model mobilenet_v2] [--image-size 96]
 
 import argparse
 import json
-import os
 import pathlib
 import shutil
-import subprocess
 import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
 PROJECT = HERE.parent
 DATA = PROJECT.parent / "shared" / "data" / "imagenette-small"
-TOOL = shutil.which("inception-data") or str(pathlib.Path(sys.executable).parent / "inception-data")
 
-
-def run(*args) -> str:
-    result = subprocess.run([*map(str, args)], capture_output=True, text=True, cwd=PROJECT,
-                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    if result.returncode:
-        sys.exit(result.stdout[-2000:] + result.stderr[-3000:])
-    return result.stdout
+from precise_bn import TOOL, run  # (benchmarks/ is this script's folder on sys.path)
 
 
 def subset(work: pathlib.Path, name: str, synsets, per_class: int | None) -> pathlib.Path:
