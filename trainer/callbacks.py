@@ -168,7 +168,12 @@ class PeriodicEvaluation(keras.callbacks.Callback):
             return False
         if self.every_steps:
             return step % self.every_steps == 0
-        return bool(self.every_minutes) and time.perf_counter() - self.last >= 60 * self.every_minutes
+        if not self.every_minutes:
+            return False
+        from trainer import cluster  # every worker must decide alike (their clocks differ)
+
+        late = time.perf_counter() - self.last >= 60 * self.every_minutes
+        return cluster.any_worker(self.model.distribute_strategy, late)
 
     def on_train_batch_end(self, batch, logs=None):
         if self._due(step_of(self.model)):
@@ -209,17 +214,27 @@ def skipped_note(skipped: int) -> str:
 
 
 class WallClockBudget(keras.callbacks.Callback):
-    """Stops training after `minutes` of wall-clock time (benchmarks with a fixed budget)."""
+    """Stops training after `minutes` of wall-clock time (benchmarks with a fixed budget).
+    Across workers, at a multiple of `align` steps, when any worker's time is up: a worker
+    that stopped alone would leave the others waiting in their next all-reduce."""
 
-    def __init__(self, minutes: float):
+    def __init__(self, minutes: float, align: int = 1):
         super().__init__()
-        self.minutes, self.began = minutes, None
+        self.minutes, self.align, self.began = minutes, align, None
 
     def on_train_begin(self, logs=None):
         self.began = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
-        if time.perf_counter() - self.began >= 60 * self.minutes:
+        from trainer import cluster
+
+        over = time.perf_counter() - self.began >= 60 * self.minutes
+        strategy = self.model.distribute_strategy
+        if cluster.is_multi_worker(strategy):
+            if step_of(self.model) % self.align:
+                return
+            over = cluster.any_worker(strategy, over)
+        if over:
             print(f"stopping after the --max-minutes budget ({self.minutes:g} min) at step "
                   f"{step_of(self.model)}", flush=True)
             self.model.stop_training = True

@@ -43,11 +43,13 @@ def latest(train_dir: str) -> str:
 
 class KeepCheckpoints(keras.callbacks.Callback):
     """Saves every `every` steps and at the end, keeping the newest `keep`; each file is
-    written under a temporary name first, so a killed run leaves no half checkpoint."""
+    written under a temporary name first, so a killed run leaves no half checkpoint. Across
+    workers, every worker re-estimates batch norm alike and only the chief (`write`) saves."""
 
-    def __init__(self, train_dir: str, every: int, keep: int, bn_batches=None):
+    def __init__(self, train_dir: str, every: int, keep: int, bn_batches=None,
+                 write: bool = True):
         super().__init__()
-        self.train_dir, self.every, self.keep = train_dir, every, keep
+        self.train_dir, self.every, self.keep, self.write = train_dir, every, keep, write
         self.bn_batches = bn_batches  # () -> training batches that re-estimate batch norm
 
     def save(self):
@@ -56,6 +58,8 @@ class KeepCheckpoints(keras.callbacks.Callback):
 
             with batch_norm.averaged_weights(self.model):
                 batch_norm.recompute(self.model, self.bn_batches())
+        if not self.write:
+            return
         step = step_of(self.model)
         final = os.path.join(self.train_dir, f"ckpt-{step:06d}.keras")
         tmp = os.path.join(self.train_dir, f".tmp-ckpt-{step:06d}.keras")
@@ -73,7 +77,8 @@ class KeepCheckpoints(keras.callbacks.Callback):
         # a checkpoint must keep both (raw weights to resume, averages to evaluate).
         step = step_of(self.model)
         found = listing(self.train_dir)
-        if not found or found[-1][0] != step:
+        # a worker that does not write re-estimates anyway rather than race the chief's listing
+        if not found or found[-1][0] != step or not self.write:
             self.save()
 
 

@@ -120,8 +120,13 @@ def datasets(info: DatasetInfo, strategy, *, training: bool, global_batch: int,
         return dataset.map(lambda images, labels: (
             images, one_hot_targets(labels, info.num_classes, outputs)))
 
-    if not training:  # evaluation runs on one device: every example exactly once
-        return make(None)
+    if not training:  # Keras spreads each batch over the towers: every example exactly once
+        dataset = make(None)
+        # and across workers, each worker the batches of its turn (by batch, not by file: any
+        # number of validation shards splits exactly); the metrics are summed across workers
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        return dataset.with_options(options)
     return strategy.distribute_datasets_from_function(make)
 
 

@@ -1,4 +1,5 @@
-"""Train, evaluate and benchmark: `TrainConfig` in, a trained model or metrics out.
+"""Train, evaluate and benchmark: `TrainConfig` in, a trained model or metrics out. Across
+machines (TF_CONFIG): trainer/cluster.py.
 
 Towers are tf.distribute.MirroredStrategy replicas (one per GPU, or N logical CPU devices with
 `num_towers`, how the tests exercise the multi-tower path); the global batch is split evenly
@@ -20,7 +21,7 @@ import keras
 import tensorflow as tf
 
 from trainer import callbacks as cb
-from trainer import batch_norm, checkpoints, data, models, optimizers, recipes
+from trainer import batch_norm, checkpoints, cluster, data, models, optimizers, recipes
 from trainer.callbacks import TrainingError
 
 
@@ -85,9 +86,12 @@ def image_size(config: TrainConfig, info: data.DatasetInfo, rec: recipes.Recipe)
 
 @functools.cache
 def make_strategy(num_gpus: int | None, num_towers: int | None):
-    """MirroredStrategy over GPUs, or over N logical CPU devices, or the default strategy.
+    """MultiWorkerMirroredStrategy when TF_CONFIG names several tasks (trainer/cluster.py);
+    else MirroredStrategy over GPUs, or over N logical CPU devices, or the default strategy.
     One per process and device set: two MirroredStrategy objects in one process number their
     collective ops alike, and the second model's all-reduce then fails with a shape mismatch."""
+    if cluster.from_env().multi_worker:
+        return cluster.strategy(num_gpus, num_towers)
     gpus = tf.config.list_physical_devices("GPU")
     if gpus and num_gpus != 0:
         use = gpus[: num_gpus or len(gpus)]
@@ -173,6 +177,7 @@ def _new_model(config: TrainConfig, info, steps_per_epoch: int):
 
 def train(config: TrainConfig) -> keras.Model:
     strategy = make_strategy(config.num_gpus, config.num_towers)  # before any TF op
+    team = cluster.from_env()
     _seed(config.seed)
     info = data.load(config.data_dir)
     steps_per_epoch = max(1, math.ceil(info.train_examples / config.batch_size))
@@ -196,7 +201,9 @@ def train(config: TrainConfig) -> keras.Model:
         print(f"already at step {step} >= --max-steps {config.max_steps}; nothing to do")
         return model
     size, rec = model.input_shape[1], config.recipe(model.name)
-    print(f"{strategy.num_replicas_in_sync} tower(s), global batch {config.batch_size}, "
+    workers = f"worker {team.index + 1} of {team.workers}{' (chief)' if team.chief else ''}, " \
+        if team.multi_worker else ""
+    print(f"{workers}{strategy.num_replicas_in_sync} tower(s), global batch {config.batch_size}, "
           f"{info.num_classes} outputs ({len(info.names)} classes"
           f"{' + background' if info.label_offset else ''}), {info.train_examples} training "
           f"examples, {steps_per_epoch} steps/epoch", flush=True)
@@ -204,22 +211,38 @@ def train(config: TrainConfig) -> keras.Model:
                                image_size=size, outputs=len(model.outputs), seed=config.seed,
                                distortions=config.distortions, min_crop_area=rec.min_crop_area,
                                on_error=config.on_error)
-    callbacks = _callbacks(config, info, strategy, model, rec, first_run=step == 0)
+    callbacks = _callbacks(config, info, strategy, model, rec, first_run=step == 0,
+                           writer=team.chief)
     try:
         model.fit(train_data, epochs=1, steps_per_epoch=config.max_steps - step,
                   callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 0,
                   shuffle=False)  # input_fn shuffles; Keras warns that it ignores True
     except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as err:
         raise TrainingError(data.read_error(err, info.pattern("train"))) from None
+    except tf.errors.UnavailableError as err:
+        if not team.multi_worker:
+            raise
+        found = checkpoints.listing(config.train_dir)
+        raise TrainingError(
+            f"another worker of the cluster stopped ({cluster.unhealthy(err.message)}); start "
+            f"every worker again with the same command: they resume from the newest checkpoint "
+            f"in {config.train_dir}"
+            f"{f' (step {found[-1][0]})' if found else ' (none yet: from the start)'}") from None
     return model
 
 
-def _callbacks(config: TrainConfig, info, strategy, model, rec, *, first_run: bool) -> list:
-    """NaN guard, progress, periodic evaluation, time budget, checkpoints, input preview."""
+def _callbacks(config: TrainConfig, info, strategy, model, rec, *, first_run: bool,
+               writer: bool = True) -> list:
+    """NaN guard, progress, periodic evaluation, time budget, checkpoints, input preview.
+    Every worker of a cluster runs them all (their evaluations and batch-norm estimates are
+    collective or must agree); only the `writer` (the chief) writes files."""
     size, outputs = model.input_shape[1], len(model.outputs)
-    logbook = cb.Logbook(os.path.join(config.train_dir, "logs"))
+    logbook = cb.Logbook(os.path.join(config.train_dir, "logs")) if writer else None
     callbacks = [cb.NanGuard(), cb.Progress(config.batch_size, config.log_every, logbook)]
-    statistics = _bn_batches(config, info, size, outputs, rec)
+    # across workers every worker re-estimates batch norm from the same batches (a seed),
+    # so that all of them keep the same statistics
+    bn_seed = 0 if config.seed is None and cluster.is_multi_worker(strategy) else config.seed
+    statistics = _bn_batches(config, info, size, outputs, rec, seed=bn_seed)
     if info.validation_examples and (config.eval_every_steps or config.eval_every_minutes):
         callbacks.append(cb.PeriodicEvaluation(
             data.datasets(info, strategy, training=False, global_batch=config.batch_size,
@@ -228,10 +251,11 @@ def _callbacks(config: TrainConfig, info, strategy, model, rec, *, first_run: bo
             every_steps=config.eval_every_steps, every_minutes=config.eval_every_minutes,
             align=config.log_every, logbook=logbook, bn_batches=statistics))
     if config.max_minutes:
-        callbacks.append(cb.WallClockBudget(config.max_minutes))
+        callbacks.append(cb.WallClockBudget(config.max_minutes, align=config.log_every))
     callbacks.append(checkpoints.KeepCheckpoints(config.train_dir, config.checkpoint_steps,
-                                                 config.keep_checkpoints, bn_batches=statistics))
-    if first_run:
+                                                 config.keep_checkpoints, bn_batches=statistics,
+                                                 write=writer))
+    if first_run and writer:
         preview = data.datasets(info, tf.distribute.get_strategy(), training=True,
                                 global_batch=8, image_size=size, outputs=outputs,
                                 seed=config.seed, distortions=config.distortions,
@@ -240,14 +264,14 @@ def _callbacks(config: TrainConfig, info, strategy, model, rec, *, first_run: bo
     return callbacks
 
 
-def _bn_batches(config: TrainConfig, info, size: int, outputs: int, rec):
+def _bn_batches(config: TrainConfig, info, size: int, outputs: int, rec, *, seed=None):
     """A callable giving the training batches that re-estimate batch norm before an evaluation
     or a checkpoint (batch_norm.recompute), or None with --precise-bn-batches 0."""
     if not config.precise_bn_batches:
         return None
     dataset = data.datasets(info, tf.distribute.get_strategy(), training=True,
                             global_batch=config.batch_size, image_size=size, outputs=outputs,
-                            seed=config.seed, distortions=config.distortions,
+                            seed=seed, distortions=config.distortions,
                             min_crop_area=rec.min_crop_area, on_error=config.on_error)
     return lambda: itertools.islice(iter(dataset), config.precise_bn_batches)
 
@@ -263,7 +287,7 @@ def evaluate(config: TrainConfig, checkpoint: str | None = None) -> dict:
         info, tf.distribute.get_strategy(), training=False, global_batch=config.batch_size,
         image_size=model.input_shape[1], outputs=len(model.outputs), on_error=config.on_error))
     statistics = _bn_batches(config, info, model.input_shape[1], len(model.outputs),
-                             config.recipe(model.name))
+                             config.recipe(model.name), seed=config.seed)
     try:
         with cb.finite_evaluation(), (batch_norm.averaged_weights(model) if averaged
                                       else contextlib.nullcontext()):

@@ -1,0 +1,176 @@
+"""Training on several machines: the cluster from TF_CONFIG, who writes, and what all agree on.
+
+TF_CONFIG is the cluster convention of TensorFlow, Vertex AI and Kubeflow's TFJob: every
+process gets the same `cluster` ({"worker": ["host:port", ...]}, optionally a "chief") and its
+own `task`. With more than one task, the trainer runs under MultiWorkerMirroredStrategy: each
+worker trains with its GPUs (or one CPU replica), the gradients are all-reduced across every
+replica, and each worker's input pipeline reads its own shards (`input_fn`'s input_context).
+The chief (task "chief", else worker 0) alone writes checkpoints, logs and TensorBoard; every
+worker runs the same callbacks so that their collective ops stay in step.
+
+Keras 3's `fit` does not run under MultiWorkerMirroredStrategy (keras-team/keras#20585, open
+for Keras 3.7 to 3.15): two places in its TensorFlow trainer reduce values in ways only that
+strategy refuses. We weighed three ways round:
+
+- a training loop of our own (`strategy.run` of a train step under the same callbacks): the
+  single-machine path would then either leave `fit` (its progress, metrics, callbacks and EMA
+  swap re-implemented here) or keep it and run a second loop only on clusters, two loops that
+  must agree;
+- tf-keras (Keras 2): a second framework for one feature, and our models, recipes and
+  checkpoints are Keras 3;
+- mending the two reductions, only under that strategy (`install_keras_fixes`): the
+  single-machine path runs exactly the code it ran before, and a cluster runs Keras' own fit.
+
+We chose the third. Both are private Keras API: pyproject.toml bounds keras to the releases
+tested, and tests/test_multi_worker.py checks that the hooks exist and that a 2-worker run
+trains, so a release that changes them fails there first, by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import re
+
+import tensorflow as tf
+
+from trainer.callbacks import TrainingError
+
+
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+    workers: int  # training tasks (the chief and the workers)
+    index: int  # this task's place among them, the chief first
+    chief: bool
+
+    @property
+    def multi_worker(self) -> bool:
+        return self.workers > 1
+
+
+SINGLE = Cluster(workers=1, index=0, chief=True)
+
+
+def from_env(environ=None) -> Cluster:
+    """The cluster TF_CONFIG describes, or one machine when it is unset or names one task."""
+    text = (os.environ if environ is None else environ).get("TF_CONFIG", "").strip()
+    if not text:
+        return SINGLE
+    try:
+        config = json.loads(text)
+        cluster, task = config.get("cluster") or {}, config.get("task") or {}
+        kind, index = task.get("type"), int(task.get("index", 0))
+    except (ValueError, AttributeError, TypeError) as err:
+        raise TrainingError(f"TF_CONFIG is not the JSON TensorFlow expects ({err}): "
+                            f'{{"cluster": {{"worker": ["host:port", ...]}}, "task": '
+                            f'{{"type": "worker", "index": N}}}}') from None
+    other = sorted(set(cluster) - {"chief", "worker"})
+    if other or kind not in ("chief", "worker"):
+        raise TrainingError(
+            f"TF_CONFIG names task type(s) {other or [kind]}: train.py trains with \"chief\" "
+            f"and \"worker\" tasks (all-reduce, no parameter servers); evaluate with a separate "
+            f"`train.py --eval --watch` without TF_CONFIG")
+    chiefs, workers = list(cluster.get("chief", [])), list(cluster.get("worker", []))
+    tasks = len(chiefs) + len(workers)
+    place = index if kind == "chief" else len(chiefs) + index
+    if not 0 <= place < tasks:
+        raise TrainingError(f"TF_CONFIG's task {kind} {index} is not in its cluster "
+                            f"({len(chiefs)} chief, {len(workers)} worker(s))")
+    return Cluster(workers=tasks, index=place, chief=place == 0)
+
+
+def strategy(num_gpus: int | None, num_towers: int | None) -> tf.distribute.Strategy:
+    """MultiWorkerMirroredStrategy for the TF_CONFIG cluster, with every local GPU (or one CPU
+    replica per worker: the strategy takes no CPU device list)."""
+    if num_towers and num_towers > 1:
+        raise TrainingError("--num-towers splits one machine's CPU into towers; across "
+                            "workers (TF_CONFIG) each worker trains with its GPUs, or with one "
+                            "CPU replica: drop --num-towers")
+    if num_gpus is not None:
+        raise TrainingError("--num-gpus picks GPUs on one machine; across workers (TF_CONFIG) "
+                            "each worker uses its visible GPUs (set CUDA_VISIBLE_DEVICES)")
+    install_keras_fixes()
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def is_multi_worker(strategy) -> bool:
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode())
+
+
+def any_worker(strategy, flag: bool) -> bool:
+    """True when `flag` is true on any worker: decisions from each worker's own clock (a time
+    budget, evaluation every N minutes) must be the same on every worker, or one of them
+    waits forever in an all-reduce the others never join. One all-reduce of a scalar."""
+    if not is_multi_worker(strategy):
+        return flag
+    total = strategy.reduce(tf.distribute.ReduceOp.SUM, tf.constant(float(flag)), axis=None)
+    return float(total) > 0
+
+
+def unhealthy(message: str) -> str:
+    """Which task TensorFlow's collective-op error says stopped, e.g. "/job:worker/task:1":
+    its health check names the tasks that stopped sending heartbeats; a collective that was
+    under way when the peer died names the remote target whose socket closed."""
+    found = re.search(r"unhealthy[^:]*:\s*((?:/job:\S+\s*)+)", message)
+    if found:
+        return "stopped: " + ", ".join(found.group(1).split())
+    found = re.search(r"remote target (/job:[^\s:]+(?::\d+)?[^\s]*?)\s.*?grpc_message:\"([^\"]+)",
+                      message, re.S)
+    if found:
+        return f"stopped: {found.group(1)} ({found.group(2)})"
+    lines = [line.strip() for line in message.splitlines() if line.strip()
+             and not line.strip().endswith("error:")]
+    return lines[-1][:200] if lines else "no reason given"
+
+
+# --- Keras 3 under MultiWorkerMirroredStrategy (see the module docstring) -------------------
+
+BUILD_HOOK = "_maybe_symbolic_build"  # TensorFlowTrainer's method, private Keras API
+REDUCE_HOOK = "reduce_per_replica"  # keras.src.backend.tensorflow.trainer's function, too
+
+
+@functools.cache
+def install_keras_fixes() -> None:
+    """Mends Keras' TensorFlow trainer for MultiWorkerMirroredStrategy; a no-op for any other
+    strategy. (1) Before its first step, fit and evaluate take the shapes of one batch by
+    `strategy.reduce`-ing the distributed batch, which this strategy cannot do for a
+    structure of tensors ("Attempt to convert a value (PerReplica ...) to a Tensor"): the
+    first replica's batch has the same shapes. (2) Each step's logs (the replicas' metrics)
+    are reduced with `strategy.reduce("MEAN", v, axis=0)`, which fails for scalars ("Invalid
+    reduction dimension 0 for input with 0 dimensions") and for a worker's one replica's
+    plain tensor ("doesn't have device set"): an all-reduce in replica context means them
+    across every replica instead, as MirroredStrategy's mean over its towers does."""
+    from keras.src import tree
+    from keras.src.backend.tensorflow import trainer as keras_trainer
+
+    build = getattr(keras_trainer.TensorFlowTrainer, BUILD_HOOK)
+    reduce = getattr(keras_trainer, REDUCE_HOOK)
+
+    def build_from_local_batch(self, iterator=None, data_batch=None):
+        strategy = self.distribute_strategy
+        if iterator is None or not is_multi_worker(strategy):
+            return build(self, iterator=iterator, data_batch=data_batch)
+        for _, _, batches in iterator:
+            batch = next(batches)
+            break
+        first = tree.map_structure(
+            lambda v: strategy.experimental_local_results(v)[0]
+            if isinstance(v, tf.distribute.DistributedValues) else v, batch)
+        return build(self, data_batch=first)
+
+    def reduce_across_workers(values, strategy, reduction):
+        if reduction not in ("auto", "mean") or not is_multi_worker(strategy):
+            return reduce(values, strategy, reduction)
+        # a replica's logs are a plain tensor when a worker has one replica, so the strategy's
+        # own reduce (which needs PerReplica values with devices) cannot take them; an
+        # all-reduce in replica context takes both, all the logs in one collective
+        # across every replica (tf.identity places a plain tensor on the replica's device)
+        mean = strategy.run(lambda logs: tf.distribute.get_replica_context().all_reduce(
+            "MEAN", tree.map_structure(tf.identity, logs)), args=(values,))
+        return tree.map_structure(lambda v: strategy.experimental_local_results(v)[0], mean)
+
+    setattr(keras_trainer.TensorFlowTrainer, BUILD_HOOK, build_from_local_batch)
+    setattr(keras_trainer, REDUCE_HOOK, reduce_across_workers)
