@@ -68,6 +68,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fine-tune", action="store_true",
                    help="start from --pretrained-checkpoint with new logits layers")
     p.add_argument("--pretrained-checkpoint")
+    p.add_argument("--freeze-base-steps", type=int, default=0,
+                   help="with --pretrained or --fine-tune: train only the new head for this "
+                        "many steps (the base frozen, its batch norm in inference mode, the "
+                        "head at 10x the peak rate), then every layer at the peak rate")
     p.add_argument("--pretrained", metavar="imagenet|PATH",
                    help="start from published ImageNet weights: 'imagenet' (Keras fetches them "
                         "into $KERAS_HOME/models) or the same no-top .h5 file's path; new logits")

@@ -4,10 +4,13 @@ From ../shared/data/imagenette-small (10 real ImageNet classes): a network is tr
 classes (all 100 training photos each), then the other 5 classes with only --per-class photos
 each are learned twice for the same steps: fine-tuned from that checkpoint (`--fine-tune
 --pretrained-checkpoint`, new logits) and from scratch. Both are evaluated on the 5 classes'
-150 validation photos every --eval-every steps; the script prints both curves.
+150 validation photos every --eval-every steps; the script prints both curves, and a third:
+fine-tuned with the head alone for the first --freeze-base-steps steps (the base frozen, its
+batch norm in inference mode), then every layer.
 
 Usage: python benchmarks/transfer.py [--model mobilenet_v2] [--image-size 96]
-       [--source-steps 300] [--steps 120] [--per-class 20] [--workdir /tmp/transfer]
+       [--source-steps 300] [--steps 120] [--per-class 20] [--freeze-base-steps 40]
+       [--workdir /tmp/transfer]
 """
 
 import argparse
@@ -55,6 +58,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=120)
     parser.add_argument("--per-class", type=int, default=20)
     parser.add_argument("--eval-every", type=int, default=20)
+    parser.add_argument("--freeze-base-steps", type=int, default=40)
     parser.add_argument("--workdir", default="/tmp/transfer")
     args = parser.parse_args()
     work = pathlib.Path(args.workdir)
@@ -72,10 +76,11 @@ def main() -> None:
           f"{args.source_steps} steps: validation precision@1 {curve(source_run)[-1][1]:.3f}")
     checkpoint = sorted(source_run.glob("ckpt-*.keras"))[-1]
     curves = {}
-    for name, extra in (("fine-tuned", ["--fine-tune", "--pretrained-checkpoint", checkpoint,
-                                        "--initial-learning-rate", 0.0003]),
+    tune = ["--fine-tune", "--pretrained-checkpoint", checkpoint, "--initial-learning-rate", 0.0003]
+    for name, extra in (("fine-tuned", tune),
+                        ("head first", tune + ["--freeze-base-steps", args.freeze_base_steps]),
                         ("scratch", [])):
-        train_dir = work / f"{name}-{args.model}-{args.steps}"
+        train_dir = work / f"{name.replace(' ', '-')}-{args.model}-{args.steps}"
         shutil.rmtree(train_dir, ignore_errors=True)
         run(sys.executable, "train.py", "--data-dir", target, "--train-dir", train_dir, *common,
             "--max-steps", args.steps, "--checkpoint-steps", args.steps, "--eval-every-steps",
@@ -83,9 +88,10 @@ def main() -> None:
         curves[name] = curve(train_dir)
     print(f"target: the other 5 classes, {args.per_class} training photos each, 150 validation "
           f"photos; precision@1 of the averaged weights (chance 0.2)")
-    print("step  fine-tuned  scratch")
-    for (step, tuned), (_, scratch) in zip(curves["fine-tuned"], curves["scratch"]):
-        print(f"{step:4d}  {tuned:10.3f}  {scratch:7.3f}")
+    print(f"step  fine-tuned  head first ({args.freeze_base_steps} steps)  scratch")
+    for (step, tuned), (_, head), (_, scratch) in zip(
+            curves["fine-tuned"], curves["head first"], curves["scratch"]):
+        print(f"{step:4d}  {tuned:10.3f}  {head:23.3f}  {scratch:7.3f}")
 
 
 if __name__ == "__main__":

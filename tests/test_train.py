@@ -344,3 +344,43 @@ def test_imagenet_weights_without_network_say_which_file_to_put_where(tmp_path, 
     assert f"in {tmp_path / 'keras'}/models/" in message and "--pretrained PATH" in message
     with pytest.raises(models.PretrainedError, match="resnet34 has no published"):
         models.build("resnet34", 4, 32, recipes.recipe("resnet34"), pretrained="imagenet")
+
+
+def test_a_frozen_base_keeps_its_weights_and_batch_norm_statistics_while_the_head_learns(
+        tmp_path):
+    """--freeze-base-steps: every layer but the logits (and Inception's aux head) frozen; the
+    base's batch norm runs in inference mode (its moving statistics stay the pretrained
+    ones); a checkpoint keeps the frozen flags, and unfreezing trains every layer again."""
+    rec = recipes.recipe("mobilenet_v2")
+    model = models.build("mobilenet_v2", 4, 32, rec)
+    run.freeze_base(model, True)
+    assert run.base_frozen(model)
+    assert [l.name for l in model.layers if l.trainable and l.weights] == [models.LOGITS]
+    run.compile_model(model, rec, learning_rate=0.01, steps_per_epoch=10)
+    model.run_eagerly = True
+    images = tf.random.stateless_uniform([4, 32, 32, 3], [1, 2], -1, 1)
+    targets = data.one_hot_targets(tf.constant([1, 2, 3, 1]), 4, 1)
+    before = {w.path: np.array(w) for w in model.weights}
+    model.train_on_batch(images, targets)
+    changed = {w.path for w in model.weights if not np.array_equal(before[w.path], np.array(w))}
+    assert changed and all(path.startswith(models.LOGITS + "/") or "draws" in path
+                           for path in changed), changed  # (dropout's draw count)
+    # a checkpoint of the frozen phase reloads frozen (a resumed run goes on with the head)
+    path = str(tmp_path / "ckpt-000001.keras")
+    model.save(path)
+    assert run.base_frozen(checkpoints.load(path, 4))
+    run.freeze_base(model, False)
+    assert not run.base_frozen(model)
+    run.compile_model(model, rec, learning_rate=0.01, steps_per_epoch=10)
+    model.run_eagerly = True
+    before = [np.array(w) for w in model.trainable_weights]
+    model.train_on_batch(images, targets)
+    moved = [not np.array_equal(a, np.asarray(b)) for a, b in zip(before, model.trainable_weights)]
+    assert np.mean(moved) > 0.9
+    # Inception's auxiliary head is new with published weights: it learns with the logits
+    inception = models.build("inception_v3", 4, 75, recipes.recipe("inception_v3"))
+    run.freeze_base(inception, True)
+    learning = {l.name for l in inception.layers if l.trainable and l.weights}
+    assert {models.LOGITS, models.AUX_LOGITS, "aux_conv1", "aux_conv2_bn"} <= learning
+    assert all(name == models.LOGITS or name.startswith("aux_") for name in learning), learning
+    assert len([l for l in inception.layers if l.weights]) > len(learning) + 100

@@ -183,9 +183,14 @@ def test_a_run_from_published_weights_fine_tunes_and_evaluates(tmp_path):
     app.save_weights(weights)
     common = ["--data-dir", data, "--train-dir", tmp_path / "runs", "--model", "mobilenet_v2",
               "--batch-size", 4, "--log-every", 1, "--seed", 2, "--precise-bn-batches", 2]
+    # the head alone for 1 step (the base frozen), then every layer
     output = run_train(*common, "--max-steps", 2, "--pretrained", weights,
-                       "--initial-learning-rate", 0.0001)
+                       "--initial-learning-rate", 0.0001, "--freeze-base-steps", 1,
+                       "--checkpoint-steps", 1)
     assert f"fine-tuning from {weights}; new layers: ['logits']" in output
+    assert re.search(r"^step 1: loss = [\d.]+", output, re.M)
+    assert "step 1: the base unfrozen (--freeze-base-steps); every layer trains at peak " \
+        "learning rate 0.0001" in output
     assert re.search(r"^step 2: loss = [\d.]+", output, re.M)
     output = run_train(*common, "--eval")
     assert re.search(r"precision @ 1 = [\d.]+ recall @ 5 = [\d.]+ \[6 examples\]", output)
@@ -193,3 +198,7 @@ def test_a_run_from_published_weights_fine_tunes_and_evaluates(tmp_path):
     tuned = checkpoints.load(str(tmp_path / "runs" / "ckpt-000002.keras"), 4)
     start, now = app.get_layer("Conv1").get_weights()[0], tuned.get_layer("Conv1").get_weights()[0]
     assert np.abs(now - start).mean() < 0.1 * np.abs(start).mean()  # from the given weights
+    assert not np.array_equal(now, start)  # and trained in the second step
+    frozen = checkpoints.load(str(tmp_path / "runs" / "ckpt-000001.keras"), 4)
+    assert np.array_equal(frozen.get_layer("Conv1").get_weights()[0], start)
+    assert np.array_equal(frozen.get_layer("bn_Conv1").moving_mean, app.get_layer("bn_Conv1").moving_mean)

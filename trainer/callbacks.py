@@ -88,9 +88,9 @@ class Progress(keras.callbacks.Callback):
         self.global_batch, self.every, self.logbook = global_batch, every, logbook
         self.began = self.mark = None
 
-    def on_train_begin(self, logs=None):
-        self.began = time.perf_counter()
-        self.mark = (self.began, step_of(self.model))
+    def on_train_begin(self, logs=None):  # (a run with a frozen phase calls fit twice)
+        self.began = self.began or time.perf_counter()
+        self.mark = (time.perf_counter(), step_of(self.model))
 
     def on_train_batch_end(self, batch, logs=None):
         step = step_of(self.model)
@@ -161,7 +161,8 @@ class PeriodicEvaluation(keras.callbacks.Callback):
         self.done_at = -1
 
     def on_train_begin(self, logs=None):
-        self.began = self.last = time.perf_counter()
+        if self.began is None:
+            self.began = self.last = time.perf_counter()
 
     def _due(self, step: int) -> bool:
         if step % self.align:
@@ -223,7 +224,7 @@ class WallClockBudget(keras.callbacks.Callback):
         self.minutes, self.align, self.began = minutes, align, None
 
     def on_train_begin(self, logs=None):
-        self.began = time.perf_counter()
+        self.began = self.began or time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
         from trainer import cluster
@@ -248,5 +249,8 @@ class InputPreview(keras.callbacks.Callback):
         self.dataset, self.logbook = dataset, logbook
 
     def on_train_begin(self, logs=None):
+        if self.dataset is None:  # shown at the first fit already
+            return
         images, _ = next(iter(self.dataset))
         self.logbook.images("training inputs", images, step_of(self.model))
+        self.dataset = None

@@ -63,6 +63,7 @@ class TrainConfig:
     no_ema: bool = False
     on_error: str = "raise"  # input_fn's, for records that do not decode
     precise_bn_batches: int = 10  # training batches that re-estimate batch norm (0: off)
+    freeze_base_steps: int = 0  # fine-tuning: train the new head alone for this many steps
 
     def recipe(self, model: str | None = None) -> recipes.Recipe:
         """The recipe of `model` (default: this run's) with this run's overrides."""
@@ -147,6 +148,33 @@ def compile_model(model: keras.Model, rec: recipes.Recipe, *, learning_rate: flo
                   metrics={models.LOGITS: metrics}, jit_compile=_jit(jit))
 
 
+HEAD_RATE = 10  # the head alone (--freeze-base-steps) trains at this many times the peak rate
+
+
+def _peak_rate(config: TrainConfig, rec: recipes.Recipe) -> float:
+    return config.learning_rate or recipes.scaled_learning_rate(rec, config.batch_size)
+
+
+def _is_head(layer) -> bool:
+    """The layers a fine-tune starts afresh or that sit on them: the logits and the auxiliary
+    head (`aux_*`), which the published ImageNet weights do not have."""
+    return layer.name == models.LOGITS or layer.name.startswith("aux_")
+
+
+def freeze_base(model: keras.Model, frozen: bool) -> None:
+    """Every layer but the head frozen (or not). A frozen BatchNormalization layer runs in
+    inference mode in Keras 3: the base normalises with its pretrained statistics and does
+    not update them while the new head learns. Takes effect at the next compile."""
+    for layer in model.layers:
+        if not _is_head(layer):
+            layer.trainable = not frozen
+
+
+def base_frozen(model: keras.Model) -> bool:
+    return any(not layer.trainable for layer in model.layers
+               if not _is_head(layer) and layer.weights)
+
+
 def _new_model(config: TrainConfig, info, steps_per_epoch: int):
     """A fresh model, or with --fine-tune the checkpoint's network (its name says which) with
     new logits layers; compiled. Returns (model, recipe, fresh layer names, peak rate)."""
@@ -169,9 +197,14 @@ def _new_model(config: TrainConfig, info, steps_per_epoch: int):
         fresh = checkpoints.transfer_weights(source, model)
     elif config.pretrained:
         fresh = [models.LOGITS] + ([models.AUX_LOGITS] if len(model.outputs) > 1 else [])
-    peak = config.learning_rate or recipes.scaled_learning_rate(rec, config.batch_size)
-    compile_model(model, rec, learning_rate=peak, steps_per_epoch=steps_per_epoch,
-                  jit=config.jit_compile)
+    peak = _peak_rate(config, rec)
+    if config.freeze_base_steps:
+        if not fresh:
+            raise TrainingError("--freeze-base-steps trains a new head on a pretrained base: "
+                                "give --pretrained or --fine-tune --pretrained-checkpoint")
+        freeze_base(model, True)
+    compile_model(model, rec, learning_rate=peak * (HEAD_RATE if config.freeze_base_steps else 1),
+                  steps_per_epoch=steps_per_epoch, jit=config.jit_compile)
     return model, rec, fresh, peak
 
 
@@ -213,10 +246,20 @@ def train(config: TrainConfig) -> keras.Model:
                                on_error=config.on_error)
     callbacks = _callbacks(config, info, strategy, model, rec, first_run=step == 0,
                            writer=team.chief)
+    # with a frozen base (--freeze-base-steps): the head alone up to that step, then every
+    # layer at the peak rate, under a new optimizer (one built for the head's variables
+    # cannot update the base's) that goes on counting steps where the first one stopped
+    phases = [min(config.freeze_base_steps, config.max_steps)] if base_frozen(model) else []
     try:
-        model.fit(train_data, epochs=1, steps_per_epoch=config.max_steps - step,
-                  callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 0,
-                  shuffle=False)  # input_fn shuffles; Keras warns that it ignores True
+        for end in phases + [config.max_steps]:
+            if end > cb.step_of(model):
+                if base_frozen(model) and cb.step_of(model) >= config.freeze_base_steps:
+                    model = _unfreeze(model, strategy, config, info, steps_per_epoch)
+                model.fit(train_data, epochs=1, steps_per_epoch=end - cb.step_of(model),
+                          callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 0,
+                          shuffle=False)  # input_fn shuffles; Keras warns that it ignores True
+            if model.stop_training:  # --max-minutes
+                break
     except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as err:
         raise TrainingError(data.read_error(err, info.pattern("train"))) from None
     except tf.errors.UnavailableError as err:
@@ -228,6 +271,18 @@ def train(config: TrainConfig) -> keras.Model:
             f"every worker again with the same command: they resume from the newest checkpoint "
             f"in {config.train_dir}"
             f"{f' (step {found[-1][0]})' if found else ' (none yet: from the start)'}") from None
+    return model
+
+
+def _unfreeze(model, strategy, config: TrainConfig, info, steps_per_epoch: int):
+    step, rec = cb.step_of(model), config.recipe(model.name)
+    with strategy.scope():
+        freeze_base(model, False)
+        compile_model(model, rec, learning_rate=_peak_rate(config, rec),
+                      steps_per_epoch=steps_per_epoch, jit=config.jit_compile)
+        model.optimizer.iterations.assign(step)
+    print(f"step {step}: the base unfrozen (--freeze-base-steps); every layer trains at peak "
+          f"learning rate {_peak_rate(config, rec):.5g}", flush=True)
     return model
 
 
