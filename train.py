@@ -94,8 +94,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "weights and dropout")
     p.add_argument("--distortions", choices=["fast", "inception", "none"], default="fast")
     p.add_argument("--on-error", choices=["raise", "skip"], default="raise",
-                   help="a record that does not decode: stop with the error (default), or "
-                        "skip it (TensorFlow logs each; evaluation says how many)")
+                   help="a record that does not decode, or a damaged shard: stop with the "
+                        "error (default), or skip the record (or the rest of the shard: one "
+                        "line names it; TensorFlow logs each; evaluation says how many)")
     recipe.add_argument("--min-crop-area", type=float,
                         help="smallest share of the image a training crop covers (recipes: "
                              "0.25; the original's 0.05 suits long ImageNet runs)")

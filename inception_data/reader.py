@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import sys
 from typing import Sequence
 
 import tensorflow as tf
@@ -83,15 +84,45 @@ def _check_complete(shards: shard_set.ShardSet, allow_incomplete: bool) -> None:
 PREFETCH_SHARE = 10
 
 
-def _reader(bad: dict):
+# Ends a shard's records when its damage is skipped; a serialized tf.train.Example never
+# starts with a NUL byte (field 0 does not exist), so no real record equals it.
+_END_OF_SHARD = b"\0inception-data: end of shard"
+
+
+def _reader(bad: dict, expected: dict | None = None):
     """filename -> a dataset of (record, filename) of that shard, without the records listed in
-    `bad` ({file: [(index, reason)]}, from a saved verdict)."""
+    `bad` ({file: [(index, reason)]}, from a saved verdict).
+
+    `expected` ({file: records the build counted, or -1}) turns on skipping damage: a shard
+    ends at its first damaged or truncated record (tf.data's ignore_errors on the shard's own
+    reader, whose next read after a damaged record ends it), and a shard that ends short of
+    its count is reported on stderr with its name, what was read and what was lost."""
     listed = [f"{path}\0{index}" for path, rows in bad.items() for index, _ in rows]
     skipped = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
         listed, tf.ones([len(listed)], tf.int64)), default_value=0) if listed else None
+    counts = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+        list(expected), tf.constant(list(expected.values()), tf.int64)),
+        default_value=-1) if expected else None
+
+    def undamaged(filename):
+        records = tf.data.TFRecordDataset(filename)
+        if counts is None:
+            return records
+        count = counts.lookup(filename)
+
+        def keep(index, record):
+            end = tf.equal(record, _END_OF_SHARD)
+            short = tf.logical_and(end, index < count)
+            report = tf.cond(short, lambda: _print_damage(filename, index, count), tf.no_op)
+            with tf.control_dependencies([report]):
+                return tf.logical_not(end)
+
+        return (records.ignore_errors(log_warning=True)
+                .concatenate(tf.data.Dataset.from_tensors(tf.constant(_END_OF_SHARD)))
+                .enumerate().filter(keep).map(lambda index, record: record))
 
     def tagged(filename):
-        records = tf.data.TFRecordDataset(filename)
+        records = undamaged(filename)
         if skipped is None:
             return records.map(lambda record: (record, filename))
 
@@ -103,6 +134,18 @@ def _reader(bad: dict):
                 .map(lambda index, record: (record, filename)))
 
     return tagged
+
+
+def _print_damage(filename, read, count):
+    number = tf.strings.as_string
+    message = tf.strings.join([
+        "warning: input_fn: ", filename, " is damaged after its record ", number(read), " of ",
+        number(count), ": the other ", number(count - read), " record(s) of that shard are "
+        "skipped (on_error='skip'); rebuild it (delete it and run the same build with "
+        "--resume) or copy it again"])
+    print_op = tf.print(message, output_stream=sys.stderr)
+    with tf.control_dependencies([print_op]):
+        return tf.no_op()
 
 
 def _records(files: Sequence[str], tagged, *, shuffle: bool, seed, cycle_length: int,
@@ -248,7 +291,11 @@ def input_fn(file_pattern: str | Sequence[str], is_training: bool, batch_size: i
             with `inception-data inspect --verify --save-verdict` (or built with `--verify
             decode`) are known: the records the check found bad are named here, before any
             reading - "raise" refuses them at once, "skip" leaves exactly them out (logged
-            with file and index).
+            with file and index). A damaged or truncated shard: "raise" stops with
+            TensorFlow's DataLossError (train.py names the shard); "skip" reads the shard up
+            to the damage, skips the rest of it and prints one line naming the shard and how
+            many records were lost (from the manifest's count); a shard that cannot be opened
+            at all is an error at once, also with "skip".
         allow_incomplete: read a shard set that lacks shards (by its `-of-N` names or its
             manifest) or holds an empty shard the manifest counts records in; each gap is
             logged. Default: such a set is an error naming what is missing (a subset on
@@ -274,7 +321,10 @@ def input_fn(file_pattern: str | Sequence[str], is_training: bool, batch_size: i
     if cache is None:
         cache = is_training and records is not None and records <= shuffle_buffer
 
-    tagged = _reader(bad)
+    # skipping damage needs each shard to open: tf.data's ignore_errors retries a shard that
+    # cannot be opened for ever, so one that cannot is an error now, naming it
+    expected = _openable(known) if on_error == "skip" else None
+    tagged = _reader(bad, expected)
     read = dict(cycle_length=cycle_length, num_parallel_calls=num_parallel_calls,
                 deterministic=deterministic)
     if is_training and seed is not None:
@@ -321,6 +371,20 @@ def input_fn(file_pattern: str | Sequence[str], is_training: bool, batch_size: i
     options = tf.data.Options()
     options.deterministic = deterministic
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def _openable(known: shard_set.ShardSet) -> dict:
+    """{file: records its build counted, or -1 when unknown} for shards that open and read."""
+    files = known.files
+    for path in files:
+        try:
+            with tf.io.gfile.GFile(path, "rb") as handle:
+                handle.read(1)
+        except (tf.errors.OpError, OSError) as err:
+            raise FileNotFoundError(f"{path} cannot be read ({err}); on_error='skip' skips "
+                                    f"damaged records, not shards that do not open") from None
+    counts = {path: known.shard_records(path) for path in files}
+    return {path: -1 if count is None else count for path, count in counts.items()}
 
 
 class UndecodableRecords(ValueError):

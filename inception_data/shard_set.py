@@ -108,6 +108,10 @@ class ShardSet:
     def _folder(self, path: str) -> Folder:
         return self.folders[os.path.dirname(path)]
 
+    def shard_records(self, path: str) -> int | None:
+        """The records its build counted in the shard at `path` (None: unknown)."""
+        return self._folder(path).shard_records(path)
+
     def label_offset(self) -> int:
         """The label convention of the shards, from their manifests: 1 = label 0 is the
         background class and the N classes are 1..N (also for shards without a manifest, the

@@ -81,14 +81,8 @@ def test_an_image_given_for_shards_is_not_a_tfrecord_file(tmp_path):
     assert f"{image}: not a TFRecord file, or damaged at its start" in result.output
 
 
-@pytest.mark.parametrize("damage", ["truncated", "corrupted"])
-def test_the_trainer_names_a_damaged_shard(built, tmp_path, damage):
-    """TensorFlow's own error names no file ("corrupted record at 3318"); the trainer's
-    message names the shard and what is wrong with it."""
-    import tensorflow as tf
-
-    from trainer import data
-
+def damaged_copy(built, tmp_path, damage):
+    """A copy of the build whose second shard is truncated at 2/3 or has a byte flipped at 3/4."""
     out = tmp_path / "out"
     out.mkdir()
     for path in built.iterdir():
@@ -102,6 +96,52 @@ def test_the_trainer_names_a_damaged_shard(built, tmp_path, damage):
         flipped = bytearray(whole)
         flipped[len(whole) * 3 // 4] ^= 0xFF
         shard.write_bytes(bytes(flipped))
+    return out, shard
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupted"])
+def test_skip_reads_past_a_damaged_shard_and_names_it(built, tmp_path, damage, capfd):
+    """on_error="skip": the records of a damaged shard up to the damage, every other shard, and
+    one line naming the shard and what was lost; each record at most once."""
+    import tensorflow as tf
+
+    out, shard = damaged_copy(built, tmp_path, damage)
+    dataset = reader.input_fn(str(out / "train-*"), is_training=False, batch_size=4,
+                              image_size=16, on_error="skip", with_metadata=True)
+    names = [name.decode() for _, _, meta in dataset for name in meta["filename"].numpy()]
+    assert len(names) == len(set(names)) and 8 <= len(names) < 12, names  # 4 per shard
+    intact = reader.input_fn(str(built / "train-*"), is_training=False, batch_size=4,
+                             image_size=16, with_metadata=True)
+    every = [name.decode() for _, _, meta in intact for name in meta["filename"].numpy()]
+    assert set(names) < set(every)
+    lost = 12 - len(names)
+    err = capfd.readouterr().err
+    assert (f"warning: input_fn: {shard} is damaged after its record {4 - lost} of 4: the "
+            f"other {lost} record(s) of that shard are skipped") in err, err
+    # with "raise", the same shards stop with TensorFlow's error (the trainer names the shard)
+    with pytest.raises(tf.errors.DataLossError):
+        records(str(out / "train-*"))
+
+
+def test_skip_refuses_a_shard_that_does_not_open(built, tmp_path):
+    """tf.data's ignore_errors would retry such a shard for ever: named at once instead."""
+    out, shard = damaged_copy(built, tmp_path, "truncated")
+    shard.unlink()
+    shard.symlink_to(tmp_path / "moved")  # listed, but nothing to read (a link left dangling)
+    with pytest.raises(FileNotFoundError, match=f"{shard} cannot be read"):
+        reader.input_fn(str(out / "train-*"), is_training=False, batch_size=4, image_size=16,
+                        on_error="skip", allow_incomplete=True)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupted"])
+def test_the_trainer_names_a_damaged_shard(built, tmp_path, damage):
+    """TensorFlow's own error names no file ("corrupted record at 3318"); the trainer's
+    message names the shard and what is wrong with it."""
+    import tensorflow as tf
+
+    from trainer import data
+
+    out, shard = damaged_copy(built, tmp_path, damage)
     pattern = str(out / "train-*")
     with pytest.raises(tf.errors.DataLossError) as raised:
         records(pattern)
