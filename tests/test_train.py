@@ -384,3 +384,9 @@ def test_a_frozen_base_keeps_its_weights_and_batch_norm_statistics_while_the_hea
     assert {models.LOGITS, models.AUX_LOGITS, "aux_conv1", "aux_conv2_bn"} <= learning
     assert all(name == models.LOGITS or name.startswith("aux_") for name in learning), learning
     assert len([l for l in inception.layers if l.weights]) > len(learning) + 100
+
+
+def test_evaluation_says_how_many_records_it_could_not_read():
+    assert callbacks.skipped_note(0) == ""
+    note = callbacks.skipped_note(3)
+    assert note.startswith("; 3 record(s) skipped") and "shard is damaged" in note

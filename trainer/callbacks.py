@@ -211,7 +211,8 @@ class PeriodicEvaluation(keras.callbacks.Callback):
 
 def skipped_note(skipped: int) -> str:
     """What an evaluation says of the validation records it could not use (--on-error skip)."""
-    return f"; {skipped} record(s) skipped: they do not decode" if skipped else ""
+    return (f"; {skipped} record(s) skipped: they do not decode, or their shard is damaged "
+            f"(the warnings above name each)" if skipped else "")
 
 
 class WallClockBudget(keras.callbacks.Callback):
