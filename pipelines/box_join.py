@@ -40,7 +40,14 @@ class BoxLookup:
     """Read-only lookups in an index_boxes() file."""
 
     def __init__(self, index_path: str):
-        self._db = sqlite3.connect(f"file:{index_path}?mode=ro", uri=True)
+        # check_same_thread=False: Beam's SDK worker runs a DoFn's bundles and its teardown on
+        # threads of its own pool, so the connection opened for one bundle is closed on
+        # another thread; sqlite3 refused that ("SQLite objects created in a thread can only
+        # be used in that same thread"), and the worker then exited with code 1 after every
+        # local ImageNet build with boxes. One DoFn instance runs one bundle at a time, and the
+        # connection is read-only.
+        self._db = sqlite3.connect(f"file:{index_path}?mode=ro", uri=True,
+                                   check_same_thread=False)
 
     def attach(self, items: Iterable) -> list:
         """The items with their boxes, sorted by coordinates."""
