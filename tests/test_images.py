@@ -1,6 +1,7 @@
 """images.normalise on real odd images from ../shared/data and on synthetic ones."""
 
 import io
+import pathlib
 
 import numpy as np
 import pytest
@@ -172,3 +173,18 @@ def test_a_folder_of_multi_picture_photos_is_written_and_counted(tmp_path):
     split = json.loads((tmp_path / "out" / "manifest.json").read_text())["splits"]["train"]
     assert split["written"] == 4 and split["rejected"] == 0
     assert split["stored"]["kept"] == 4 and split["stored"]["reasons"] == {"multi-picture": 3}
+
+
+def test_a_real_camera_multi_picture_file_is_stored_as_its_primary_image():
+    """A stereo photo as a Nintendo 3DS camera wrote it (tests/data/README.md): its primary
+    picture's bytes, unchanged, and what TensorFlow decodes of the whole file."""
+    data = (pathlib.Path(__file__).parent / "data" / "sugarshack.mpo").read_bytes()
+    source = Image.open(io.BytesIO(data))
+    assert source.format == "MPO" and source.n_frames == 2
+    assert source.getexif().get(271) == "Nintendo"  # EXIF Make: from the camera itself
+    result = images.normalise(data)
+    assert result.reasons == ("multi-picture",) and result.converted is None
+    assert data.startswith(result.encoded) and 0 < len(result.encoded) < len(data)
+    assert (result.width, result.height) == (640, 480)
+    assert np.array_equal(_decode(result.encoded), _decode(data))
+    assert result.encoded.endswith(b"\xff\xd9")  # the primary picture's end, then nothing
