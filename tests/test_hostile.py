@@ -298,7 +298,11 @@ def test_signals_stop_everything_with_one_line(tmp_path, signame, group, code, w
         env=dict(os.environ, TMPDIR=str(scratch)),
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
-    while not list(out.glob("train-*")) and time.monotonic() < deadline:
+    # a shard being written (its hidden temporary) or committed: the build is under way. Not
+    # committed shards alone: a one-worker build commits its shards near its end, and under
+    # load it had finished (exit 0) before the signal came
+    while not (list(out.glob(".tmp-train-*")) or list(out.glob("train-*"))) \
+            and time.monotonic() < deadline:
         time.sleep(0.01)
     children = processes._descendants(process.pid)
     assert children or workers == "1", "the build had no worker processes to stop"
