@@ -20,8 +20,12 @@ import psutil
 from inception_data_cli.messages import fail
 
 
-class Interrupted(Exception):
-    """SIGTERM (or SIGINT) arrived while a build ran."""
+class Interrupted(BaseException):
+    """SIGTERM (or SIGINT) arrived while a build ran. A BaseException, as KeyboardInterrupt is:
+    raised in the main thread wherever it happens to be, and a one-worker build runs its
+    DoFns there, an `except Exception` (the image checks') caught it: the photo being decoded
+    was rejected as "JPEG data is corrupt: Interrupted: SIGTERM" and the build went on to
+    exit 0."""
 
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
@@ -167,6 +171,8 @@ def run_and_report(run, output_dir: str) -> None:
             raise
         stop_workers()
         fail(f"{one_line(err, output_dir)} (--debug shows the whole traceback)")
+    if received:  # a signal whose exception something swallowed: still a stop, not a success
+        _interrupted(received[0], output_dir)
     if manifest is None:
         click.echo(f"the runner returned before the build finished (a template, or a job that "
                    f"runs on); when it is done, run the same command with --resume to check it "

@@ -7,12 +7,13 @@ on real digits: held-out top-1 0.544 with the raw weights and their moving stati
 with statistics re-estimated over 30 training batches. As pycls and Detectron do, `recompute`
 sets every BatchNormalization layer's statistics to the plain average of the batch statistics
 of a few training batches, with the weights as they are (swap the averages in first to
-evaluate those). Cost: one forward pass per batch, no gradients.
+evaluate those). Cost: one forward pass per batch, no gradients, and tracing that pass once per model.
 """
 
 from __future__ import annotations
 
 import contextlib
+import weakref
 
 import keras
 import numpy as np
@@ -37,6 +38,21 @@ def averaged_weights(model: keras.Model):
         swap.on_test_end()
 
 
+_FORWARDS = weakref.WeakKeyDictionary()  # model -> its traced training-mode forward pass
+
+
+def _forward(model: keras.Model):
+    """The model's forward pass in training mode, traced once per model: a new tf.function per
+    evaluation and checkpoint re-traced the whole network each time (seconds for a ResNet).
+    Batch norm's momentum is 0 whenever it runs (set by recompute), as when it was traced;
+    traced again when layers were frozen or unfrozen since (a frozen batch-norm layer runs in
+    inference mode, and the trace keeps the mode it saw)."""
+    flags = tuple(layer.trainable for layer in model.layers)
+    if model not in _FORWARDS or _FORWARDS[model][0] != flags:
+        _FORWARDS[model] = (flags, tf.function(lambda images: model(images, training=True)))
+    return _FORWARDS[model][1]
+
+
 def recompute(model: keras.Model, batches) -> int:
     """Re-estimates every batch-norm layer's moving mean and variance as the average of the
     statistics of `batches` (an iterable of (images, targets), training preprocessing); returns
@@ -52,7 +68,7 @@ def recompute(model: keras.Model, batches) -> int:
     variances = [np.zeros(layer.moving_variance.shape, np.float64) for layer in layers]
     for layer in layers:
         layer.momentum = 0.0  # each forward pass leaves exactly its batch's statistics
-    forward = tf.function(lambda images: model(images, training=True))
+    forward = _forward(model)
     count = 0
     try:
         for images, _ in batches:
