@@ -134,7 +134,9 @@ def test_train_resume_evaluate_and_fine_tune(tmp_path):
     evaluated = [json.loads(l) for l in (runs / "logs" / "validation.jsonl").read_text().splitlines()]
     assert [(r["step"], r["examples"]) for r in evaluated] == [(8, 6), (16, 6)]  # 2 towers
 
-    output = run_train(*common, "--num-towers", 2, "--max-steps", 18, "--checkpoint-steps", 100)
+    # resumed on 1 tower: a checkpoint does not depend on the towers it was trained on (and
+    # one tower traces in half the time of two)
+    output = run_train(*common, "--max-steps", 18, "--checkpoint-steps", 100)
     assert "resuming resnet34 from" in output and "at step 16" in output
     assert re.search(r"^step 17: ", output, re.M) and re.search(r"^step 18: ", output, re.M)
     assert not re.search(r"^step [1-9]: ", output, re.M)
