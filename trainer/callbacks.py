@@ -222,20 +222,22 @@ class WallClockBudget(keras.callbacks.Callback):
 
     def __init__(self, minutes: float, align: int = 1):
         super().__init__()
-        self.minutes, self.align, self.began = minutes, align, None
+        self.minutes, self.align, self.began, self.across = minutes, align, None, False
 
     def on_train_begin(self, logs=None):
+        from trainer import cluster  # (cluster imports this module)
+
         self.began = self.began or time.perf_counter()
+        self.across = cluster.is_multi_worker(self.model.distribute_strategy)
 
     def on_train_batch_end(self, batch, logs=None):
-        from trainer import cluster
-
         over = time.perf_counter() - self.began >= 60 * self.minutes
-        strategy = self.model.distribute_strategy
-        if cluster.is_multi_worker(strategy):
+        if self.across:
+            from trainer import cluster
+
             if step_of(self.model) % self.align:
                 return
-            over = cluster.any_worker(strategy, over)
+            over = cluster.any_worker(self.model.distribute_strategy, over)
         if over:
             print(f"stopping after the --max-minutes budget ({self.minutes:g} min) at step "
                   f"{step_of(self.model)}", flush=True)

@@ -160,6 +160,12 @@ class TowerDropout(keras.layers.Layer):
         return {**super().get_config(), "rate": self.rate, "seed": self.seed}
 
 
+def is_head(layer) -> bool:
+    """The layers a fine-tune starts afresh or that sit on them: the logits and the auxiliary
+    head (its layers are all named `aux_*` here), which published ImageNet weights lack."""
+    return layer.name == LOGITS or layer.name.startswith("aux_")
+
+
 def _aux_head(features, num_classes: int):
     """The original's auxiliary classifier on Mixed_6e (Keras: mixed7): 5x5 average pool
     stride 3, 1x1 conv 128, a conv covering the pooled map (5x5 at 299 px) to 768, logits."""

@@ -155,24 +155,18 @@ def _peak_rate(config: TrainConfig, rec: recipes.Recipe) -> float:
     return config.learning_rate or recipes.scaled_learning_rate(rec, config.batch_size)
 
 
-def _is_head(layer) -> bool:
-    """The layers a fine-tune starts afresh or that sit on them: the logits and the auxiliary
-    head (`aux_*`), which the published ImageNet weights do not have."""
-    return layer.name == models.LOGITS or layer.name.startswith("aux_")
-
-
 def freeze_base(model: keras.Model, frozen: bool) -> None:
     """Every layer but the head frozen (or not). A frozen BatchNormalization layer runs in
     inference mode in Keras 3: the base normalises with its pretrained statistics and does
     not update them while the new head learns. Takes effect at the next compile."""
     for layer in model.layers:
-        if not _is_head(layer):
+        if not models.is_head(layer):
             layer.trainable = not frozen
 
 
 def base_frozen(model: keras.Model) -> bool:
     return any(not layer.trainable for layer in model.layers
-               if not _is_head(layer) and layer.weights)
+               if not models.is_head(layer) and layer.weights)
 
 
 def _new_model(config: TrainConfig, info, steps_per_epoch: int):
@@ -246,20 +240,19 @@ def train(config: TrainConfig) -> keras.Model:
                                on_error=config.on_error)
     callbacks = _callbacks(config, info, strategy, model, rec, first_run=step == 0,
                            writer=team.chief)
-    # with a frozen base (--freeze-base-steps): the head alone up to that step, then every
-    # layer at the peak rate, under a new optimizer (one built for the head's variables
-    # cannot update the base's) that goes on counting steps where the first one stopped
-    phases = [min(config.freeze_base_steps, config.max_steps)] if base_frozen(model) else []
+
+    def fit_until(end: int) -> None:
+        if end > cb.step_of(model) and not model.stop_training:  # (stop: --max-minutes)
+            model.fit(train_data, epochs=1, steps_per_epoch=end - cb.step_of(model),
+                      callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 0,
+                      shuffle=False)  # input_fn shuffles; Keras warns that it ignores True
+
     try:
-        for end in phases + [config.max_steps]:
-            if end > cb.step_of(model):
-                if base_frozen(model) and cb.step_of(model) >= config.freeze_base_steps:
-                    model = _unfreeze(model, strategy, config, info, steps_per_epoch)
-                model.fit(train_data, epochs=1, steps_per_epoch=end - cb.step_of(model),
-                          callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 0,
-                          shuffle=False)  # input_fn shuffles; Keras warns that it ignores True
-            if model.stop_training:  # --max-minutes
-                break
+        if base_frozen(model):  # --freeze-base-steps: the head alone up to that step, then
+            fit_until(min(config.freeze_base_steps, config.max_steps))  # every layer
+            if cb.step_of(model) < config.max_steps and not model.stop_training:
+                _unfreeze(model, strategy, config, steps_per_epoch)
+        fit_until(config.max_steps)
     except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as err:
         raise TrainingError(data.read_error(err, info.pattern("train"))) from None
     except tf.errors.UnavailableError as err:
@@ -274,16 +267,18 @@ def train(config: TrainConfig) -> keras.Model:
     return model
 
 
-def _unfreeze(model, strategy, config: TrainConfig, info, steps_per_epoch: int):
+def _unfreeze(model, strategy, config: TrainConfig, steps_per_epoch: int) -> None:
+    """Every layer trainable, under a new optimizer (one built for the head's variables cannot
+    update the base's) that goes on counting steps where the first one stopped."""
     step, rec = cb.step_of(model), config.recipe(model.name)
+    peak = _peak_rate(config, rec)
     with strategy.scope():
         freeze_base(model, False)
-        compile_model(model, rec, learning_rate=_peak_rate(config, rec),
-                      steps_per_epoch=steps_per_epoch, jit=config.jit_compile)
+        compile_model(model, rec, learning_rate=peak, steps_per_epoch=steps_per_epoch,
+                      jit=config.jit_compile)
         model.optimizer.iterations.assign(step)
     print(f"step {step}: the base unfrozen (--freeze-base-steps); every layer trains at peak "
-          f"learning rate {_peak_rate(config, rec):.5g}", flush=True)
-    return model
+          f"learning rate {peak:.5g}", flush=True)
 
 
 def _callbacks(config: TrainConfig, info, strategy, model, rec, *, first_run: bool,
