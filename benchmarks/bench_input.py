@@ -13,6 +13,9 @@ TF colour ops), input_fn training on the default build (on_error "raise", the de
 "skip"), input_fn training on the --verify decode build, input_fn evaluation. Training
 pipelines run `--batches` batches after 5 warm-up ones: 200 of 32 are 2+ epochs of 2,934
 records, so each run crosses epoch boundaries, where the slowest batch shows a stall.
+Last, the read stage alone (records, no decode) with and without the check that names a
+damaged shard (input_fn adds up the bytes each shard's reader read): its cost per record, as a
+share of the CPU a training image takes.
 
 Usage: python benchmarks/bench_input.py [--records 2934] [--batches 200] [--rounds 3]
                                         [--pattern 'out/train-*']
@@ -28,7 +31,7 @@ import tempfile
 
 import tensorflow as tf
 
-from inception_data import preprocessing, reader, schema, throughput
+from inception_data import preprocessing, reader, schema, shard_set, throughput
 
 SAMPLES = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-samples"
 
@@ -126,6 +129,22 @@ PIPELINES = {
 }
 
 
+def read_stage(pattern, checked: bool) -> tf.data.Dataset:
+    """The records alone, as input_fn reads them (checked: each shard's reader with the bytes
+    it read added up and its end checked, which names a damaged shard) or with a plain
+    TFRecordDataset per shard; 3 passes, in batches of 256 lengths."""
+    files = reader.list_files(pattern)
+    if checked:
+        known = shard_set.ShardSet.read(files)
+        tagged = reader._reader({}, "raise", {f: known.shard_records(f) for f in files})
+    else:
+        def tagged(filename):
+            return tf.data.TFRecordDataset(filename).map(lambda record: (record, filename))
+    return (reader._records(files, tagged, shuffle=False, seed=None, cycle_length=16,
+                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .repeat(3).map(lambda record, _: tf.strings.length(record)).batch(256))
+
+
 def _ratio(label, value, target):
     print(f"{label:44s} x{value:.2f}   ({target})")
 
@@ -174,6 +193,20 @@ def main():
     for name in [n for n in PIPELINES if "train" in n]:
         worst = statistics.median(t.slowest / t.median for t in timings[name])
         _ratio(f"slowest batch / median, {name[15:]}", worst, "target <= 3, median of rounds")
+
+    # the damage check's cost on its own: the read stage with and without it, interleaved
+    reads = {False: [], True: []}
+    for _ in range(max(3, args.rounds)):
+        for checked in reads:
+            reads[checked].append(throughput.images_per_second(
+                read_stage(patterns["default"], checked), batches=10_000, warmup=1)[0])
+    plain, checked = (statistics.median(reads[c]) for c in (False, True))
+    extra_us = (1 / checked - 1 / plain) * 1e6
+    per_image_us = cores / rate["input_fn train, default build"] * 1e6
+    print(f"\nread stage (records only, median of {len(reads[True])} rounds): plain "
+          f"TFRecordDataset {plain:,.0f} records/s, input_fn's checked reader {checked:,.0f} "
+          f"records/s: {extra_us:.1f} us more per record = {extra_us / per_image_us:.1%} of the "
+          f"{per_image_us:.0f} us of CPU a training image takes here (target <= 3%)")
 
 
 if __name__ == "__main__":

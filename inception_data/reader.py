@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from inception_data import paths
 from inception_data import preprocessing as ops
-from inception_data import schema, shard_set
+from inception_data import schema, shard_set, tfrecord
 
 log = logging.getLogger(__name__)
 
@@ -84,68 +84,132 @@ def _check_complete(shards: shard_set.ShardSet, allow_incomplete: bool) -> None:
 PREFETCH_SHARE = 10
 
 
-# Ends a shard's records when its damage is skipped; a serialized tf.train.Example never
-# starts with a NUL byte (field 0 does not exist), so no real record equals it.
+SKIP_ADVICE = "with on_error=skip, input_fn"  # the advice a shard's error ends with
+SKIPS = "reads the records before the damage and the other shards"
+
+# Ends a shard's records; a serialized tf.train.Example never starts with a NUL byte (field 0
+# does not exist), so no real record equals it.
 _END_OF_SHARD = b"\0inception-data: end of shard"
 
 
-def _reader(bad: dict, expected: dict | None = None):
+def _reader(bad: dict, on_error: str, counts: dict):
     """filename -> a dataset of (record, filename) of that shard, without the records listed in
     `bad` ({file: [(index, reason)]}, from a saved verdict).
 
-    `expected` ({file: records the build counted, or -1}) turns on skipping damage: a shard
-    ends at its first damaged or truncated record (tf.data's ignore_errors on the shard's own
-    reader, whose next read after a damaged record ends it), and a shard that ends short of
-    its count is reported on stderr with its name, what was read and what was lost."""
+    TensorFlow's reader names no file in its errors ("corrupted record at 2238228"), and an
+    error cannot be caught inside tf.data; so each shard's own reader ignores its errors (its
+    next read after a damaged record ends the shard) and the bytes it read are added up. A
+    shard that ends before its file's end is damaged, and is named with what is wrong there and
+    how many records it lost (`counts`: {file: records its build counted, or None}): "raise"
+    stops with an error, "skip" prints one line and goes on. Whether a shard opens is checked
+    before its reader is made, as ignore_errors would retry opening it for ever
+    (`TFRecordDataset('/nonexistent').ignore_errors()` never ends): "raise" reads it without
+    ignore_errors (TensorFlow's NotFoundError names it), "skip" prints one line and skips it."""
     listed = [f"{path}\0{index}" for path, rows in bad.items() for index, _ in rows]
     skipped = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
         listed, tf.ones([len(listed)], tf.int64)), default_value=0) if listed else None
-    counts = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
-        list(expected), tf.constant(list(expected.values()), tf.int64)),
-        default_value=-1) if expected else None
 
-    def undamaged(filename):
-        records = tf.data.TFRecordDataset(filename)
-        if counts is None:
-            return records
-        count = counts.lookup(filename)
+    # py_functions, called once per shard and pass: file system calls, no per-record cost
+    def opened(filename):
+        """The file's size, or -1 when it cannot be read (printed, with "skip")."""
+        path = filename.numpy().decode()
+        try:
+            with tf.io.gfile.GFile(path, "rb") as handle:
+                handle.read(1)
+                return handle.size()
+        except (tf.errors.OpError, OSError) as err:
+            _problem(f"input_fn: {path} cannot be read ({getattr(err, 'message', err)})",
+                     on_error, "its records are skipped")
+            return -1
 
-        def keep(index, record):
+    def ended(filename, records, consumed, size):
+        """What stopped the reader of a shard that ended at byte `consumed` of `size`."""
+        path = filename.numpy().decode()
+        return _damage(path, int(records), int(consumed), int(size), counts.get(path),
+                       on_error)
+
+    def shard(filename):  # flat_map's function: runs just before the file is opened
+        size = tf.py_function(opened, [filename], tf.int64)
+        name = tf.data.Dataset.from_tensors(filename)
+        records = name.filter(lambda _: size >= 0).flat_map(
+            lambda path: tf.data.TFRecordDataset(path).ignore_errors(log_warning=True))
+        if on_error == "raise":  # read without ignore_errors: TensorFlow's own error names it
+            records = records.concatenate(name.filter(lambda _: size < 0).flat_map(
+                tf.data.TFRecordDataset))
+
+        def add(state, record):
+            index, consumed = state
+            length = tf.cast(tf.strings.length(record), tf.int64) + tfrecord.FRAMING
+            return (index + 1, consumed + length), (index, consumed, record)
+
+        def at_end(index, consumed):
+            return tf.cond(consumed < size, lambda: tf.py_function(
+                ended, [filename, index, consumed, size], tf.string), lambda: "")
+
+        def keep(index, consumed, record):
             end = tf.equal(record, _END_OF_SHARD)
-            short = tf.logical_and(end, index < count)
-            report = tf.cond(short, lambda: _print_damage(filename, index, count), tf.no_op)
-            with tf.control_dependencies([report]):
-                return tf.logical_not(end)
+            if skipped is None:
+                unlisted = tf.constant(True)
+            else:
+                key = tf.strings.join([filename, tf.strings.as_string(index)], "\0")
+                unlisted = skipped.lookup(key) == 0
+            return tf.cond(end, lambda: tf.logical_and(
+                _report(at_end(index, consumed), on_error), False), lambda: unlisted)
 
-        return (records.ignore_errors(log_warning=True)
-                .concatenate(tf.data.Dataset.from_tensors(tf.constant(_END_OF_SHARD)))
-                .enumerate().filter(keep).map(lambda index, record: record))
+        return (records.concatenate(tf.data.Dataset.from_tensors(tf.constant(_END_OF_SHARD)))
+                .scan((tf.constant(0, tf.int64), tf.constant(0, tf.int64)), add)
+                .filter(keep).map(lambda index, consumed, record: (record, filename)))
 
     def tagged(filename):
-        records = undamaged(filename)
-        if skipped is None:
-            return records.map(lambda record: (record, filename))
-
-        def unlisted(index, record):
-            key = tf.strings.join([filename, tf.strings.as_string(index)], "\0")
-            return skipped.lookup(key) == 0
-
-        return (records.enumerate().filter(unlisted)
-                .map(lambda index, record: (record, filename)))
+        # the check runs when the shard's reading starts, not when interleave makes its
+        # dataset (possibly long before): a shard deleted in between would make
+        # ignore_errors retry for ever; what is left is the instant from check to open
+        return tf.data.Dataset.from_tensors(filename).flat_map(shard)
 
     return tagged
 
 
-def _print_damage(filename, read, count):
-    number = tf.strings.as_string
-    message = tf.strings.join([
-        "warning: input_fn: ", filename, " is damaged after its record ", number(read), " of ",
-        number(count), ": the other ", number(count - read), " record(s) of that shard are "
-        "skipped (on_error='skip'); rebuild it (delete it and run the same build with "
-        "--resume) or copy it again"])
-    print_op = tf.print(message, output_stream=sys.stderr)
-    with tf.control_dependencies([print_op]):
-        return tf.no_op()
+def _report(problem, on_error: str):
+    """True when `problem` (a string tensor) is empty; else False ("skip": it was printed) or,
+    with "raise", an InvalidArgumentError with that text (tf.debugging.Assert; an exception
+    raised in a py_function would come out as UnknownError, its Python traceback in the
+    message)."""
+    fine = tf.equal(problem, "")
+    if on_error == "skip":
+        return fine
+    with tf.control_dependencies([tf.debugging.Assert(fine, [problem])]):
+        return tf.identity(fine)
+
+
+def _problem(text: str, on_error: str, skipped: str, fix: str = "") -> str:
+    """`text` to fail with ("raise"), or "" after printing it as a warning that says what is
+    skipped and how to fix it ("skip")."""
+    if on_error == "raise":  # no quotes: Assert's message escapes them
+        return text
+    print(f"warning: {text}: {skipped} (on_error='skip'){f'; {fix}' if fix else ''}",
+          file=sys.stderr, flush=True)
+    return ""
+
+
+def _damage(path: str, records: int, consumed: int, size: int, count: int | None,
+            on_error: str) -> str:
+    """One line on the shard at `path`, whose reader stopped at byte `consumed` of `size`,
+    after `records` records (its build counted `count`): what is wrong there and what to do."""
+    try:
+        with tf.io.gfile.GFile(path, "rb") as handle:
+            what = tfrecord.damage_at(handle, consumed)
+    except (tf.errors.OpError, OSError):
+        what = None
+    where = (f"{path} is {what} at byte {consumed} of {size}" if what else
+             f"{path} could not be read past byte {consumed} of {size} (the reason TensorFlow "
+             f"gave is logged above)")
+    after = f"after its record {records}" + (f" of {count}" if count is not None else "")
+    lost = (f"the other {count - records} record(s) of that shard are skipped" if count
+            is not None else f"the rest of that shard ({size - consumed} bytes) is skipped")
+    fix = "rebuild it (delete it and run the same build with --resume) or copy it again"
+    if on_error == "raise":
+        return f"input_fn: {where}, {after}: {fix}; {SKIP_ADVICE} {SKIPS}"
+    return _problem(f"input_fn: {where}, {after}", on_error, lost, fix)
 
 
 def _records(files: Sequence[str], tagged, *, shuffle: bool, seed, cycle_length: int,
@@ -291,11 +355,12 @@ def input_fn(file_pattern: str | Sequence[str], is_training: bool, batch_size: i
             with `inception-data inspect --verify --save-verdict` (or built with `--verify
             decode`) are known: the records the check found bad are named here, before any
             reading - "raise" refuses them at once, "skip" leaves exactly them out (logged
-            with file and index). A damaged or truncated shard: "raise" stops with
-            TensorFlow's DataLossError (train.py names the shard); "skip" reads the shard up
-            to the damage, skips the rest of it and prints one line naming the shard and how
-            many records were lost (from the manifest's count); a shard that cannot be opened
-            at all is an error at once, also with "skip".
+            with file and index). A damaged or truncated shard is named in both modes, with
+            the byte and the records before the damage: "raise" stops with an
+            InvalidArgumentError saying so, "skip" reads the shard up to the damage, skips the
+            rest of it and prints one line (with how many records were lost, from the
+            manifest's count). A shard that cannot be opened: "raise" gives TensorFlow's
+            error (it names the file), "skip" names it and reads the other shards.
         allow_incomplete: read a shard set that lacks shards (by its `-of-N` names or its
             manifest) or holds an empty shard the manifest counts records in; each gap is
             logged. Default: such a set is an error naming what is missing (a subset on
@@ -321,10 +386,7 @@ def input_fn(file_pattern: str | Sequence[str], is_training: bool, batch_size: i
     if cache is None:
         cache = is_training and records is not None and records <= shuffle_buffer
 
-    # skipping damage needs each shard to open: tf.data's ignore_errors retries a shard that
-    # cannot be opened for ever, so one that cannot is an error now, naming it
-    expected = _openable(known) if on_error == "skip" else None
-    tagged = _reader(bad, expected)
+    tagged = _reader(bad, on_error, {path: known.shard_records(path) for path in files})
     read = dict(cycle_length=cycle_length, num_parallel_calls=num_parallel_calls,
                 deterministic=deterministic)
     if is_training and seed is not None:
@@ -371,20 +433,6 @@ def input_fn(file_pattern: str | Sequence[str], is_training: bool, batch_size: i
     options = tf.data.Options()
     options.deterministic = deterministic
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
-
-
-def _openable(known: shard_set.ShardSet) -> dict:
-    """{file: records its build counted, or -1 when unknown} for shards that open and read."""
-    files = known.files
-    for path in files:
-        try:
-            with tf.io.gfile.GFile(path, "rb") as handle:
-                handle.read(1)
-        except (tf.errors.OpError, OSError) as err:
-            raise FileNotFoundError(f"{path} cannot be read ({err}); on_error='skip' skips "
-                                    f"damaged records, not shards that do not open") from None
-    counts = {path: known.shard_records(path) for path in files}
-    return {path: -1 if count is None else count for path, count in counts.items()}
 
 
 class UndecodableRecords(ValueError):

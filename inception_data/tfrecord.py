@@ -94,18 +94,9 @@ def read_records(handle: BinaryIO, where: str = "TFRecord file") -> Iterator[byt
 
 def damage_at(handle: BinaryIO, offset: int) -> str | None:
     """What is wrong with the record that starts at byte `offset` of an open TFRecord file
-    ("truncated" or "corrupted"), or None when no record starts there or it reads whole.
-    What TensorFlow's reader reports as "corrupted record at N" names no file; this tells which
-    of a set of shards it was. Only the record headers before `offset` are read."""
-    position = 0
-    while position < offset:  # is `offset` a record boundary of this file?
-        handle.seek(position)
-        header = handle.read(12)
-        if len(header) < 12 or masked_crc(header[:8]) != _CRC.unpack(header[8:])[0]:
-            return None  # damaged earlier: TensorFlow would have stopped there
-        position += FRAMING + _LENGTH.unpack(header[:8])[0]
-    if position != offset:
-        return None
+    ("truncated" or "corrupted"), or None when it reads whole (or nothing is there). The
+    caller knows `offset` is a record's start: TensorFlow's reader names no file, and
+    input_fn, which adds up what each shard's reader read, says what stopped it."""
     handle.seek(offset)
     header = handle.read(12)
     if not header:

@@ -18,7 +18,7 @@ import tensorflow as tf
 import inception_data
 from inception_data import labels as labels_lib
 from inception_data import paths
-from inception_data import schema
+from inception_data import reader, schema
 
 SMALL_IMAGES = 64  # images no larger than this on both sides get the "small" preset
 DIGITS = tuple(str(d) for d in range(10))
@@ -150,47 +150,24 @@ class Counted:
         return int(self._examples.numpy())
 
 
-_DAMAGE = re.compile(r"(corrupted|truncated) record at (\d+)")
-
-
-def damaged_shard(message: str, pattern: str) -> str | None:
-    """The shard of `pattern` that TensorFlow's "corrupted record at N" (or "truncated ...")
-    in `message` is about, with what is wrong there; None when the message is not such an
-    error or no shard is damaged at that byte. Reads one record per shard (long enough)."""
-    found = _DAMAGE.search(message)
-    if not found:
-        return None
-    from inception_data import reader, tfrecord
-
-    # TensorFlow gives a record's start for a truncated record, and the start of its data (12
-    # bytes of header later) for a data checksum that does not match
-    offset = int(found.group(2))
-    starts = (offset, offset - 12) if found.group(1) == "corrupted" else (offset,)
-    for path in reader.list_files(pattern):
-        if tf.io.gfile.stat(path).length <= offset:
-            continue
-        with tf.io.gfile.GFile(path, "rb") as handle:
-            for start in starts:
-                damage = tfrecord.damage_at(handle, start)
-                if damage:
-                    return f"{path} is {damage} at byte {start}"
-    return None
+# what input_fn fails with when a shard is damaged or does not open (it names the shard)
+_SHARD_ERROR = re.compile(r"assertion failed: \[input_fn: (.*)\]\s*$", re.MULTILINE)
 
 
 def read_error(err, pattern: str) -> str:
-    """A TensorFlow error met while reading `pattern`, as one line that names the shard when
-    it is damaged (TensorFlow's error does not) and says how to find a record that does not
-    decode (input_fn cannot name it: TensorFlow's decoder fails inside the pipeline)."""
+    """A TensorFlow error met while reading `pattern`, as one line: input_fn's own for a shard
+    that is damaged or does not open (it names the shard); otherwise TensorFlow's reason and
+    how to find a record that does not decode (input_fn cannot name it: TensorFlow's decoder
+    fails inside the pipeline)."""
+    named = _SHARD_ERROR.search(err.message)
+    if named:  # input_fn's advice in the flag's words
+        shard = named.group(1).split(f"; {reader.SKIP_ADVICE}")[0]
+        return f"reading {pattern} failed: {shard}; --on-error skip {reader.SKIPS}"
     lines = [line.strip() for line in err.message.splitlines() if line.strip()
              and not line.strip().startswith(("[[", "Detected at", "<stack", "Graph execution"))]
     reason = re.sub(r"^Error in user-defined function .*?Iterator::\S+: |\s*\[Op:.*$", "",
                     lines[-1] if lines else type(err).__name__)
     reason = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", reason)
-    shard = damaged_shard(err.message, pattern)
-    if shard:
-        return (f"reading {pattern} failed: {shard} ({reason.rstrip('.')}): the shard is "
-                f"damaged; rebuild it (delete it and run the same build with --resume), or "
-                f"copy it again")
     return (f"reading {pattern} failed: {reason.rstrip('.')}. If a record "
             f"does not decode, `inception-data inspect --verify --save-verdict '{pattern}'` "
             f"names it (shard and record) and saves the verdict, after which --on-error skip "
