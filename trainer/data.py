@@ -18,7 +18,7 @@ import tensorflow as tf
 import inception_data
 from inception_data import labels as labels_lib
 from inception_data import paths
-from inception_data import reader, schema
+from inception_data import schema
 
 SMALL_IMAGES = 64  # images no larger than this on both sides get the "small" preset
 DIGITS = tuple(str(d) for d in range(10))
@@ -161,6 +161,10 @@ def read_error(err, pattern: str) -> str:
     fails inside the pipeline)."""
     named = _SHARD_ERROR.search(err.message)
     if named:  # input_fn's advice in the flag's words
+        # imported here: importing the reader at startup makes TensorFlow's context, after
+        # which MultiWorkerMirroredStrategy can no longer configure its collectives
+        from inception_data import reader
+
         shard = named.group(1).split(f"; {reader.SKIP_ADVICE}")[0]
         return f"reading {pattern} failed: {shard}; --on-error skip {reader.SKIPS}"
     lines = [line.strip() for line in err.message.splitlines() if line.strip()
