@@ -201,8 +201,9 @@ def _damage(path: str, records: int, consumed: int, size: int, count: int | None
     except (tf.errors.OpError, OSError):
         what = None
     where = (f"{path} is {what} at byte {consumed} of {size}" if what else
-             f"{path} could not be read past byte {consumed} of {size} (the reason TensorFlow "
-             f"gave is logged above)")
+             f"{path} could not be read past byte {consumed} of {size} (a read error: the "
+             f"record there reads whole now, so reading again may work; TensorFlow logs its "
+             f"reason as a warning)")
     after = f"after its record {records}" + (f" of {count}" if count is not None else "")
     lost = (f"the other {count - records} record(s) of that shard are skipped" if count
             is not None else f"the rest of that shard ({size - consumed} bytes) is skipped")

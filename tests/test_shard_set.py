@@ -196,3 +196,15 @@ def test_the_trainer_names_a_damaged_shard(built, tmp_path, damage):
     assert message.startswith(f"reading {pattern} failed: {shard} is {damage} at byte "), message
     assert message.endswith("copy it again; --on-error skip reads the records before the damage "
                             "and the other shards"), message
+
+
+def test_a_shard_that_reads_whole_where_its_reader_stopped_is_called_a_read_error(built):
+    """When the record at the byte where reading stopped reads whole now (a network failure,
+    not damage), the line says so instead of calling the shard damaged."""
+    shard = str(built / "train-00001-of-00003")
+    whole = open(shard, "rb").read()
+    second = 16 + int.from_bytes(whole[:8], "little")  # where the second record starts
+    line = reader._damage(shard, 1, second, len(whole), 4, "raise")
+    assert line.startswith(f"input_fn: {shard} could not be read past byte {second} of "
+                           f"{len(whole)} (a read error: the record there reads whole now"), line
+    assert "after its record 1 of 4" in line
