@@ -205,3 +205,25 @@ def test_a_run_from_published_weights_fine_tunes_and_evaluates(tmp_path):
     frozen = checkpoints.load(str(tmp_path / "runs" / "ckpt-000001.keras"), 4)
     assert np.array_equal(frozen.get_layer("Conv1").get_weights()[0], start)
     assert np.array_equal(frozen.get_layer("bn_Conv1").moving_mean, app.get_layer("bn_Conv1").moving_mean)
+
+
+def test_on_error_skip_trains_and_evaluates_past_damaged_shards(tmp_path):
+    """--on-error skip reaches every dataset of the run (training, its preview, evaluation):
+    a truncated training shard and a truncated validation shard are each named once per pass
+    and the rest is read; evaluation says how many records it skipped."""
+    data = cifar_like_shards(tmp_path)
+    damaged = [data / "train-00001-of-00002", data / "validation-00001-of-00002"]
+    for shard in damaged:
+        whole = shard.read_bytes()
+        shard.write_bytes(whole[: len(whole) * 2 // 3])
+    output = run_train("--data-dir", data, "--train-dir", tmp_path / "run", "--model", "vgg16",
+                       "--batch-size", 4, "--max-steps", 2, "--log-every", 1,
+                       "--eval-every-steps", 2, "--on-error", "skip")
+    for shard in damaged:
+        assert f"warning: input_fn: {shard} is truncated at byte " in output, output[-3000:]
+    assert re.search(r"^step 2: loss", output, re.M)
+    assert re.search(r"^eval at step 2 .*; 1 record\(s\) skipped: .*shard is damaged", output,
+                     re.M), output[-3000:]
+    row = json.loads((tmp_path / "run" / "logs" / "validation.jsonl").read_text().splitlines()[-1])
+    assert (row["examples"], row["skipped"]) == (5, 1)  # of 6: the truncated shard's last one
+    assert "Traceback" not in output

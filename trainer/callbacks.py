@@ -197,14 +197,15 @@ class PeriodicEvaluation(keras.callbacks.Callback):
                "precision_at_1": metric(result, "top1"), "recall_at_5": metric(result, "top5"),
                "xent": metric(result, "xent"), "examples": metric(result, "examples")}
         if math.isnan(row["examples"]):  # a model compiled before ExampleCount existed
-            row["examples"] = None
+            row["examples"] = row["skipped"] = None
         else:
             row["examples"] = int(row["examples"])
+            row["skipped"] = self.expected - row["examples"]  # as `train.py --eval` reports
         _report(self.model, self.logbook, "validation", row,
                 f"eval at step {step} ({row['minutes']:.1f} min): precision @ 1 = "
                 f"{row['precision_at_1']:.4f} recall @ 5 = {row['recall_at_5']:.4f}"
                 f"{' (moving-average weights)' if swap else ''}"
-                f"{skipped_note(self.expected - (row['examples'] or self.expected))}")
+                f"{skipped_note(row['skipped'] or 0)}")
         self.last, self.done_at = time.perf_counter(), step
         return row
 

@@ -99,10 +99,11 @@ def one_hot_targets(labels, num_classes: int, outputs: int):
 def datasets(info: DatasetInfo, strategy, *, training: bool, global_batch: int,
              image_size: int, outputs: int, seed: int | None = None,
              distortions: str | None = "fast", min_crop_area: float = 0.05,
-             on_error: str = "raise"):
+             on_error: str):
     """A distributed dataset of (images, targets): training (distorted, repeated) or the whole
     validation split once (central crop, or the plain image for small images). `on_error`:
-    input_fn's, for records that do not decode."""
+    input_fn's, for records that do not decode and damaged shards (no default: every dataset
+    of a run reads the same way; the preview once read with "raise" under --on-error skip)."""
     replicas = strategy.num_replicas_in_sync
     if global_batch % replicas:
         raise DataError(f"--batch-size {global_batch} does not split evenly across {replicas} "

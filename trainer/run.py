@@ -309,7 +309,7 @@ def _callbacks(config: TrainConfig, info, strategy, model, rec, *, first_run: bo
         preview = data.datasets(info, tf.distribute.get_strategy(), training=True,
                                 global_batch=8, image_size=size, outputs=outputs,
                                 seed=config.seed, distortions=config.distortions,
-                                min_crop_area=rec.min_crop_area)
+                                min_crop_area=rec.min_crop_area, on_error=config.on_error)
         callbacks.append(cb.InputPreview(preview, logbook))
     return callbacks
 
@@ -389,7 +389,8 @@ def benchmark(config: TrainConfig, steps: int) -> dict:
     rates = {}
     real = data.datasets(info, strategy, training=True, global_batch=config.batch_size,
                          image_size=size, outputs=outputs, seed=config.seed,
-                         distortions=config.distortions, min_crop_area=rec.min_crop_area)
+                         distortions=config.distortions, min_crop_area=rec.min_crop_area,
+                         on_error=config.on_error)
     for name, dataset in (("real input", real),
                           ("synthetic input", strategy.distribute_datasets_from_function(synthetic))):
         model.fit(dataset, epochs=1, steps_per_epoch=2, verbose=0, shuffle=False)  # warm up
