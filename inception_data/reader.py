@@ -118,8 +118,9 @@ def _reader(bad: dict, on_error: str, counts: dict):
                 handle.read(1)
                 return handle.size()
         except (tf.errors.OpError, OSError) as err:
-            _problem(f"input_fn: {path} cannot be read ({getattr(err, 'message', err)})",
-                     on_error, "its records are skipped")
+            if on_error == "skip":  # ("raise": TensorFlow's own error, below)
+                _warn(f"input_fn: {path} cannot be read ({getattr(err, 'message', err)}): its "
+                      f"records are skipped (on_error='skip')")
             return -1
 
     def ended(filename, records, consumed, size):
@@ -142,19 +143,25 @@ def _reader(bad: dict, on_error: str, counts: dict):
             length = tf.cast(tf.strings.length(record), tf.int64) + tfrecord.FRAMING
             return (index + 1, consumed + length), (index, consumed, record)
 
-        def at_end(index, consumed):
-            return tf.cond(consumed < size, lambda: tf.py_function(
+        def at_end(index, consumed):  # the sentinel is dropped after this check
+            problem = tf.cond(consumed < size, lambda: tf.py_function(
                 ended, [filename, index, consumed, size], tf.string), lambda: "")
+            # "raise": an InvalidArgumentError with that text (an exception raised in the
+            # py_function would come out as UnknownError, its Python traceback in the
+            # message); "skip": `ended` printed it
+            check = (tf.debugging.Assert(tf.equal(problem, ""), [problem])
+                     if on_error == "raise" else problem)
+            with tf.control_dependencies([check]):
+                return tf.constant(False)
 
         def keep(index, consumed, record):
-            end = tf.equal(record, _END_OF_SHARD)
             if skipped is None:
                 unlisted = tf.constant(True)
             else:
                 key = tf.strings.join([filename, tf.strings.as_string(index)], "\0")
                 unlisted = skipped.lookup(key) == 0
-            return tf.cond(end, lambda: tf.logical_and(
-                _report(at_end(index, consumed), on_error), False), lambda: unlisted)
+            return tf.cond(tf.equal(record, _END_OF_SHARD), lambda: at_end(index, consumed),
+                           lambda: unlisted)
 
         return (records.concatenate(tf.data.Dataset.from_tensors(tf.constant(_END_OF_SHARD)))
                 .scan((tf.constant(0, tf.int64), tf.constant(0, tf.int64)), add)
@@ -169,32 +176,16 @@ def _reader(bad: dict, on_error: str, counts: dict):
     return tagged
 
 
-def _report(problem, on_error: str):
-    """True when `problem` (a string tensor) is empty; else False ("skip": it was printed) or,
-    with "raise", an InvalidArgumentError with that text (tf.debugging.Assert; an exception
-    raised in a py_function would come out as UnknownError, its Python traceback in the
-    message)."""
-    fine = tf.equal(problem, "")
-    if on_error == "skip":
-        return fine
-    with tf.control_dependencies([tf.debugging.Assert(fine, [problem])]):
-        return tf.identity(fine)
-
-
-def _problem(text: str, on_error: str, skipped: str, fix: str = "") -> str:
-    """`text` to fail with ("raise"), or "" after printing it as a warning that says what is
-    skipped and how to fix it ("skip")."""
-    if on_error == "raise":  # no quotes: Assert's message escapes them
-        return text
-    print(f"warning: {text}: {skipped} (on_error='skip'){f'; {fix}' if fix else ''}",
-          file=sys.stderr, flush=True)
-    return ""
+def _warn(line: str) -> None:
+    print(f"warning: {line}", file=sys.stderr, flush=True)
 
 
 def _damage(path: str, records: int, consumed: int, size: int, count: int | None,
             on_error: str) -> str:
     """One line on the shard at `path`, whose reader stopped at byte `consumed` of `size`,
-    after `records` records (its build counted `count`): what is wrong there and what to do."""
+    after `records` records (its build counted `count`): what is wrong there and what to do,
+    to fail with ("raise": no quotes, which Assert's message escapes), or "" once printed
+    ("skip")."""
     try:
         with tf.io.gfile.GFile(path, "rb") as handle:
             what = tfrecord.damage_at(handle, consumed)
@@ -210,7 +201,8 @@ def _damage(path: str, records: int, consumed: int, size: int, count: int | None
     fix = "rebuild it (delete it and run the same build with --resume) or copy it again"
     if on_error == "raise":
         return f"input_fn: {where}, {after}: {fix}; {SKIP_ADVICE} {SKIPS}"
-    return _problem(f"input_fn: {where}, {after}", on_error, lost, fix)
+    _warn(f"input_fn: {where}, {after}: {lost} (on_error='skip'); {fix}")
+    return ""
 
 
 def _records(files: Sequence[str], tagged, *, shuffle: bool, seed, cycle_length: int,

@@ -7,7 +7,8 @@ on real digits: held-out top-1 0.544 with the raw weights and their moving stati
 with statistics re-estimated over 30 training batches. As pycls and Detectron do, `recompute`
 sets every BatchNormalization layer's statistics to the plain average of the batch statistics
 of a few training batches, with the weights as they are (swap the averages in first to
-evaluate those). Cost: one forward pass per batch, no gradients, and tracing that pass once per model.
+evaluate those). Cost: one forward pass per batch, no gradients, and tracing that pass once
+per model.
 """
 
 from __future__ import annotations
