@@ -13,9 +13,11 @@ TF colour ops), input_fn training on the default build (on_error "raise", the de
 "skip"), input_fn training on the --verify decode build, input_fn evaluation. Training
 pipelines run `--batches` batches after 5 warm-up ones: 200 of 32 are 2+ epochs of 2,934
 records, so each run crosses epoch boundaries, where the slowest batch shows a stall.
-Last, the read stage alone (records, no decode) with and without the check that names a
-damaged shard (input_fn adds up the bytes each shard's reader read): its cost per record, as a
-share of the CPU a training image takes.
+Then the read stage alone (records, no decode): a plain sequential TFRecordDataset against
+training's reads by record number in the seeded order (inception_data/order.py and
+record_reader.py), its cost per record as a share of the CPU a training image takes. Last, what
+resuming costs: seconds from calling input_fn with `start_batch` at 10% and at 90% of an epoch
+(and ten epochs on) to its first batch.
 
 Usage: python benchmarks/bench_input.py [--records 2934] [--batches 200] [--rounds 3]
                                         [--pattern 'out/train-*']
@@ -28,10 +30,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 import tensorflow as tf
 
-from inception_data import preprocessing, reader, schema, shard_set, throughput
+from inception_data import order, preprocessing, reader, schema, shard_set, throughput
 
 SAMPLES = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-samples"
 
@@ -110,7 +113,7 @@ def original_recipe(pattern, batch_size, image_size):
 def ours(build: str, **kwargs):
     def make(patterns, batch_size, image_size):
         return reader.input_fn(patterns[build], batch_size=batch_size, image_size=image_size,
-                               repeat=True, **kwargs)
+                               options=reader.ReadOptions(repeat=True), **kwargs)
     return make
 
 
@@ -123,26 +126,38 @@ PIPELINES = {
     "decode only (floor)": on("default", decode_only),
     "original recipe": on("default", original_recipe),
     "input_fn train, default build": ours("default", is_training=True),
+    "input_fn train, seeded": ours("default", is_training=True, seed=1),
     "input_fn train, default, skip": ours("default", is_training=True, on_error="skip"),
     "input_fn train, --verify decode": ours("verify decode", is_training=True),
     "input_fn eval, default build": ours("default", is_training=False),
 }
 
 
-def read_stage(pattern, checked: bool) -> tf.data.Dataset:
-    """The records alone, as input_fn reads them (checked: each shard's reader with the bytes
-    it read added up and its end checked, which names a damaged shard) or with a plain
-    TFRecordDataset per shard; 3 passes, in batches of 256 lengths."""
+def read_stage(pattern, by_number: bool) -> tf.data.Dataset:
+    """The records alone, 3 passes, in batches of 256 lengths: as training reads them (by record
+    number, in the seeded order) or with a plain TFRecordDataset per shard, in file order."""
+    if by_number:
+        listed = reader._list(pattern, training=True, input_context=None,
+                              options=reader.ReadOptions(), on_error="raise")
+        records = reader._training_records(
+            listed, order.Layout(256), seed=1, start_batch=0, deterministic=True,
+            options=reader.ReadOptions(repeat=True, cache_bytes=0), on_error="raise")
+        count = 3 * listed.known.records()
+        return records.take(count).map(lambda q, record, path: tf.strings.length(record)).batch(256)
     files = reader.list_files(pattern)
-    if checked:
-        known = shard_set.ShardSet.read(files)
-        tagged = reader._reader({}, "raise", {f: known.shard_records(f) for f in files})
-    else:
-        def tagged(filename):
-            return tf.data.TFRecordDataset(filename).map(lambda record: (record, filename))
-    return (reader._records(files, tagged, shuffle=False, seed=None, cycle_length=16,
-                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .repeat(3).map(lambda record, _: tf.strings.length(record)).batch(256))
+    return (tf.data.Dataset.from_tensor_slices(files)
+            .interleave(tf.data.TFRecordDataset, cycle_length=16,
+                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .repeat(3).map(tf.strings.length).batch(256))
+
+
+def first_batch_seconds(pattern, start: int, batch_size: int, image_size: int) -> float:
+    """Seconds from calling input_fn at `start_batch` to its first batch."""
+    began = time.perf_counter()
+    dataset = reader.input_fn(pattern, is_training=True, batch_size=batch_size,
+                              image_size=image_size, seed=1, start_batch=start)
+    next(iter(dataset))
+    return time.perf_counter() - began
 
 
 def _ratio(label, value, target):
@@ -182,8 +197,10 @@ def main():
     rate = {name: t.images_per_second for name, t in median.items()}
     train = rate["input_fn train, default build"]
     print()
-    _ratio("train default / original recipe", train / rate["original recipe"], "target >= 1.6")
-    _ratio("train default / decode only", train / rate["decode only (floor)"], "target >= 0.55")
+    _ratio("train default / original recipe", train / rate["original recipe"], "target >= 1.8")
+    _ratio("train default / decode only", train / rate["decode only (floor)"], "target >= 0.5")
+    _ratio("train seeded / train default", rate["input_fn train, seeded"] / train,
+           "target >= 0.95")
     _ratio("train default / train --verify decode build",
            train / rate["input_fn train, --verify decode"], "target >= 0.95")
     _ratio("train skip / train raise", rate["input_fn train, default, skip"] / train,
@@ -194,19 +211,37 @@ def main():
         worst = statistics.median(t.slowest / t.median for t in timings[name])
         _ratio(f"slowest batch / median, {name[15:]}", worst, "target <= 3, median of rounds")
 
-    # the damage check's cost on its own: the read stage with and without it, interleaved
+    # the order's read on its own: records by number against a sequential reader, interleaved
     reads = {False: [], True: []}
     for _ in range(max(3, args.rounds)):
-        for checked in reads:
-            reads[checked].append(throughput.images_per_second(
-                read_stage(patterns["default"], checked), batches=10_000, warmup=1)[0])
-    plain, checked = (statistics.median(reads[c]) for c in (False, True))
-    extra_us = (1 / checked - 1 / plain) * 1e6
+        for by_number in reads:
+            reads[by_number].append(throughput.images_per_second(
+                read_stage(patterns["default"], by_number), batches=10_000, warmup=1)[0])
+    plain, numbered = (statistics.median(reads[c]) for c in (False, True))
+    if not plain or not numbered:
+        print("\nread stage: too few records to time")
+        return
+    extra_us = (1 / numbered - 1 / plain) * 1e6
     per_image_us = cores / rate["input_fn train, default build"] * 1e6
-    print(f"\nread stage (records only, median of {len(reads[True])} rounds): plain "
-          f"TFRecordDataset {plain:,.0f} records/s, input_fn's checked reader {checked:,.0f} "
-          f"records/s: {extra_us:.1f} us more per record = {extra_us / per_image_us:.1%} of the "
-          f"{per_image_us:.0f} us of CPU a training image takes here (target <= 3%)")
+    print(f"\nread stage (records only, median of {len(reads[True])} rounds): sequential "
+          f"TFRecordDataset {plain:,.0f} records/s, by record number in the seeded order "
+          f"{numbered:,.0f} records/s: {extra_us:.1f} us more per record = "
+          f"{extra_us / per_image_us:.1%} of the {per_image_us:.0f} us of CPU a training image "
+          f"takes here (target <= 3%)")
+
+    # resuming: the first batch at 10% and 90% of an epoch, and ten epochs on
+    records = shard_set.ShardSet.read(reader.list_files(patterns["default"])).records()
+    per_epoch = records // args.batch_size
+    starts = {"10% of an epoch": per_epoch // 10, "90% of an epoch": per_epoch * 9 // 10,
+              "10.5 epochs": per_epoch * 21 // 2}
+    seconds = {name: [] for name in starts}
+    for _ in range(max(3, args.rounds)):
+        for name, start in starts.items():
+            seconds[name].append(first_batch_seconds(patterns["default"], start,
+                                                     args.batch_size, args.image_size))
+    print("resume (seconds from input_fn(start_batch=K) to its first batch, median of rounds): "
+          + ", ".join(f"{name} (K={starts[name]}) {statistics.median(seconds[name]):.2f} s"
+                      for name in starts))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
 """inception-data: image folders -> sharded tf.Example TFRecords -> tf.data input for Inception.
 
 `input_fn` is imported lazily so that `import inception_data` (and the CLI) does not pay for
-importing TensorFlow until it is needed.
+importing TensorFlow until it is needed. `ReadOptions` (input_fn's tuning knobs) and the typed
+errors of `inception_data.read_errors` import without TensorFlow.
 """
 
-__version__ = "0.1.0"
+from inception_data.read_options import ReadOptions
+from inception_data.version import __version__
 
-__all__ = ["__version__", "input_fn"]
+__all__ = ["__version__", "input_fn", "ReadOptions"]
 
 
 def __getattr__(name):

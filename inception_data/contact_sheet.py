@@ -82,7 +82,7 @@ def augmented_tiles(pattern, labels, per_class: int, tile: int, *, seed: int = 0
     wanted = set(labels)
     tiles: dict[int, list[Image.Image]] = {label: [] for label in labels}
     dataset = reader.input_fn(pattern, is_training=True, batch_size=32, seed=seed,
-                              deterministic=True, image_size=max(tile, 96))
+                              image_size=max(tile, 96))
     for images, batch_labels in dataset.take(max_batches):
         for image, label in zip(images.numpy(), batch_labels.numpy()):
             label = int(label)

@@ -1,29 +1,45 @@
 """`input_fn`: TFRecord shards -> batches of (images, labels) for Inception, with tf.data.
 
-files (this replica's share) -> interleaved TFRecordDatasets -> shuffle -> parse with the schema
--> decode (fused decode + crop) -> distort or centre-crop -> scale to [-1, 1] -> batch ->
-prefetch. Works on local paths and gs:// (TensorFlow's file I/O), on shards written by this
-project and by the original Inception scripts (same keys).
+The dataset is a short chain of named stages:
+
+    list     the pattern's shards, checked against their manifest and index files (names,
+             sizes and small files only: no record is read)
+    order    training: this pipeline's positions in the stream from `start_batch` on, each a
+             record number drawn from (seed, epoch) (order.py); evaluation: file order
+    read     training: each record where the index says it is (record_reader.py);
+             evaluation: shard after shard (shard_reader.py)
+    parse    the Example's image, label and boxes (parsing.py)
+    decode and distort   the fused decode + crop, flip, resize, colour jitter, [-1, 1]
+             (preprocessing.py); evaluation: the central crop
+    batch    and prefetch
+
+Works on local paths and gs:// (TensorFlow's file I/O), on shards written by this project and by
+the original Inception scripts (same keys).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import secrets
-import sys
 from typing import Sequence
 
 import tensorflow as tf
 
-from inception_data import paths
+from inception_data import order, parsing, paths, read_errors, record_reader, shard_index
 from inception_data import preprocessing as ops
-from inception_data import schema, shard_set, tfrecord
+from inception_data import schema, shard_reader, shard_set
+from inception_data.read_errors import IncompleteShards, UndecodableRecords
+from inception_data.read_options import FIELDS, ON_ERROR, ReadOptions
+
+__all__ = ["input_fn", "list_files", "ReadOptions", "IncompleteShards", "UndecodableRecords"]
 
 log = logging.getLogger(__name__)
 
-_MISSING = -1
-PREPROCESSING = ("inception", "small")
+decode_record = parsing.parse_record  # its name before the parse stage had a module of its own
+READ_GROUP = 32  # records per read call (training): one Python call costs ~100 us, a record ~5
+REMOTE_READ_CALLS = 16  # read calls at once on other file systems than the local one
 
 
 def list_files(file_pattern: str | Sequence[str]) -> list[str]:
@@ -47,7 +63,7 @@ def list_files(file_pattern: str | Sequence[str]) -> list[str]:
 
 
 def shard_files(files: list[str], input_context) -> list[str]:
-    """This input pipeline's files: every num_input_pipelines-th, starting at its id."""
+    """Evaluation: this input pipeline's files, every num_input_pipelines-th from its id."""
     if input_context is None or input_context.num_input_pipelines == 1:
         return files
     pipelines = input_context.num_input_pipelines
@@ -58,11 +74,118 @@ def shard_files(files: list[str], input_context) -> list[str]:
     return files[input_context.input_pipeline_id::pipelines]
 
 
-ON_ERROR = ("raise", "skip")
+def input_fn(file_pattern: str | Sequence[str], is_training: bool, batch_size: int, *,
+             image_size: int = 299, seed: int | None = None, start_batch: int = 0,
+             on_error: str = "raise", input_context=None, options: ReadOptions | None = None,
+             **removed) -> tf.data.Dataset:
+    """A tf.data.Dataset of (images, labels) batches, or (images, labels, metadata).
+
+    Args:
+        file_pattern: glob(s) of TFRecord shards, local or gs://.
+        is_training: Inception's random crops, flips and colour jitter, in an order that is a
+            new permutation of the whole split every epoch (each record once per epoch),
+            repeated; otherwise the central crop, in file order, each record exactly once.
+        batch_size: per replica when `input_context` is given (its global batch / replicas).
+        image_size: output height and width (299 for Inception v3).
+        seed: training: the order of every epoch and every random distortion follow from
+            (seed, epoch) and (seed, position): the same seed gives the same batches, in any
+            process. None: a seed is drawn, so unseeded datasets differ.
+        start_batch: training with a seed: the stream begins where it was after this many
+            batches (equal, image for image, to the stream from 0 with them dropped), at a cost
+            that does not depend on it: the records before it are neither read nor decoded.
+            Under an `input_context` it counts global steps, each replica's batches (what a
+            training loop's step counter says), whatever the number of workers.
+        on_error: "raise" (default) or "skip": a record that cannot be read or does not decode,
+            or a damaged shard: stop with an error that names it, or leave it out (and what
+            a damaged shard loses) with one warning line; see docs/reading.md.
+        input_context: a tf.distribute.InputContext. Training: the pipelines read disjoint
+            parts of one stream, whose union is every epoch. Evaluation: every
+            num_input_pipelines-th file.
+        options: the tuning knobs (ReadOptions: preprocessing, distortions, labels, metadata,
+            repeat, caching, parallelism); the defaults are what the benchmarks measure.
+
+    Raises:
+        FileNotFoundError: the pattern matches no shard.
+        read_errors.ReadError: the shards disagree with their names, manifest or index (a
+            missing, stray, truncated or miscounted shard), or hold records a saved decode check
+            found bad; each one line naming the file.
+    """
+    options = _options(options, removed)
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error={on_error!r}; expected one of {ON_ERROR}")
+    if start_batch and (not is_training or seed is None):
+        raise ValueError(f"start_batch={start_batch} resumes a seeded training stream: give "
+                         f"is_training=True and the seed the stream was made with (evaluation "
+                         f"reads each record once, in file order)")
+    training = is_training
+    listed = _list(file_pattern, training=training, input_context=input_context,
+                   options=options, on_error=on_error)
+    label_offset = (options.label_offset if options.label_offset is not None
+                    else listed.known.label_offset())
+    deterministic = (options.deterministic if options.deterministic is not None
+                     else not training or seed is not None)
+    if training:
+        seed = seed if seed is not None else secrets.randbits(63)
+        records = _training_records(listed, order.Layout.of(batch_size, input_context),
+                                    seed=seed, start_batch=start_batch, options=options,
+                                    on_error=on_error, deterministic=deterministic)
+    else:
+        records = _evaluation_records(listed, options, on_error=on_error,
+                                      deterministic=deterministic)
+    dataset = records.map(_preparation(training, seed, image_size, options, label_offset),
+                          num_parallel_calls=_parallel(options), deterministic=deterministic)
+    if on_error == "skip" and not listed.known.checked():
+        dataset = dataset.ignore_errors(log_warning=True)  # records that do not decode
+    return _batched(dataset, batch_size, training, options, deterministic)
 
 
-class IncompleteShards(ValueError):
-    """The shard set lacks shards its names or manifest promise (input_fn's allow_incomplete)."""
+# ---------------------------------------------------------------------------------- list
+
+
+@dataclasses.dataclass(frozen=True)
+class _Listed:
+    """What `input_fn` knows of its shards before reading any record."""
+
+    files: tuple[str, ...]  # the shards this pipeline reads
+    known: shard_set.ShardSet  # their manifests and decode verdicts
+    spans: tuple[shard_index.Spans | None, ...]  # where their records lie (None: unknown)
+
+
+def _list(file_pattern, *, training: bool, input_context, options: ReadOptions,
+          on_error: str) -> _Listed:
+    every_file = list_files(file_pattern)
+    everything = shard_set.ShardSet.read(every_file)  # each folder's small files read once
+    _check_complete(everything, options.allow_incomplete)
+    files = every_file if training else shard_files(every_file, input_context)
+    known = shard_set.ShardSet(tuple(files), everything.folders)
+    # training reads by record number, so it needs every record's place: from the index
+    # files, or the record headers; evaluation reads each shard through, and only checks
+    # the shards that have index files
+    spans = shard_index.read(files, scan=training)
+    problems = [(s, s.problem(known.shard_records(s.path))) for s in spans if s is not None]
+    for spans_, (kind, line) in [(s, p) for s, p in problems if p is not None]:
+        _judge(kind, line, spans_.path, on_error, options.allow_incomplete, training)
+    return _Listed(tuple(files), known, tuple(spans))
+
+
+def _judge(kind: str, line: str, path: str, on_error: str, allow_incomplete: bool,
+           training: bool) -> None:
+    """Raises, or warns of, one shard's problem: damage follows `on_error` (with "skip",
+    training reads the records before it; evaluation's reader finds and reports it itself), a
+    shard that disagrees with its manifest or index follows `allow_incomplete`."""
+    fix = "rebuild it (delete it and run the same build with --resume) or copy it again"
+    if kind == "damaged":
+        if on_error == "raise":
+            raise read_errors.DamagedShard(f"{line}: {fix}", skip=read_errors.SKIPS)
+        if training:
+            read_errors.warn(f"input_fn: {line}: the records after the damage are left out "
+                             f"(on_error='skip'); {fix}", once=True)
+        return
+    if not allow_incomplete:
+        raise read_errors.ShardMismatch(f"{line}: {fix}, or pass allow_incomplete=True to "
+                                        f"read the records that are there")
+    read_errors.warn(f"input_fn: {line}; reading the records that are there (allow_incomplete)",
+                     once=True)
 
 
 def _check_complete(shards: shard_set.ShardSet, allow_incomplete: bool) -> None:
@@ -79,357 +202,6 @@ def _check_complete(shards: shard_set.ShardSet, allow_incomplete: bool) -> None:
                            f"shards (`inception-data build ... --resume` finishes an "
                            f"interrupted build), or pass allow_incomplete=True to read what is "
                            f"there")
-# Without the records cached, a tenth of the shuffle buffer is read ahead of the decoding, so that
-# refilling the buffer at an epoch boundary overlaps with decoding instead of stalling it.
-PREFETCH_SHARE = 10
-
-
-SKIP_ADVICE = "with on_error=skip, input_fn"  # the advice a shard's error ends with
-SKIPS = "reads the records before the damage and the other shards"
-
-# Ends a shard's records; a serialized tf.train.Example never starts with a NUL byte (field 0
-# does not exist), so no real record equals it.
-_END_OF_SHARD = b"\0inception-data: end of shard"
-
-
-def _reader(bad: dict, on_error: str, counts: dict):
-    """filename -> a dataset of (record, filename) of that shard, without the records listed in
-    `bad` ({file: [(index, reason)]}, from a saved verdict).
-
-    TensorFlow's reader names no file in its errors ("corrupted record at 2238228"), and an
-    error cannot be caught inside tf.data; so each shard's own reader ignores its errors (its
-    next read after a damaged record ends the shard) and the bytes it read are added up. A
-    shard that ends before its file's end is damaged, and is named with what is wrong there and
-    how many records it lost (`counts`: {file: records its build counted, or None}): "raise"
-    stops with an error, "skip" prints one line and goes on. Whether a shard opens is checked
-    before its reader is made, as ignore_errors would retry opening it for ever
-    (`TFRecordDataset('/nonexistent').ignore_errors()` never ends): "raise" reads it without
-    ignore_errors (TensorFlow's NotFoundError names it), "skip" prints one line and skips it."""
-    listed = [f"{path}\0{index}" for path, rows in bad.items() for index, _ in rows]
-    skipped = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
-        listed, tf.ones([len(listed)], tf.int64)), default_value=0) if listed else None
-
-    # py_functions, called once per shard and pass: file system calls, no per-record cost
-    def opened(filename):
-        """The file's size, or -1 when it cannot be read (printed, with "skip")."""
-        path = filename.numpy().decode()
-        try:
-            with tf.io.gfile.GFile(path, "rb") as handle:
-                handle.read(1)
-                return handle.size()
-        except (tf.errors.OpError, OSError) as err:
-            if on_error == "skip":  # ("raise": TensorFlow's own error, below)
-                _warn(f"input_fn: {path} cannot be read ({getattr(err, 'message', err)}): its "
-                      f"records are skipped (on_error='skip')")
-            return -1
-
-    def ended(filename, records, consumed, size):
-        """What stopped the reader of a shard that ended at byte `consumed` of `size`."""
-        path = filename.numpy().decode()
-        return _damage(path, int(records), int(consumed), int(size), counts.get(path),
-                       on_error)
-
-    def shard(filename):  # flat_map's function: runs just before the file is opened
-        size = tf.py_function(opened, [filename], tf.int64)
-        name = tf.data.Dataset.from_tensors(filename)
-        records = name.filter(lambda _: size >= 0).flat_map(
-            lambda path: tf.data.TFRecordDataset(path).ignore_errors(log_warning=True))
-        if on_error == "raise":  # read without ignore_errors: TensorFlow's own error names it
-            records = records.concatenate(name.filter(lambda _: size < 0).flat_map(
-                tf.data.TFRecordDataset))
-
-        def add(state, record):
-            index, consumed = state
-            length = tf.cast(tf.strings.length(record), tf.int64) + tfrecord.FRAMING
-            return (index + 1, consumed + length), (index, consumed, record)
-
-        def at_end(index, consumed):  # the sentinel is dropped after this check
-            problem = tf.cond(consumed < size, lambda: tf.py_function(
-                ended, [filename, index, consumed, size], tf.string), lambda: "")
-            # "raise": an InvalidArgumentError with that text (an exception raised in the
-            # py_function would come out as UnknownError, its Python traceback in the
-            # message); "skip": `ended` printed it
-            check = (tf.debugging.Assert(tf.equal(problem, ""), [problem])
-                     if on_error == "raise" else problem)
-            with tf.control_dependencies([check]):
-                return tf.constant(False)
-
-        def keep(index, consumed, record):
-            if skipped is None:
-                unlisted = tf.constant(True)
-            else:
-                key = tf.strings.join([filename, tf.strings.as_string(index)], "\0")
-                unlisted = skipped.lookup(key) == 0
-            return tf.cond(tf.equal(record, _END_OF_SHARD), lambda: at_end(index, consumed),
-                           lambda: unlisted)
-
-        return (records.concatenate(tf.data.Dataset.from_tensors(tf.constant(_END_OF_SHARD)))
-                .scan((tf.constant(0, tf.int64), tf.constant(0, tf.int64)), add)
-                .filter(keep).map(lambda index, consumed, record: (record, filename)))
-
-    def tagged(filename):
-        # the check runs when the shard's reading starts, not when interleave makes its
-        # dataset (possibly long before): a shard deleted in between would make
-        # ignore_errors retry for ever; what is left is the instant from check to open
-        return tf.data.Dataset.from_tensors(filename).flat_map(shard)
-
-    return tagged
-
-
-def _warn(line: str) -> None:
-    print(f"warning: {line}", file=sys.stderr, flush=True)
-
-
-def _damage(path: str, records: int, consumed: int, size: int, count: int | None,
-            on_error: str) -> str:
-    """One line on the shard at `path`, whose reader stopped at byte `consumed` of `size`,
-    after `records` records (its build counted `count`): what is wrong there and what to do,
-    to fail with ("raise": no quotes, which Assert's message escapes), or "" once printed
-    ("skip")."""
-    try:
-        with tf.io.gfile.GFile(path, "rb") as handle:
-            what = tfrecord.damage_at(handle, consumed)
-    except (tf.errors.OpError, OSError):
-        what = None
-    where = (f"{path} is {what} at byte {consumed} of {size}" if what else
-             f"{path} could not be read past byte {consumed} of {size} (a read error: the "
-             f"record there reads whole now, so reading again may work; TensorFlow logs its "
-             f"reason as a warning)")
-    after = f"after its record {records}" + (f" of {count}" if count is not None else "")
-    lost = (f"the other {count - records} record(s) of that shard are skipped" if count
-            is not None else f"the rest of that shard ({size - consumed} bytes) is skipped")
-    fix = "rebuild it (delete it and run the same build with --resume) or copy it again"
-    if on_error == "raise":
-        return f"input_fn: {where}, {after}: {fix}; {SKIP_ADVICE} {SKIPS}"
-    _warn(f"input_fn: {where}, {after}: {lost} (on_error='skip'); {fix}")
-    return ""
-
-
-def _records(files: Sequence[str], tagged, *, shuffle: bool, seed, cycle_length: int,
-             num_parallel_calls, deterministic: bool,
-             reshuffle: bool = True) -> tf.data.Dataset:
-    """(record, file) of every shard, interleaved (the file order shuffled when `shuffle`,
-    anew at each iteration when `reshuffle`)."""
-    dataset = tf.data.Dataset.from_tensor_slices(list(files))
-    if shuffle:
-        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=reshuffle)
-    return dataset.interleave(tagged, cycle_length=min(cycle_length, len(files)),
-                              num_parallel_calls=num_parallel_calls, deterministic=deterministic)
-
-
-def _epoch_seed(seed: int, epoch):
-    return tf.constant(seed, tf.int64) * 1_000_003 + epoch
-
-
-def _seeded_epochs(files, tagged, *, seed: int, shuffle_buffer: int, repeat: bool,
-                   cache: bool, **read) -> tf.data.Dataset:
-    """A seeded training stream whose epoch e is shuffled by (seed, e) alone.
-
-    tf.data's reshuffling draws each epoch's order from a generator that every iterator of
-    the dataset advances; Keras' fit creates more than one iterator of the training dataset
-    on several towers, and which of them draws first is a race: a seeded 2-tower run gave one
-    of two loss sequences (1 run in ~10 under load). Here each epoch is a fresh, non-reshuffling
-    shuffle seeded by its index, so every iterator yields the same stream."""
-    if cache:  # the records once in memory; the buffer holds them all, a full shuffle
-        records = _records(files, tagged, shuffle=False, seed=None, **read).cache()
-
-        def epoch(index):
-            return records.shuffle(shuffle_buffer, seed=_epoch_seed(seed, index),
-                                   reshuffle_each_iteration=False)
-    else:
-        def epoch(index):
-            epoch_seed = _epoch_seed(seed, index)
-            return _records(files, tagged, shuffle=True, seed=epoch_seed, reshuffle=False,
-                            **read).shuffle(shuffle_buffer, seed=epoch_seed,
-                                            reshuffle_each_iteration=False)
-
-    epochs = tf.data.Dataset.counter() if repeat else tf.data.Dataset.range(1)
-    return epochs.flat_map(epoch)
-
-
-def _spec(keys) -> dict:
-    """The schema's spec for `keys`, with sentinels for the required ones so that a missing one
-    is reported (with its file) instead of failing inside parse_single_example."""
-    full = schema.parse_spec()
-    spec = {key: full[key] for key in keys}
-    spec[schema.ENCODED] = tf.io.FixedLenFeature([], tf.string, default_value=b"")
-    spec[schema.LABEL] = tf.io.FixedLenFeature([], tf.int64, default_value=_MISSING)
-    return spec
-
-
-_TRAIN_KEYS = (schema.ENCODED, schema.LABEL) + schema.BBOX_KEYS
-_EVAL_KEYS = (schema.ENCODED, schema.LABEL)
-_METADATA_KEYS = (schema.FILENAME, schema.TEXT, schema.SYNSET, schema.HEIGHT, schema.WIDTH)
-
-
-def decode_record(serialized, filename, *, num_classes: int | None = None,
-                  boxes: bool = True, metadata: bool = False, label_offset: int = 1) -> dict:
-    """Serialized Example -> dict of the tensors the reader needs (only those are parsed).
-
-    A record without `image/encoded` or `image/class/label`, or with a label outside
-    0..num_classes - 1 + label_offset (num_classes: N, the classes without the background),
-    fails with an error that names the values and the shard file.
-    """
-    keys = (_TRAIN_KEYS if boxes or metadata else _EVAL_KEYS) + (_METADATA_KEYS if metadata else ())
-    fields = tf.io.parse_single_example(serialized, _spec(keys))
-    label, length = fields[schema.LABEL], tf.strings.length(fields[schema.ENCODED])
-    highest = num_classes - 1 + label_offset if num_classes is not None else tf.int64.max
-    convention = ("1..N, 0 = background" if label_offset else "0..N-1, no background class")
-    check = tf.debugging.Assert(
-        (length > 0) & (label >= 0) & (label <= highest),
-        [f"bad record: it needs {schema.ENCODED} (non-empty) and {schema.LABEL} in 0..{highest} "
-         f"({convention}; -1 means the key is missing). {schema.LABEL}:", label,
-         f"{schema.ENCODED} bytes:", length, "in file", filename])
-    with tf.control_dependencies([check]):
-        out = {key: tf.identity(value) for key, value in fields.items()
-               if not isinstance(value, tf.SparseTensor)}
-    if boxes or metadata:
-        # [N, 4] as (ymin, xmin, ymax, xmax), the order tf.image's box ops use
-        out["boxes"] = tf.stack([tf.sparse.to_dense(fields[k]) for k in schema.BBOX_KEYS], -1)
-    out["source_file"] = filename
-    return out
-
-
-def input_fn(file_pattern: str | Sequence[str], is_training: bool, batch_size: int, *,
-             image_size: int = 299, shuffle_buffer: int = 10_000, repeat: bool | None = None,
-             drop_remainder: bool | None = None, seed: int | None = None,
-             deterministic: bool | None = None, cache: bool | None = None,
-             num_parallel_calls: int = tf.data.AUTOTUNE, distortions: str | None = "fast",
-             input_context=None, num_classes: int | None = None,
-             label_offset: int | None = None,
-             with_metadata: bool = False, cycle_length: int = 16,
-             preprocessing: str = "inception", flip: bool = True,
-             min_crop_area: float = 0.05, on_error: str = "raise",
-             allow_incomplete: bool = False) -> tf.data.Dataset:
-    """A tf.data.Dataset of (images, labels) batches, or (images, labels, metadata).
-
-    Args:
-        file_pattern: glob(s) of TFRecord shards, local or gs://.
-        is_training: random crops, flips and colour jitter, shuffled, repeated; otherwise the
-            central crop, in file order, each example exactly once.
-        batch_size: per replica when `input_context` is given (its global batch / replicas).
-        image_size: output height and width (299 for Inception v3).
-        shuffle_buffer: records in the shuffle buffer (training).
-        repeat: repeat forever; default True when training, False otherwise.
-        drop_remainder: default True when training (static batch shapes), False otherwise (the
-            final partial batch is kept, so evaluation sees every example).
-        seed: two runs give identical batches (stateless random ops, seeded shuffles, and
-            deterministic order unless `deterministic=False` is passed).
-        deterministic: elements in a fixed order. Default: True when evaluating or seeded;
-            False when training unseeded (full speed: a parallel stage hands on whichever
-            element is ready, so near an epoch boundary an element of the next epoch may come
-            a few places before the last ones of the current epoch; each epoch itself holds
-            every example exactly once).
-        cache: keep the records in memory after the first epoch. None (default): when
-            training on shards whose records all fit in the shuffle buffer (their manifests
-            count them), which then holds them all at each epoch start anyway: later epochs
-            start without re-reading the files (that refill stalled the first batch of each
-            epoch ~6x the median on 2,934 photos).
-        distortions: "fast" (default), "inception" (TF's colour ops) or None (crop/flip only);
-            see preprocessing.py for the difference.
-        input_context: a tf.distribute.InputContext: this pipeline reads every
-            num_input_pipelines-th file; fewer files than pipelines is an error.
-        num_classes: N, the number of classes (without the background class); when given, a
-            label above the highest of the shards' convention fails naming the file.
-        label_offset: the label of the first class: 1 (label 0 is the background class, as
-            the original scripts numbered them) or 0 (`build --no-background`). None: read
-            from the shards' manifest.json (1 where there is none).
-        with_metadata: also yield a dict with file name, text, synset, size and boxes (ragged).
-        preprocessing: "inception" (the crops above, for photos) or "small" (for MNIST/CIFAR-
-            size images: pad 4 px and crop at random plus flip for training, the whole image
-            for evaluation; resized to image_size when it differs).
-        flip: random left-right flips in training with the "small" preset (off for digits).
-        min_crop_area: the smallest share of the image a training crop covers (the original's
-            0.05; larger values make short runs on small datasets learn faster).
-        on_error: a record whose image does not decode (or does not parse): "raise" stops
-            with TensorFlow's error, "skip" drops it and logs TensorFlow's reason
-            (`ignore_errors(log_warning=True)` after the decode). Each image is decoded once,
-            by the training decode itself: nothing is checked in advance. Shards checked once
-            with `inception-data inspect --verify --save-verdict` (or built with `--verify
-            decode`) are known: the records the check found bad are named here, before any
-            reading - "raise" refuses them at once, "skip" leaves exactly them out (logged
-            with file and index). A damaged or truncated shard is named in both modes, with
-            the byte and the records before the damage: "raise" stops with an
-            InvalidArgumentError saying so, "skip" reads the shard up to the damage, skips the
-            rest of it and prints one line (with how many records were lost, from the
-            manifest's count). A shard that cannot be opened: "raise" gives TensorFlow's
-            error (it names the file), "skip" names it and reads the other shards.
-        allow_incomplete: read a shard set that lacks shards (by its `-of-N` names or its
-            manifest) or holds an empty shard the manifest counts records in; each gap is
-            logged. Default: such a set is an error naming what is missing (a subset on
-            purpose, e.g. one shard for a quick test, needs this).
-    """
-    if on_error not in ON_ERROR:
-        raise ValueError(f"on_error={on_error!r}; expected one of {ON_ERROR}")
-    if preprocessing not in PREPROCESSING:
-        raise ValueError(f"preprocessing={preprocessing!r}; expected one of {PREPROCESSING}")
-    repeat = is_training if repeat is None else repeat
-    drop_remainder = is_training if drop_remainder is None else drop_remainder
-    if deterministic is None:
-        deterministic = not is_training or seed is not None
-    every_file = list_files(file_pattern)
-    everything = shard_set.ShardSet.read(every_file)  # each folder's small files read once
-    _check_complete(everything, allow_incomplete)
-    files = shard_files(every_file, input_context)
-    known = shard_set.ShardSet(tuple(files), everything.folders)
-    if label_offset is None:
-        label_offset = known.label_offset()
-    bad = _known_bad(known, on_error)
-    records = known.records()
-    if cache is None:
-        cache = is_training and records is not None and records <= shuffle_buffer
-
-    tagged = _reader(bad, on_error, {path: known.shard_records(path) for path in files})
-    read = dict(cycle_length=cycle_length, num_parallel_calls=num_parallel_calls,
-                deterministic=deterministic)
-    if is_training and seed is not None:
-        dataset = _seeded_epochs(files, tagged, seed=seed, shuffle_buffer=shuffle_buffer,
-                                 repeat=repeat, cache=cache, **read)
-    else:
-        dataset = _records(files, tagged, shuffle=is_training, seed=seed, **read)
-        if cache:
-            dataset = dataset.cache()
-        if is_training:
-            dataset = dataset.shuffle(shuffle_buffer, seed=seed)
-        if repeat:
-            dataset = dataset.repeat()
-    if is_training and not cache:
-        dataset = dataset.prefetch(max(1, shuffle_buffer // PREFETCH_SHARE))
-    # A stateless seed pair per example: (run seed, position in the stream). Without a seed the
-    # run seed is drawn here, so unseeded runs differ.
-    run_seed = seed if seed is not None else secrets.randbits(63)
-    dataset = dataset.enumerate()
-
-    def prepare(position, record_and_file):
-        example_seed = tf.stack([tf.constant(run_seed, tf.int64), position])
-        fields = decode_record(*record_and_file, num_classes=num_classes,
-                               label_offset=label_offset,
-                               boxes=is_training and preprocessing == "inception",
-                               metadata=with_metadata)
-        image = _preprocess(fields, example_seed, is_training, image_size, distortions,
-                            preprocessing, flip, min_crop_area)
-        label = tf.cast(fields[schema.LABEL], tf.int32)
-        if not with_metadata:
-            return image, label
-        return image, label, _metadata(fields)
-
-    dataset = dataset.map(prepare, num_parallel_calls=num_parallel_calls,
-                          deterministic=deterministic)
-    if on_error == "skip" and not known.checked():
-        dataset = dataset.ignore_errors(log_warning=True)
-    if with_metadata:
-        dataset = dataset.ragged_batch(batch_size, drop_remainder=drop_remainder)
-    else:
-        dataset = dataset.batch(batch_size, drop_remainder=drop_remainder,
-                                num_parallel_calls=num_parallel_calls,
-                                deterministic=deterministic)
-    options = tf.data.Options()
-    options.deterministic = deterministic
-    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
-
-
-class UndecodableRecords(ValueError):
-    """The shards hold records that their saved decode check found undecodable."""
 
 
 def _known_bad(known: shard_set.ShardSet, on_error: str) -> dict:
@@ -444,27 +216,150 @@ def _known_bad(known: shard_set.ShardSet, on_error: str) -> dict:
         raise UndecodableRecords(
             f"{len(rows)} record(s) do not decode in TensorFlow (found by `inception-data "
             f"inspect --verify`, saved in {shard_set.VERDICT}): " + "; ".join(rows[:10])
-            + ("; ..." if len(rows) > 10 else "") + ". Pass on_error='skip' (train.py: "
-            "--on-error skip) to leave them out, or rebuild those shards")
+            + ("; ..." if len(rows) > 10 else "") + ": rebuild those shards",
+            skip="leaves exactly them out")
     for row in rows:
         log.warning("input_fn: skipping %s (%s)", row, shard_set.VERDICT)
     return bad
 
 
-def _preprocess(fields, seed, is_training, image_size, distortions, preset, flip, min_area):
+# ---------------------------------------------------------------------- order and read
+
+
+def _training_records(listed: _Listed, layout: order.Layout, *, seed: int, start_batch: int,
+                      options: ReadOptions, on_error: str,
+                      deterministic: bool) -> tf.data.Dataset:
+    """(position, record, shard path) of this pipeline's part of the seeded stream, from
+    global step `start_batch` on (order.py), each record read where the index says it is."""
+    bad = _known_bad(listed.known, on_error)
+    index = shard_index.ShardIndex.of([s.whole() for s in listed.spans]).without(
+        {path: [i for i, _ in rows] for path, rows in bad.items()})
+    records = index.records
+    if not records:
+        raise read_errors.ShardMismatch(f"{', '.join(index.paths[:3])}: no records to read")
+    repeat = True if options.repeat is None else options.repeat
+    first = layout.position(layout.first_batch(start_batch) * layout.batch_size)
+    if not repeat and first >= records:
+        raise read_errors.StartBeyondEnd(
+            f"start_batch={start_batch} begins at position {first} of a one-epoch stream of "
+            f"{records} records: nothing is left to read")
+    source = record_reader.RecordSource(index, cache=0 < index.total_bytes <= options.cache_bytes,
+                                        on_error=on_error)
+    numbered = order.positions(layout, start_step=start_batch,
+                               limit=None if repeat else records).map(
+        lambda position: (position, order.record_at(position, seed=seed, records=records)))
+    remote = any("://" in path for path in index.paths)
+    calls = options.read_parallelism or (REMOTE_READ_CALLS if remote else tf.data.AUTOTUNE)
+    read = numbered.batch(READ_GROUP).map(_read_group(source, index, on_error),
+                                          num_parallel_calls=calls,
+                                          deterministic=deterministic).unbatch()
+    if on_error == "skip":  # (each left out was named once, in the read)
+        read = read.filter(lambda position, payload, problem, path: tf.equal(problem, ""))
+    return read.map(lambda position, payload, problem, path: (position, payload, path))
+
+
+def _read_group(source: record_reader.RecordSource, index: shard_index.ShardIndex,
+                on_error: str):
+    first, names = tf.constant(index.first), tf.constant(index.paths)
+
+    def read(positions, records):
+        payloads, problems = tf.py_function(lambda r: source.read(r.numpy()), [records],
+                                            [tf.string, tf.string])
+        payloads.set_shape(records.shape)
+        problems.set_shape(records.shape)
+        if on_error == "raise":  # the message is the typed error's line (read_errors)
+            check = tf.debugging.Assert(tf.reduce_all(tf.equal(problems, "")),
+                                        [tf.strings.reduce_join(problems)])
+            with tf.control_dependencies([check]):
+                payloads = tf.identity(payloads)
+        shards = tf.searchsorted(first, records, side="right") - 1
+        return positions, payloads, problems, tf.gather(names, shards)
+
+    return read
+
+
+def _evaluation_records(listed: _Listed, options: ReadOptions, *, on_error: str,
+                        deterministic: bool) -> tf.data.Dataset:
+    """(record, shard path) of every shard, in file order (repeated with options.repeat)."""
+    bad = _known_bad(listed.known, on_error)
+    counts = {path: listed.known.shard_records(path) for path in listed.files}
+    dataset = shard_reader.records(listed.files, shard_reader.reader(bad, on_error, counts),
+                                   cycle_length=options.cycle_length,
+                                   num_parallel_calls=_parallel(options),
+                                   deterministic=deterministic)
+    return dataset.repeat() if options.repeat else dataset
+
+
+# ----------------------------------------------------- parse, decode and distort, batch
+
+
+def _preparation(training: bool, seed, image_size: int, options: ReadOptions,
+                 label_offset: int):
+    """The map from a read record to (image, label[, metadata]): training takes (position,
+    record, shard) and seeds its distortions with (seed, position); evaluation (record,
+    shard)."""
+    boxes = training and options.preprocessing == "inception"
+
+    def prepare(*read):
+        position, record, path = read if training else (None, *read)
+        fields = parsing.parse_record(record, path, num_classes=options.num_classes,
+                                      label_offset=label_offset, boxes=boxes,
+                                      metadata=options.with_metadata)
+        example_seed = tf.stack([tf.constant(seed, tf.int64), position]) if training else None
+        image = _preprocess(fields, example_seed, training, image_size, options)
+        label = tf.cast(fields[schema.LABEL], tf.int32)
+        if not options.with_metadata:
+            return image, label
+        return image, label, parsing.metadata(fields)
+
+    return prepare
+
+
+def _preprocess(fields, seed, training: bool, image_size: int, options: ReadOptions):
     encoded = fields[schema.ENCODED]
-    if preset == "small":
-        if is_training:
-            return ops.preprocess_small_train(encoded, seed, image_size=image_size, flip=flip)
+    if options.preprocessing == "small":
+        if training:
+            return ops.preprocess_small_train(encoded, seed, image_size=image_size,
+                                              flip=options.flip)
         return ops.preprocess_small_eval(encoded, image_size=image_size)
-    if is_training:
+    if training:
         return ops.preprocess_train(encoded, fields["boxes"], seed, image_size=image_size,
-                                    distortions=distortions, min_crop_area=min_area)
+                                    distortions=options.distortions,
+                                    min_crop_area=options.min_crop_area)
     return ops.preprocess_eval(encoded, image_size=image_size)
 
 
-def _metadata(fields) -> dict:
-    return {"filename": fields[schema.FILENAME], "text": fields[schema.TEXT],
-            "synset": fields[schema.SYNSET], "height": fields[schema.HEIGHT],
-            "width": fields[schema.WIDTH], "boxes": fields["boxes"],
-            "source_file": fields["source_file"]}
+def _batched(dataset: tf.data.Dataset, batch_size: int, training: bool, options: ReadOptions,
+             deterministic: bool) -> tf.data.Dataset:
+    drop = training if options.drop_remainder is None else options.drop_remainder
+    if options.with_metadata:
+        dataset = dataset.ragged_batch(batch_size, drop_remainder=drop)
+    else:
+        dataset = dataset.batch(batch_size, drop_remainder=drop,
+                                num_parallel_calls=_parallel(options),
+                                deterministic=deterministic)
+    settings = tf.data.Options()
+    settings.deterministic = deterministic
+    return dataset.with_options(settings).prefetch(tf.data.AUTOTUNE)
+
+
+def _parallel(options: ReadOptions) -> int:
+    return options.num_parallel_calls or tf.data.AUTOTUNE
+
+
+_MOVED = {"shuffle_buffer": "the training order is a new permutation of the whole split every "
+                            "epoch, with no buffer: drop it",
+          "cache": "use ReadOptions(cache_bytes=...): splits up to that size stay in memory"}
+
+
+def _options(options: ReadOptions | None, removed: dict) -> ReadOptions:
+    """`options`, or a clear TypeError for the keyword arguments input_fn took before
+    ReadOptions gathered them."""
+    for name in removed:
+        if name in FIELDS:
+            raise TypeError(f"input_fn(..., {name}=...) is now a field of ReadOptions: "
+                            f"input_fn(..., options=inception_data.ReadOptions({name}=...))")
+        if name in _MOVED:
+            raise TypeError(f"input_fn(..., {name}=...): {_MOVED[name]}")
+        raise TypeError(f"input_fn() got an unexpected keyword argument {name!r}")
+    return options if options is not None else ReadOptions()

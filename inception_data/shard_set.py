@@ -17,6 +17,7 @@ import os
 from typing import Mapping, Sequence
 
 from inception_data import sharding
+from inception_data.version import __version__
 
 MANIFEST = "manifest.json"
 VERDICT = "decode-check.json"
@@ -192,8 +193,6 @@ def verdict_text(shards: Mapping[str, dict], manifest_digest: str | None,
                  checked_with: str) -> str:
     """decode-check.json for one folder: `shards` maps each checked shard's base name to
     {"records": n, "bytes": size, "bad": [[index, reason], ...]}."""
-    from inception_data import __version__
-
     return json.dumps({"version": VERDICT_VERSION, "tool_version": __version__,
                        "checked_with": checked_with, "manifest_sha256": manifest_digest,
                        "shards": dict(sorted(shards.items()))}, indent=2, sort_keys=True) + "\n"

@@ -110,3 +110,29 @@ def damage_at(handle: BinaryIO, offset: int) -> str | None:
     if len(data) < length or len(footer) < 4:
         return "truncated"
     return "corrupted" if masked_crc(data) != _CRC.unpack(footer)[0] else None
+
+
+def record_spans(handle: BinaryIO, where: str = "TFRecord file") -> Iterator[tuple[int, int]]:
+    """Yields (offset, framed size) of each record of an open TFRecord file from the record
+    headers alone (12 bytes read per record, the data skipped): what an index file holds, for
+    files written without one. Checks each length's CRC, not the data's.
+
+    Raises:
+        CorruptRecord: a header that does not read whole or whose CRC does not hold, or a record
+            that runs past the end of the file; the message names `where` and the byte.
+    """
+    handle.seek(0, io.SEEK_END)
+    end = handle.tell()
+    offset = 0
+    while offset < end:
+        handle.seek(offset)
+        header = handle.read(12)
+        if len(header) < 12:
+            raise CorruptRecord(f"{where}: truncated record header at byte {offset}")
+        if masked_crc(header[:8]) != _CRC.unpack(header[8:])[0]:
+            raise CorruptRecord(f"{where}: length CRC mismatch at byte {offset}")
+        size = _LENGTH.unpack(header[:8])[0] + FRAMING
+        if offset + size > end:
+            raise CorruptRecord(f"{where}: record at byte {offset} is truncated")
+        yield offset, size
+        offset += size

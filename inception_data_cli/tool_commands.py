@@ -166,8 +166,9 @@ def benchmark_input(pattern, batch_size, image_size, distortions, evaluation, ba
 
     try:
         dataset = reader.input_fn(pattern, is_training=not evaluation, batch_size=batch_size,
-                                  image_size=image_size, repeat=True,
-                                  distortions=None if distortions == "none" else distortions)
+                                  image_size=image_size, options=reader.ReadOptions(
+                                      repeat=True, distortions=None if distortions == "none"
+                                      else distortions))
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
     timing = throughput.time_batches(dataset, batches=batches)

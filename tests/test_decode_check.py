@@ -13,9 +13,9 @@ from inception_data import reader, shard_set
 from tests import fabricate
 
 
-def filenames(pattern, **kwargs):
-    dataset = reader.input_fn(pattern, batch_size=1, image_size=16, with_metadata=True,
-                              repeat=False, **kwargs)
+def filenames(pattern, drop_remainder=None, **kwargs):
+    dataset = reader.input_fn(pattern, batch_size=1, image_size=16, options=reader.ReadOptions(
+        with_metadata=True, repeat=False, drop_remainder=drop_remainder), **kwargs)
     return sorted(m["filename"].numpy()[0].decode() for _, _, m in dataset)
 
 
@@ -25,7 +25,7 @@ def test_unchecked_shards_raise_tensorflows_error_or_skip_the_record(tmp_path):
         filenames(shard, is_training=False)
     good = ["0.jpg", "1.jpg", "3.jpg", "4.jpg"]
     assert filenames(shard, is_training=False, on_error="skip") == good
-    assert filenames(shard, is_training=True, on_error="skip", shuffle_buffer=5) == good
+    assert filenames(shard, is_training=True, on_error="skip") == good
     with pytest.raises(ValueError, match="on_error"):
         reader.input_fn(shard, is_training=False, batch_size=1, on_error="ignore")
 

@@ -54,15 +54,15 @@ def test_input_fn_reads_the_convention(builds):
     for name, offset in (("background", 1), ("none", 0)):
         pattern = str(builds[name] / "train-*")
         assert ShardSet.read(reader.list_files(pattern)).label_offset() == offset
-        dataset = reader.input_fn(pattern, is_training=False, batch_size=16, num_classes=3,
-                                  image_size=32)
+        dataset = reader.input_fn(pattern, is_training=False, batch_size=16, image_size=32,
+                                  options=reader.ReadOptions(num_classes=3))
         seen = sorted(set(tf.concat([l for _, l in dataset], 0).numpy().tolist()))
         assert seen == [offset, offset + 1, offset + 2]
     # N = 2 classes cannot hold label 2 in either convention: fails naming the file
     for name in ("background", "none"):
-        dataset = reader.input_fn(str(builds[name] / "train-*"), is_training=False,
-                                  batch_size=16, num_classes=2 if name == "none" else 1,
-                                  image_size=32)
+        dataset = reader.input_fn(
+            str(builds[name] / "train-*"), is_training=False, batch_size=16, image_size=32,
+            options=reader.ReadOptions(num_classes=2 if name == "none" else 1))
         with pytest.raises(tf.errors.InvalidArgumentError, match="train-00000-of-00001"):
             list(dataset)
 

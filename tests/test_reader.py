@@ -10,7 +10,7 @@ import tensorflow as tf
 from click.testing import CliRunner
 
 import inception_data
-from inception_data import labels
+from inception_data import ReadOptions, labels
 from inception_data_cli import main as cli
 from tests import fabricate
 
@@ -45,7 +45,7 @@ def test_training_batches_shape_dtype_range_labels(shards):
 
 def test_evaluation_sees_every_example_once_with_partial_batch(shards):
     dataset = inception_data.input_fn(str(shards / "train-*"), is_training=False, batch_size=4,
-                                      image_size=32, with_metadata=True)
+                                      image_size=32, options=ReadOptions(with_metadata=True))
     names, sizes = [], []
     for images, _, meta in dataset:
         sizes.append(images.shape[0])
@@ -54,15 +54,14 @@ def test_evaluation_sees_every_example_once_with_partial_batch(shards):
     assert len(names) == len(set(names)) == manifest["splits"]["train"]["written"] == 15
     assert sizes == [4, 4, 4, 3]
     dropped = inception_data.input_fn(str(shards / "train-*"), is_training=False, batch_size=4,
-                                      image_size=32, drop_remainder=True)
+                                      image_size=32, options=ReadOptions(drop_remainder=True))
     assert sum(b[0].shape[0] for b in batches(dropped)) == 12
 
 
 def test_seeded_deterministic_runs_repeat_and_unseeded_differ(shards):
     def first(seed):
         dataset = inception_data.input_fn(str(shards / "train-*"), is_training=True,
-                                          batch_size=5, image_size=32, seed=seed,
-                                          deterministic=seed is not None, shuffle_buffer=20)
+                                          batch_size=5, image_size=32, seed=seed)
         return batches(dataset, 3)
 
     a, b = first(7), first(7)
@@ -79,13 +78,13 @@ def test_input_context_gives_disjoint_complete_coverage(shards):
                                              num_replicas_in_sync=2)
         dataset = inception_data.input_fn(str(shards / "train-*"), is_training=False,
                                           batch_size=3, image_size=16, input_context=context,
-                                          with_metadata=True)
+                                          options=ReadOptions(with_metadata=True))
         seen.append({(t, n) for _, _, m in dataset
                      for t, n in zip(m["text"].numpy(), m["filename"].numpy())})
     assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == 15
     too_many = tf.distribute.InputContext(num_input_pipelines=5, input_pipeline_id=0)
     with pytest.raises(ValueError, match="4 file.*5 input pipelines"):
-        inception_data.input_fn(str(shards / "train-*"), is_training=True, batch_size=2,
+        inception_data.input_fn(str(shards / "train-*"), is_training=False, batch_size=2,
                                 input_context=too_many)
 
 
@@ -106,12 +105,13 @@ def test_missing_key_and_bad_label_name_the_file(tmp_path, shards):
         batches(inception_data.input_fn(str(bad), is_training=False, batch_size=1))
     with pytest.raises(tf.errors.InvalidArgumentError, match="image/class/label in 0..2(.|\n)*image/class/label:(.|\n)*3(.|\n)*in file(.|\n)*train-0000"):
         batches(inception_data.input_fn(str(shards / "train-*"), is_training=False,
-                                        batch_size=15, image_size=16, num_classes=2))
+                                        batch_size=15, image_size=16,
+                                        options=ReadOptions(num_classes=2)))
 
 
 def test_golden_shard_in_the_original_layout_is_read():
     dataset = inception_data.input_fn(str(GOLDEN), is_training=False, batch_size=2,
-                                      image_size=8, with_metadata=True)
+                                      image_size=8, options=ReadOptions(with_metadata=True))
     images, labels_, meta = next(iter(dataset))
     assert labels_.numpy().tolist() == [1, 1000]
     assert meta["synset"].numpy().tolist() == [b"n01440764", b"n15075141"]
@@ -140,10 +140,10 @@ def test_real_images_built_with_the_cli_read_back_with_right_labels(tmp_path):
     label_map = labels.parse_labels((tmp_path / "out" / "labels.txt").read_text())
     count = 0
     for training in (False, True):
-        dataset = inception_data.input_fn(str(tmp_path / "out" / "train-*"),
-                                          is_training=training, batch_size=11, image_size=75,
-                                          with_metadata=True, repeat=False, seed=3,
-                                          num_classes=len(label_map))
+        dataset = inception_data.input_fn(
+            str(tmp_path / "out" / "train-*"), is_training=training, batch_size=11,
+            image_size=75, seed=3, options=ReadOptions(with_metadata=True, repeat=False,
+                                                       num_classes=len(label_map)))
         for images, labels_, meta in dataset:
             assert images.shape[1:] == (75, 75, 3)
             for label, text in zip(labels_.numpy(), meta["text"].numpy()):
@@ -152,11 +152,14 @@ def test_real_images_built_with_the_cli_read_back_with_right_labels(tmp_path):
     assert count == 2 * 44
 
 
-@pytest.mark.parametrize("shuffle_buffer", [100, 6])  # all 15 records in the buffer, or not
-def test_each_training_epoch_sees_every_example_exactly_once(shards, shuffle_buffer):
+FROM_FILES, IN_MEMORY = ReadOptions(cache_bytes=0), ReadOptions()
+
+
+@pytest.mark.parametrize("read", [IN_MEMORY, FROM_FILES], ids=["memory", "files"])
+def test_each_training_epoch_sees_every_example_exactly_once(shards, read):
     dataset = inception_data.input_fn(str(shards / "train-*"), is_training=True, batch_size=5,
-                                      image_size=16, seed=3, shuffle_buffer=shuffle_buffer,
-                                      with_metadata=True)
+                                      image_size=16, seed=3,
+                                      options=read.replace(with_metadata=True))
     names = [pair for _, _, meta in dataset.take(9)
              for pair in zip(meta["text"].numpy(), meta["filename"].numpy())]
     epochs = [names[15 * e:15 * (e + 1)] for e in range(3)]
@@ -165,15 +168,13 @@ def test_each_training_epoch_sees_every_example_exactly_once(shards, shuffle_buf
     assert epochs[0] != epochs[1] != epochs[2]  # reshuffled every epoch
 
 
-@pytest.mark.parametrize("shuffle_buffer", [100, 6])  # cached, or read from the files
-def test_every_iterator_of_a_seeded_training_dataset_yields_the_same_stream(shards,
-                                                                            shuffle_buffer):
+def test_every_iterator_of_a_seeded_training_dataset_yields_the_same_stream(shards):
     """Keras' fit makes more than one iterator of a training dataset on several towers; with
     tf.data's reshuffling each new iterator drew the next epoch order, and which drew first was
     a race (a seeded 2-tower run had two outcomes). Every iterator must give the one stream."""
     dataset = inception_data.input_fn(str(shards / "train-*"), is_training=True, batch_size=5,
-                                      image_size=16, seed=3, shuffle_buffer=shuffle_buffer,
-                                      with_metadata=True)
+                                      image_size=16, seed=3,
+                                      options=ReadOptions(with_metadata=True))
 
     def stream(iterator, count=7):  # past the first epoch of 15 records
         return [name for _ in range(count) for name in next(iterator)[2]["filename"].numpy()]
@@ -186,24 +187,25 @@ def test_every_iterator_of_a_seeded_training_dataset_yields_the_same_stream(shar
 
 
 def test_small_training_sets_are_read_from_their_files_once(shards, tmp_path):
-    """Records that fit in the shuffle buffer are cached: later epochs start without a refill
-    from the files (here: the files are gone after the first batch, and reading goes on)."""
-    for cache in (None, False):
-        copy = tmp_path / f"cache-{cache}"
+    """Splits within ReadOptions.cache_bytes stay in memory after their first pass: later
+    epochs read no file (here: the files are gone after the first epoch, and reading goes on);
+    with cache_bytes=0 every epoch reads the files."""
+    for read in (IN_MEMORY, FROM_FILES):
+        copy = tmp_path / f"cache-{read.cache_bytes}"
         copy.mkdir()
         for path in shards.iterdir():
             if path.is_file():
                 (copy / path.name).write_bytes(path.read_bytes())
         dataset = inception_data.input_fn(str(copy / "train-*"), is_training=True,
-                                          batch_size=5, image_size=16, seed=1, cache=cache,
-                                          shuffle_buffer=20)
+                                          batch_size=5, image_size=16, seed=1, options=read)
         batches_ = iter(dataset)
-        next(batches_)
+        first_epoch = [next(batches_) for _ in range(3)]  # 15 records
         for shard in copy.glob("train-*"):
             shard.unlink()
-        if cache is None:
-            assert len([next(batches_) for _ in range(8)]) == 8  # epochs 2 and 3 from memory
+        if read is IN_MEMORY:
+            assert len([next(batches_) for _ in range(6)]) == 6  # epochs 2 and 3 from memory
         else:
-            with pytest.raises(tf.errors.NotFoundError):
-                for _ in range(8):
+            with pytest.raises(tf.errors.InvalidArgumentError, match="cannot be read"):
+                for _ in range(60):  # past what was read ahead
                     next(batches_)
+        assert len(first_epoch) == 3

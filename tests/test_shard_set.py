@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from inception_data import reader, shard_set
+from inception_data import reader, shard_reader, shard_set
 from tests import fabricate
 
 
@@ -22,8 +22,10 @@ def built(tmp_path_factory):
     return root / "out"
 
 
-def records(pattern, **kwargs):
-    dataset = reader.input_fn(pattern, is_training=False, batch_size=4, image_size=16, **kwargs)
+def records(pattern, allow_incomplete=False, **kwargs):
+    dataset = reader.input_fn(pattern, is_training=False, batch_size=4, image_size=16,
+                              options=reader.ReadOptions(allow_incomplete=allow_incomplete),
+                              **kwargs)
     return sum(int(images.shape[0]) for images, _ in dataset)
 
 
@@ -120,9 +122,11 @@ def within(seconds, read):
     return out["value"]
 
 
-def read_names(pattern, **kwargs):
+def read_names(pattern, allow_incomplete=False, **kwargs):
     dataset = reader.input_fn(pattern, is_training=False, batch_size=4, image_size=16,
-                              with_metadata=True, **kwargs)
+                              options=reader.ReadOptions(with_metadata=True,
+                                                         allow_incomplete=allow_incomplete),
+                              **kwargs)
     return [name.decode() for _, _, meta in dataset for name in meta["filename"].numpy()]
 
 
@@ -166,15 +170,16 @@ def test_without_a_manifest_the_rest_of_a_damaged_shard_is_counted_in_bytes(buil
 
 def test_a_shard_that_does_not_open_is_named_and_does_not_hang(built, tmp_path, capfd):
     """tf.data's ignore_errors, which reads past damage, would retry opening such a shard for
-    ever; input_fn checks it opens before each pass over it: "raise" gives TensorFlow's error
-    (it names the file), "skip" names it and reads the others."""
-    import tensorflow as tf
+    ever; input_fn checks that each shard opens when it is called and before each pass over it:
+    "raise" names it at once, "skip" names it and reads the others."""
+    from inception_data import read_errors
 
     out, shard = damaged_copy(built, tmp_path, "truncated")
     shard.unlink()
     shard.symlink_to(tmp_path / "moved")  # listed, but nothing to read (a link left dangling)
     pattern = str(out / "train-*")
-    with pytest.raises(tf.errors.NotFoundError, match=f"{shard}; No such file"):  # TensorFlow's
+    with pytest.raises(read_errors.DamagedShard, match=f"input_fn: {shard} cannot be read: "
+                                                        f"rebuild it"):
         within(60, lambda: records(pattern, allow_incomplete=True))
     names = within(60, lambda: read_names(pattern, on_error="skip", allow_incomplete=True))
     assert len(names) == 8
@@ -204,7 +209,7 @@ def test_a_shard_that_reads_whole_where_its_reader_stopped_is_called_a_read_erro
     shard = str(built / "train-00001-of-00003")
     whole = open(shard, "rb").read()
     second = 16 + int.from_bytes(whole[:8], "little")  # where the second record starts
-    line = reader._damage(shard, 1, second, len(whole), 4, "raise")
+    line = shard_reader._damage(shard, 1, second, len(whole), 4, "raise")
     assert line.startswith(f"input_fn: {shard} could not be read past byte {second} of "
                            f"{len(whole)} (a read error: the record there reads whole now"), line
     assert "after its record 1 of 4" in line

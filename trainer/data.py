@@ -17,7 +17,7 @@ import tensorflow as tf
 
 import inception_data
 from inception_data import labels as labels_lib
-from inception_data import paths
+from inception_data import paths, read_errors
 from inception_data import schema
 
 SMALL_IMAGES = 64  # images no larger than this on both sides get the "small" preset
@@ -97,27 +97,29 @@ def one_hot_targets(labels, num_classes: int, outputs: int):
 
 
 def datasets(info: DatasetInfo, strategy, *, training: bool, global_batch: int,
-             image_size: int, outputs: int, seed: int | None = None,
+             image_size: int, outputs: int, seed: int | None = None, start_step: int = 0,
              distortions: str | None = "fast", min_crop_area: float = 0.05,
              on_error: str):
-    """A distributed dataset of (images, targets): training (distorted, repeated) or the whole
-    validation split once (central crop, or the plain image for small images). `on_error`:
-    input_fn's, for records that do not decode and damaged shards (no default: every dataset
-    of a run reads the same way; the preview once read with "raise" under --on-error skip)."""
+    """A distributed dataset of (images, targets): training (distorted, repeated, from global
+    step `start_step` of the stream of `seed`) or the whole validation split once (central
+    crop, or the plain image for small images). `on_error`: input_fn's, for records that do
+    not decode and damaged shards (no default: every dataset of a run reads the same way; the
+    preview once read with "raise" under --on-error skip)."""
     replicas = strategy.num_replicas_in_sync
     if global_batch % replicas:
         raise DataError(f"--batch-size {global_batch} does not split evenly across {replicas} "
                         f"towers; use a multiple of {replicas}")
 
+    read = inception_data.ReadOptions(
+        num_classes=len(info.names), label_offset=info.label_offset, distortions=distortions,
+        preprocessing=info.preprocessing, flip=info.flip, min_crop_area=min_crop_area)
+
     def make(context):
         dataset = inception_data.input_fn(
             info.pattern("train" if training else "validation"), is_training=training,
-            batch_size=global_batch // replicas if training else global_batch, image_size=image_size,
-            input_context=context if training else None, seed=seed,
-            num_classes=len(info.names),
-            label_offset=info.label_offset,
-            distortions=distortions, preprocessing=info.preprocessing, flip=info.flip,
-            min_crop_area=min_crop_area, on_error=on_error)
+            batch_size=global_batch // replicas if training else global_batch,
+            image_size=image_size, seed=seed, start_batch=start_step if training else 0,
+            on_error=on_error, input_context=context if training else None, options=read)
         return dataset.map(lambda images, labels: (
             images, one_hot_targets(labels, info.num_classes, outputs)))
 
@@ -151,23 +153,14 @@ class Counted:
         return int(self._examples.numpy())
 
 
-# what input_fn fails with when a shard is damaged or does not open (it names the shard)
-_SHARD_ERROR = re.compile(r"assertion failed: \[input_fn: (.*)\]\s*$", re.MULTILINE)
-
-
 def read_error(err, pattern: str) -> str:
     """A TensorFlow error met while reading `pattern`, as one line: input_fn's own for a shard
-    that is damaged or does not open (it names the shard); otherwise TensorFlow's reason and
-    how to find a record that does not decode (input_fn cannot name it: TensorFlow's decoder
-    fails inside the pipeline)."""
-    named = _SHARD_ERROR.search(err.message)
-    if named:  # input_fn's advice in the flag's words
-        # imported here: importing the reader at startup makes TensorFlow's context, after
-        # which MultiWorkerMirroredStrategy can no longer configure its collectives
-        from inception_data import reader
-
-        shard = named.group(1).split(f"; {reader.SKIP_ADVICE}")[0]
-        return f"reading {pattern} failed: {shard}; --on-error skip {reader.SKIPS}"
+    that is damaged or does not open (read_errors keeps the typed error behind it); otherwise
+    TensorFlow's reason and how to find a record that does not decode (input_fn cannot name
+    it: TensorFlow's decoder fails inside the pipeline)."""
+    typed = read_errors.from_tf_error(err)
+    if typed is not None:
+        return f"reading {pattern} failed: {typed.advice()}"
     lines = [line.strip() for line in err.message.splitlines() if line.strip()
              and not line.strip().startswith(("[[", "Detected at", "<stack", "Graph execution"))]
     reason = re.sub(r"^Error in user-defined function .*?Iterator::\S+: |\s*\[Op:.*$", "",
