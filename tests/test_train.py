@@ -14,7 +14,7 @@ from trainer import callbacks, checkpoints, data, models, optimizers, recipes, r
 
 def test_every_model_has_a_recipe_and_the_learning_rate_scales_with_the_batch():
     assert set(recipes.MODELS) == {"inception_v3", "inception_resnet_v2", "resnet50", "resnet34",
-                                   "vgg16", "mobilenet_v2"}
+                                   "vgg16", "mobilenet_v2", "tiny"}
     sgd = recipes.recipe("resnet50", learning_rate=0.1)
     assert recipes.scaled_learning_rate(sgd, 256) == pytest.approx(0.1)
     assert recipes.scaled_learning_rate(sgd, 32) == pytest.approx(0.0125)  # linear

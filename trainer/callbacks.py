@@ -15,6 +15,7 @@ import time
 import warnings
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 
@@ -65,6 +66,25 @@ class ExampleCount(keras.metrics.Metric):
 
     def reset_state(self):
         self.total.assign(0.0)
+
+
+class RawWeights(keras.callbacks.Callback):
+    """Keras' fit ends by writing the weight averages into the weights (optimizers with
+    use_ema); training that goes on in the same process (the unfrozen phase of
+    --freeze-base-steps) must go on from the weights themselves, as a run resumed from the
+    checkpoint of that step does. Keeps them at the end of the epoch, before fit overwrites
+    them; `restore()` puts them back."""
+
+    def __init__(self):
+        super().__init__()
+        self.saved = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.saved = [(v, np.array(v)) for v in self.model.trainable_weights]
+
+    def restore(self) -> None:
+        for variable, value in self.saved or ():
+            variable.assign(value)
 
 
 class NanGuard(keras.callbacks.Callback):
@@ -123,9 +143,25 @@ class Logbook:
     """One TensorBoard writer for a run (`<log_dir>/events*`) plus `<log_dir>/<split>.jsonl`,
     one JSON object per progress line or evaluation (what benchmarks/learn.py reads)."""
 
-    def __init__(self, log_dir: str):
+    def __init__(self, log_dir: str, resumed_at: int | None = None):
         tf.io.gfile.makedirs(log_dir)
         self.log_dir, self.writer = log_dir, tf.summary.create_file_writer(log_dir)
+        if resumed_at is not None:
+            self._forget_after(resumed_at)
+
+    def _forget_after(self, step: int) -> None:
+        """A run resumed from its checkpoint at `step` logs the steps after it again: the rows
+        an interrupted run wrote past it go, so that each step has one row."""
+        for split in ("train", "validation"):
+            path = os.path.join(self.log_dir, f"{split}.jsonl")
+            if not tf.io.gfile.exists(path):
+                continue
+            with tf.io.gfile.GFile(path) as handle:
+                lines = handle.read().splitlines()
+            kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+            if len(kept) < len(lines):
+                with tf.io.gfile.GFile(path, "w") as handle:
+                    handle.write("".join(line + "\n" for line in kept))
 
     def write(self, split: str, row: dict) -> None:
         with self.writer.as_default(step=row["step"]):

@@ -110,6 +110,15 @@ def any_worker(strategy, flag: bool) -> bool:
     return float(total) > 0
 
 
+def chiefs(strategy, value: int, chief: bool) -> int:
+    """The chief's `value` (a non-negative integer below 2**52), on every worker: what one
+    process draws (an unseeded run's data seed) must be the same on all of them."""
+    if not is_multi_worker(strategy):
+        return value
+    mine = tf.constant(float(value if chief else 0), tf.float64)  # exact below 2**53
+    return int(strategy.reduce(tf.distribute.ReduceOp.SUM, mine, axis=None))
+
+
 def unhealthy(message: str) -> str:
     """Which task TensorFlow's collective-op error says stopped, e.g. "/job:worker/task:1":
     its health check names the tasks that stopped sending heartbeats; a collective that was

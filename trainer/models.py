@@ -83,12 +83,12 @@ def build(name: str, num_classes: int, image_size: int, rec: Recipe,
         raise ValueError(f"{name} needs images of at least {rec.min_image_size} px, got "
                          f"{image_size}; pass a larger --image-size")
     shape = (image_size, image_size, 3)
-    if name == "resnet34":
+    if name in OURS:
         if pretrained:
-            raise PretrainedError("resnet34 has no published ImageNet weights in Keras; "
+            raise PretrainedError(f"{name} has no published ImageNet weights in Keras; "
                                   f"choose one of {', '.join(_KERAS_BASES)} for --pretrained")
         inputs = keras.Input(shape)
-        features = resnet34_features(inputs, small_input=image_size <= 64)
+        features = OURS[name](inputs, small_input=image_size <= 64)
     else:
         base = _keras_base(name, shape, pretrained)
         inputs, features = base.input, base.output
@@ -179,7 +179,7 @@ def _aux_head(features, num_classes: int):
     return keras.layers.Dense(num_classes, dtype="float32", name=AUX_LOGITS)(x)
 
 
-# ---------------------------------------------------------------- ResNet-34 (not in Keras)
+# ------------------------------------------------- networks not in Keras: ResNet-34, tiny
 
 RESNET34_STAGES = ((64, 3), (128, 4), (256, 6), (512, 3))
 
@@ -218,3 +218,17 @@ def resnet34_features(inputs, *, small_input: bool = False):
             strides = 2 if block == 0 and stage > 0 else 1
             x = basic_block(x, filters, strides, f"stage{stage + 1}_block{block + 1}")
     return x
+
+
+def tiny_features(inputs, *, small_input: bool = False):
+    """Three 3x3 convolutions of 16, 32 and 64 filters, each with batch norm, ReLU and a 2x2
+    max pool (about 25,000 weights): a network that trains in seconds on a CPU, to check data
+    and trainer end to end before a long run (and what the trainer's own tests train)."""
+    x = inputs
+    for i, filters in enumerate((16, 32, 64)):
+        x = _conv_bn(x, filters, 3, 1, f"tiny{i + 1}")
+        x = keras.layers.MaxPooling2D(2, padding="same", name=f"tiny{i + 1}_pool")(x)
+    return x
+
+
+OURS = {"resnet34": resnet34_features, "tiny": tiny_features}

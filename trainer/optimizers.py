@@ -23,6 +23,14 @@ from keras import ops
 
 HOOK = "_update_model_variables_moving_average"  # private Keras API, see above
 AVERAGES = "_model_variables_moving_average"
+TRAINABLE = "_trainable_variables"  # the variables the averages follow, in the same order
+
+
+def averaged_pairs(optimizer) -> list[tuple]:
+    """(weight, its moving average) for every averaged weight of a built optimizer."""
+    return [(variable, average) for variable, average
+            in zip(getattr(optimizer, TRAINABLE), getattr(optimizer, AVERAGES))
+            if average is not None]
 
 
 class _EmaWarmup:

@@ -65,6 +65,8 @@ RECIPES: dict[str, Recipe] = {
     "resnet34": Recipe(**{**_RESNET, "min_image_size": 8}),
     "vgg16": Recipe(**{**_RESNET, "learning_rate": 0.01, "weight_decay": 1e-3, "dropout": 0.5}),
     "mobilenet_v2": Recipe(**{**_INCEPTION, "image_size": 224, "min_image_size": 32}),
+    # a smoke-test network (models.tiny_features): Adam, small images
+    "tiny": Recipe(**{**_INCEPTION, "image_size": 64, "min_image_size": 8}),
 }
 MODELS = tuple(RECIPES)
 

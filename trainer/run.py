@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from trainer import callbacks as cb
 from trainer import batch_norm, checkpoints, cluster, data, models, optimizers, recipes
+from trainer import run_record
 from trainer.callbacks import TrainingError
 
 
@@ -205,7 +206,9 @@ def _new_model(config: TrainConfig, info, steps_per_epoch: int):
 def train(config: TrainConfig) -> keras.Model:
     strategy = make_strategy(config.num_gpus, config.num_towers)  # before any TF op
     team = cluster.from_env()
-    _seed(config.seed)
+    saved = run_record.RunRecord.read(config.train_dir)
+    _seed(config.seed if config.seed is not None or saved is None or not saved.seed_given
+          else saved.seed)  # a resumed --seed run stays deterministic without the flag
     info = data.load(config.data_dir)
     steps_per_epoch = max(1, math.ceil(info.train_examples / config.batch_size))
     tf.io.gfile.makedirs(config.train_dir)
@@ -224,6 +227,7 @@ def train(config: TrainConfig) -> keras.Model:
                   f"{rec.warmup_epochs:g} epochs), batch-norm momentum {rec.bn_momentum}, "
                   f"weight EMA {rec.ema_decay}, crops of >= {rec.min_crop_area:g} of the image")
     step = cb.step_of(model)
+    record = _run_record(config, saved, strategy, team)
     if step >= config.max_steps:
         print(f"already at step {step} >= --max-steps {config.max_steps}; nothing to do")
         return model
@@ -233,19 +237,24 @@ def train(config: TrainConfig) -> keras.Model:
     print(f"{workers}{strategy.num_replicas_in_sync} tower(s), global batch {config.batch_size}, "
           f"{info.num_classes} outputs ({len(info.names)} classes"
           f"{' + background' if info.label_offset else ''}), {info.train_examples} training "
-          f"examples, {steps_per_epoch} steps/epoch", flush=True)
-    train_data = data.datasets(info, strategy, training=True, global_batch=config.batch_size,
-                               image_size=size, outputs=len(model.outputs), seed=config.seed,
-                               distortions=config.distortions, min_crop_area=rec.min_crop_area,
-                               on_error=config.on_error)
-    callbacks = _callbacks(config, info, strategy, model, rec, first_run=step == 0,
-                           writer=team.chief)
+          f"examples, {steps_per_epoch} steps/epoch, data seed {record.seed}", flush=True)
+    callbacks = _callbacks(config, info, strategy, model, rec, step=step,
+                           writer=team.chief, seed=record.seed)
 
     def fit_until(end: int) -> None:
-        if end > cb.step_of(model) and not model.stop_training:  # (stop: --max-minutes)
-            model.fit(train_data, epochs=1, steps_per_epoch=end - cb.step_of(model),
-                      callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 0,
+        start = cb.step_of(model)
+        if end > start and not model.stop_training:  # (stop: --max-minutes)
+            # the stream from this step on: a resumed run reads what an uninterrupted one would
+            train_data = data.datasets(
+                info, strategy, training=True, global_batch=config.batch_size, image_size=size,
+                outputs=len(model.outputs), seed=record.seed, start_step=start,
+                distortions=config.distortions, min_crop_area=rec.min_crop_area,
+                on_error=config.on_error)
+            raw = cb.RawWeights()
+            model.fit(train_data, epochs=1, steps_per_epoch=end - start,
+                      callbacks=[*callbacks, raw], verbose=1 if sys.stdout.isatty() else 0,
                       shuffle=False)  # input_fn shuffles; Keras warns that it ignores True
+            raw.restore()
 
     try:
         if base_frozen(model):  # --freeze-base-steps: the head alone up to that step, then
@@ -267,6 +276,18 @@ def train(config: TrainConfig) -> keras.Model:
     return model
 
 
+def _run_record(config: TrainConfig, saved, strategy, team) -> run_record.RunRecord:
+    """The run's data seed and global batch: saved in the training folder at the first start
+    (a drawn seed when --seed is not given, the same on every worker), and required of every
+    restart, so that it continues the same stream."""
+    drawn = cluster.chiefs(strategy, run_record.draw(), team.chief) if config.seed is None \
+        else config.seed
+    record = run_record.resolve(saved, config.seed, config.batch_size, drawn, config.train_dir)
+    if saved is None and team.chief:
+        record.write(config.train_dir)
+    return record
+
+
 def _unfreeze(model, strategy, config: TrainConfig, steps_per_epoch: int) -> None:
     """Every layer trainable, under a new optimizer (one built for the head's variables cannot
     update the base's) that goes on counting steps where the first one stopped."""
@@ -281,18 +302,17 @@ def _unfreeze(model, strategy, config: TrainConfig, steps_per_epoch: int) -> Non
           f"learning rate {peak:.5g}", flush=True)
 
 
-def _callbacks(config: TrainConfig, info, strategy, model, rec, *, first_run: bool,
-               writer: bool = True) -> list:
+def _callbacks(config: TrainConfig, info, strategy, model, rec, *, step: int,
+               writer: bool = True, seed: int) -> list:
     """NaN guard, progress, periodic evaluation, time budget, checkpoints, input preview.
     Every worker of a cluster runs them all (their evaluations and batch-norm estimates are
-    collective or must agree); only the `writer` (the chief) writes files."""
+    collective or must agree); only the `writer` (the chief) writes files. `seed`: the run's
+    data seed (the batch-norm estimates read the start of its stream, on every worker alike)."""
     size, outputs = model.input_shape[1], len(model.outputs)
-    logbook = cb.Logbook(os.path.join(config.train_dir, "logs")) if writer else None
+    logbook = cb.Logbook(os.path.join(config.train_dir, "logs"), resumed_at=step) \
+        if writer else None
     callbacks = [cb.NanGuard(), cb.Progress(config.batch_size, config.log_every, logbook)]
-    # across workers every worker re-estimates batch norm from the same batches (a seed),
-    # so that all of them keep the same statistics
-    bn_seed = 0 if config.seed is None and cluster.is_multi_worker(strategy) else config.seed
-    statistics = _bn_batches(config, info, size, outputs, rec, seed=bn_seed)
+    statistics = _bn_batches(config, info, size, outputs, rec, seed=seed)
     if info.validation_examples and (config.eval_every_steps or config.eval_every_minutes):
         callbacks.append(cb.PeriodicEvaluation(
             data.datasets(info, strategy, training=False, global_batch=config.batch_size,
@@ -305,10 +325,10 @@ def _callbacks(config: TrainConfig, info, strategy, model, rec, *, first_run: bo
     callbacks.append(checkpoints.KeepCheckpoints(config.train_dir, config.checkpoint_steps,
                                                  config.keep_checkpoints, bn_batches=statistics,
                                                  write=writer))
-    if first_run and writer:
+    if step == 0 and writer:
         preview = data.datasets(info, tf.distribute.get_strategy(), training=True,
                                 global_batch=8, image_size=size, outputs=outputs,
-                                seed=config.seed, distortions=config.distortions,
+                                seed=seed, distortions=config.distortions,
                                 min_crop_area=rec.min_crop_area, on_error=config.on_error)
         callbacks.append(cb.InputPreview(preview, logbook))
     return callbacks
@@ -336,8 +356,10 @@ def evaluate(config: TrainConfig, checkpoint: str | None = None) -> dict:
     dataset = data.Counted(data.datasets(
         info, tf.distribute.get_strategy(), training=False, global_batch=config.batch_size,
         image_size=model.input_shape[1], outputs=len(model.outputs), on_error=config.on_error))
+    saved = run_record.RunRecord.read(config.train_dir)
     statistics = _bn_batches(config, info, model.input_shape[1], len(model.outputs),
-                             config.recipe(model.name), seed=config.seed)
+                             config.recipe(model.name),
+                             seed=config.seed if saved is None else saved.seed)
     try:
         with cb.finite_evaluation(), (batch_norm.averaged_weights(model) if averaged
                                       else contextlib.nullcontext()):
