@@ -58,6 +58,16 @@ class Layout:
         batch, within = local // self.batch_size, local % self.batch_size
         return self.global_batch_index(batch) * self.batch_size + within
 
+    def records_before(self, limit: int) -> int:
+        """How many of this pipeline's records lie at positions below `limit` (one epoch of a
+        `limit`-record split): its positions grow with its record count, so they are its
+        first ones."""
+        count, batch = 0, 0
+        while self.global_batch_index(batch) * self.batch_size < limit:
+            count += min(self.batch_size, limit - self.global_batch_index(batch) * self.batch_size)
+            batch += 1
+        return count
+
 
 def record_at(position, *, seed: int, records: int):
     """The record at `position` (int64 scalar tensor) of the stream of a `records`-record split:
@@ -71,11 +81,11 @@ def record_at(position, *, seed: int, records: int):
 
 
 def positions(layout: Layout, *, start_step: int = 0,
-              limit: int | None = None) -> tf.data.Dataset:
-    """This pipeline's stream positions from global step `start_step` on (int64 scalars), below
-    `limit` when given (one epoch: the split's record count), for ever otherwise."""
+              count: int | None = None) -> tf.data.Dataset:
+    """(t, position) of this pipeline's records from global step `start_step` on, t counting
+    its records (int64 scalars): the first `count` of them (one epoch: Layout.records_before),
+    or for ever."""
     local = tf.data.Dataset.counter(layout.first_batch(start_step) * layout.batch_size)
-    dataset = local.map(layout.position)
-    if limit is not None:  # positions grow with `local`, so the first one past ends it
-        dataset = dataset.take_while(lambda q: q < limit)
-    return dataset
+    if count is not None:
+        local = local.take_while(lambda t: t < count)
+    return local.map(lambda t: (t, layout.position(t)))

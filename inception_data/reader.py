@@ -38,8 +38,8 @@ __all__ = ["input_fn", "list_files", "ReadOptions", "IncompleteShards", "Undecod
 log = logging.getLogger(__name__)
 
 decode_record = parsing.parse_record  # its name before the parse stage had a module of its own
-READ_GROUP = 32  # records per read call (training): one Python call costs ~100 us, a record ~5
-REMOTE_READ_CALLS = 16  # read calls at once on other file systems than the local one
+REMOTE_READS = 64  # records read at once from other file systems than the local one (gs://:
+# each read waits on the network)
 
 
 def list_files(file_pattern: str | Sequence[str]) -> list[str]:
@@ -230,7 +230,8 @@ def _training_records(listed: _Listed, layout: order.Layout, *, seed: int, start
                       options: ReadOptions, on_error: str,
                       deterministic: bool) -> tf.data.Dataset:
     """(position, record, shard path) of this pipeline's part of the seeded stream, from
-    global step `start_batch` on (order.py), each record read where the index says it is."""
+    global step `start_batch` on (order.py), each record read where the index says it is
+    (record_reader.py)."""
     bad = _known_bad(listed.known, on_error)
     index = shard_index.ShardIndex.of([s.whole() for s in listed.spans]).without(
         {path: [i for i, _ in rows] for path, rows in bad.items()})
@@ -238,44 +239,21 @@ def _training_records(listed: _Listed, layout: order.Layout, *, seed: int, start
     if not records:
         raise read_errors.ShardMismatch(f"{', '.join(index.paths[:3])}: no records to read")
     repeat = True if options.repeat is None else options.repeat
-    first = layout.position(layout.first_batch(start_batch) * layout.batch_size)
-    if not repeat and first >= records:
+    first_t = layout.first_batch(start_batch) * layout.batch_size
+    count = None if repeat else layout.records_before(records)
+    if count is not None and first_t >= count:
         raise read_errors.StartBeyondEnd(
-            f"start_batch={start_batch} begins at position {first} of a one-epoch stream of "
-            f"{records} records: nothing is left to read")
-    source = record_reader.RecordSource(index, cache=0 < index.total_bytes <= options.cache_bytes,
-                                        on_error=on_error)
-    numbered = order.positions(layout, start_step=start_batch,
-                               limit=None if repeat else records).map(
-        lambda position: (position, order.record_at(position, seed=seed, records=records)))
+            f"start_batch={start_batch} begins at position {layout.position(first_t)} of a "
+            f"one-epoch stream of {records} records: nothing is left to read")
+    numbered = order.positions(layout, start_step=start_batch, count=count).map(
+        lambda t, position: (t, position, order.record_at(position, seed=seed, records=records)))
     remote = any("://" in path for path in index.paths)
-    calls = options.read_parallelism or (REMOTE_READ_CALLS if remote else tf.data.AUTOTUNE)
-    read = numbered.batch(READ_GROUP).map(_read_group(source, index, on_error),
-                                          num_parallel_calls=calls,
-                                          deterministic=deterministic).unbatch()
-    if on_error == "skip":  # (each left out was named once, in the read)
-        read = read.filter(lambda position, payload, problem, path: tf.equal(problem, ""))
-    return read.map(lambda position, payload, problem, path: (position, payload, path))
-
-
-def _read_group(source: record_reader.RecordSource, index: shard_index.ShardIndex,
-                on_error: str):
-    first, names = tf.constant(index.first), tf.constant(index.paths)
-
-    def read(positions, records):
-        payloads, problems = tf.py_function(lambda r: source.read(r.numpy()), [records],
-                                            [tf.string, tf.string])
-        payloads.set_shape(records.shape)
-        problems.set_shape(records.shape)
-        if on_error == "raise":  # the message is the typed error's line (read_errors)
-            check = tf.debugging.Assert(tf.reduce_all(tf.equal(problems, "")),
-                                        [tf.strings.reduce_join(problems)])
-            with tf.control_dependencies([check]):
-                payloads = tf.identity(payloads)
-        shards = tf.searchsorted(first, records, side="right") - 1
-        return positions, payloads, problems, tf.gather(names, shards)
-
-    return read
+    return record_reader.read(
+        index, numbered, on_error=on_error,
+        in_memory=0 < index.total_bytes <= options.cache_bytes,
+        parallelism=options.read_parallelism or (REMOTE_READS if remote else tf.data.AUTOTUNE),
+        first_t=first_t,
+        record_of=lambda t: int(order.record_at(layout.position(t), seed=seed, records=records)))
 
 
 def _evaluation_records(listed: _Listed, options: ReadOptions, *, on_error: str,

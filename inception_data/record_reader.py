@@ -1,125 +1,253 @@
-"""Records by number, for the training order: record r is read where the shard index says it is,
-so a pipeline that starts at position q reads nothing before it.
+"""The read stage of training: records by number, where the shard index says they are.
 
-In: a `shard_index.ShardIndex` and record numbers. Out: the serialized records (framing and
-CRCs checked), or, for a record that cannot be read whole, an empty record and one line that
-names the shard, the record and what to do.
+In: a `shard_index.ShardIndex` and a dataset of (t, position, record number), t counting this
+pipeline's records from its start. Out: (position, serialized record, shard path), in order.
 
-Why Python, and not tf.data: TensorFlow reads a TFRecord at an offset only by making a dataset
-per record (`tf.raw_ops.TFRecordDatasetV2` with `byte_offsets`, inside a map or interleave), and
-a dataset's construction costs more than the read: measured on 2,934 ImageNet-size records,
-~200 us of CPU per record that way, ~100 us for a plain sequential TFRecordDataset and ~100 us
-here (groups of records per `tf.py_function` call; per record an `os.pread` and a CRC, a few
-microseconds of Python). A dataset per record also cannot report a shard that was deleted: its
-`ignore_errors` retries the open for ever. The cost of the Python way: the pipeline holds a
-`py_function`, so it runs in the process that made it (not on tf.data service).
+Two ways, chosen by the split's size:
+
+- in memory (splits within ReadOptions.cache_bytes): every record is read once, its CRCs
+  checked, into a lookup table that every dataset of the split in the process shares (a trainer
+  makes three), and each element is a table lookup;
+- from the files: each record is read on its own, by TensorFlow's TFRecord reader started at
+  its offset (`tf.raw_ops.TFRecordDatasetV2` with `byte_offsets`: one small dataset per record,
+  measured at ~100 us of CPU more per record than a sequential read, a few percent of what
+  decoding and distorting an image costs).
+
+A record that cannot be read there (a flipped byte, a shard deleted while training) fails inside
+tf.data, where TensorFlow's error names no shard ("corrupted record at 1679"). The read drops it
+(tf.data's ignore_errors on the read's own map, element by element; never on a file reader,
+which retries a file that does not open for ever), and a count of the records that came finds
+the gap: after every GROUP records comes a marker that cannot fail, so a gap shows even when
+every read fails. Only then a Python call reads the missing records again and says what is
+wrong with each: "raise" fails with that line, "skip" prints it and goes on (but fails when a
+whole group is missing: nothing can be read). Reading every record in Python was as fast, but a
+`py_function` running when the interpreter exits deadlocks it (measured: 1 exit in 6), so
+Python runs here only after a failure.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-import os
+import hashlib
 import struct
 import threading
+import weakref
+from typing import Callable
 
-import numpy as np
+import tensorflow as tf
 
-from inception_data import read_errors, shard_index, tfrecord
+from inception_data import read_errors, tfrecord
+from inception_data.shard_index import ShardIndex
 
 _FOOTER = struct.Struct("<I")
 _LENGTH = struct.Struct("<Q")
-REMOTE_THREADS = 64  # concurrent reads per call on remote file systems (latency-bound)
+_MARK = -1  # the position of the marker after each group of records
+GROUP = 64
+FIX = "rebuild it (delete it and run the same build with --resume) or copy it again"
+SKIPS = "leaves such records out and reads the others"
 
 
-def _is_local(path: str) -> bool:
-    return "://" not in path
+def payload(framed: bytes, size: int) -> bytes:
+    """The record's data out of its framed bytes, its length and both CRCs checked.
 
-
-class RecordSource:
-    """Reads records of `index` by number. With `cache`, each record read is kept (the caller
-    checked that the split fits the memory it allows), so that later epochs read no file.
-    `on_error`: "raise" or "skip" ("skip" prints each problem once)."""
-
-    def __init__(self, index: shard_index.ShardIndex, *, cache: bool, on_error: str,
-                 parallelism: int = REMOTE_THREADS):
-        self.index, self.on_error = index, on_error
-        self._cache: dict[int, bytes] | None = {} if cache else None
-        self._pool = None if all(map(_is_local, index.paths)) else \
-            concurrent.futures.ThreadPoolExecutor(parallelism)
-        self._reported: set[int] = set()
-        self._lock = threading.Lock()
-
-    def read(self, records: np.ndarray) -> tuple[list[bytes], list[bytes]]:
-        """(payloads, problems) for `records`: the Example bytes of each, and "" or the line
-        that says why it could not be read (its payload is then empty)."""
-        shards = np.searchsorted(self.index.first, records, side="right") - 1
-        jobs = [(int(r), int(s)) for r, s in zip(records, shards)]
-        if self._pool is None:
-            done = [self._one(r, s) for r, s in jobs]
-        else:
-            done = list(self._pool.map(lambda job: self._one(*job), jobs))
-        return [payload for payload, _ in done], [problem for _, problem in done]
-
-    def _one(self, record: int, shard: int) -> tuple[bytes, bytes]:
-        cache = self._cache
-        if cache is not None and record in cache:
-            return cache[record], b""
-        path = self.index.paths[shard]
-        offset, size = int(self.index.offsets[record]), int(self.index.sizes[record])
-        try:
-            framed = _read_at(path, offset, size)
-            payload = _payload(framed, size)
-        except (OSError, tfrecord.CorruptRecord) as err:
-            return b"", self._problem(record, shard, offset, err).encode()
-        if cache is not None:
-            cache[record] = payload
-        return payload, b""
-
-    def _problem(self, record: int, shard: int, offset: int, err: Exception) -> str:
-        path = self.index.paths[shard]
-        number = record - int(self.index.first[shard])
-        count = int(self.index.first[shard + 1] - self.index.first[shard])
-        what = getattr(err, "strerror", None) or str(err)
-        fix = "rebuild it (delete it and run the same build with --resume) or copy it again"
-        line = f"{path}: its record {number} of {count} (at byte {offset}) cannot be read ({what})"
-        if self.on_error == "raise":
-            return read_errors.record(read_errors.DamagedShard(
-                f"{line}: {fix}", skip="leaves such records out and reads the others"))
-        with self._lock:
-            first = record not in self._reported
-            self._reported.add(record)
-        if first:
-            read_errors.warn(f"input_fn: {line}: it is left out (on_error='skip'); {fix}")
-        return line
-
-
-def _read_at(path: str, offset: int, size: int) -> bytes:
-    if _is_local(path):
-        descriptor = os.open(path, os.O_RDONLY)
-        try:
-            return os.pread(descriptor, size, offset)
-        finally:
-            os.close(descriptor)
-    import tensorflow as tf
-
-    try:
-        with tf.io.gfile.GFile(path, "rb") as handle:
-            handle.seek(offset)
-            return handle.read(size)
-    except tf.errors.OpError as err:
-        raise OSError(err.message) from None
-
-
-def _payload(framed: bytes, size: int) -> bytes:
-    """The record's data, its length and both CRCs checked."""
+    Raises:
+        tfrecord.CorruptRecord: what is wrong, in a phrase.
+    """
     if len(framed) < size:
         raise tfrecord.CorruptRecord(f"the file ends {size - len(framed)} bytes into it")
     if tfrecord.masked_crc(framed[:8]) != _FOOTER.unpack_from(framed, 8)[0]:
         raise tfrecord.CorruptRecord("no record starts there: its length CRC does not hold")
     if _LENGTH.unpack_from(framed)[0] != size - tfrecord.FRAMING:
-        raise tfrecord.CorruptRecord("the record there is not the one the index lists (the "
-                                     "index is not this shard's)")
-    payload = framed[12:-4]
-    if tfrecord.masked_crc(payload) != _FOOTER.unpack_from(framed, size - 4)[0]:
+        raise tfrecord.CorruptRecord("the record there is not the one the index lists")
+    data = framed[12:-4]
+    if tfrecord.masked_crc(data) != _FOOTER.unpack_from(framed, size - 4)[0]:
         raise tfrecord.CorruptRecord("its data CRC does not hold: the bytes are damaged")
-    return payload
+    return data
+
+
+def _place(index: ShardIndex, record: int) -> str:
+    shard = index.shard_of(record)
+    return (f"{index.paths[shard]}: its record {record - int(index.first[shard])} of "
+            f"{int(index.first[shard + 1] - index.first[shard])} (at byte "
+            f"{int(index.offsets[record])})")
+
+
+def what_is_wrong(index: ShardIndex, record: int) -> str:
+    """Reads `record` again and says what is wrong with it."""
+    path = index.paths[index.shard_of(record)]
+    offset, size = int(index.offsets[record]), int(index.sizes[record])
+    try:
+        with tf.io.gfile.GFile(path, "rb") as handle:
+            handle.seek(offset)
+            payload(handle.read(size), size)
+    except tfrecord.CorruptRecord as err:
+        return str(err)
+    except tf.errors.OpError as err:
+        return f"the shard cannot be read: {err.message}"
+    return "a read error: it reads whole now, so reading again may work"
+
+
+def unreadable(index: ShardIndex, record: int, reason: str, on_error: str) -> str:
+    """A record that cannot be read: "raise" returns the line of its DamagedShard error (kept
+    for read_errors.from_tf_error), "skip" prints one line and returns ""."""
+    place = _place(index, record)
+    if on_error == "raise":
+        return read_errors.record(read_errors.DamagedShard(
+            f"{place} cannot be read ({reason}): {FIX}", skip=SKIPS))
+    read_errors.warn(f"input_fn: {place} cannot be read ({reason}): it is left out "
+                     f"(on_error='skip'); {FIX}")
+    return ""
+
+
+# ---------------------------------------------------------------------------- in memory
+
+
+class MemoryTable:
+    """A split's records in a lookup table (record number -> serialized Example), and those
+    that could not be read ({record: what is wrong}), which the table lacks."""
+
+    def __init__(self, table, unread: dict[int, str]):
+        self.table, self.unread = table, unread
+
+
+_TABLES: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_TABLES_LOCK = threading.Lock()
+
+
+def memory_table(index: ShardIndex) -> MemoryTable:
+    """The split's records, read once per process (the same shards, sizes and times) into a
+    table."""
+    key = (_file_identity(index.paths), hashlib.sha256(
+        index.offsets.tobytes() + index.sizes.tobytes()).hexdigest())
+    with _TABLES_LOCK:
+        table = _TABLES.get(key)
+        if table is None:
+            table = _TABLES[key] = _load(index)
+    return table
+
+
+def _file_identity(paths) -> tuple:
+    found = []
+    for path in paths:
+        try:
+            stat = tf.io.gfile.stat(path)
+            found.append((path, stat.length, stat.mtime_nsec))
+        except tf.errors.OpError:
+            found.append((path, None, None))
+    return tuple(found)
+
+
+def _load(index: ShardIndex) -> MemoryTable:
+    with tf.init_scope(), tf.device("/cpu:0"):
+        table = tf.lookup.experimental.MutableHashTable(tf.int64, tf.string, default_value="")
+    unread = {}
+    for shard, path in enumerate(index.paths):
+        numbers, payloads = _shard_payloads(index, shard, unread)
+        if numbers:  # one shard at a time: the memory peak is the table and one shard
+            with tf.init_scope(), tf.device("/cpu:0"):
+                table.insert(tf.constant(numbers, tf.int64), tf.constant(payloads))
+    return MemoryTable(table, unread)
+
+
+def _shard_payloads(index: ShardIndex, shard: int, unread: dict) -> tuple[list, list]:
+    begin, end = int(index.first[shard]), int(index.first[shard + 1])
+    numbers, payloads = [], []
+    try:
+        with tf.io.gfile.GFile(index.paths[shard], "rb") as handle:
+            for record in range(begin, end):  # in file order: one sequential read
+                handle.seek(int(index.offsets[record]))
+                size = int(index.sizes[record])
+                try:
+                    payloads.append(payload(handle.read(size), size))
+                    numbers.append(record)
+                except tfrecord.CorruptRecord as err:
+                    unread[record] = str(err)
+    except tf.errors.OpError as err:
+        unread.update({record: f"the shard cannot be read: {err.message}"
+                       for record in range(begin, end) if record not in numbers})
+    return numbers, payloads
+
+
+# ----------------------------------------------------------------------------- the stage
+
+
+def read(index: ShardIndex, numbered: tf.data.Dataset, *, on_error: str, in_memory: bool,
+         parallelism: int, first_t: int, record_of: Callable[[int], int]) -> tf.data.Dataset:
+    """(t, position, record number) -> (position, serialized record, shard path), in order.
+
+    `first_t`: the t of the first element; `record_of(t)`: the record number of element t (to
+    name a record the read dropped)."""
+    first, paths = tf.constant(index.first), tf.constant(index.paths)
+
+    def path_of(record):
+        return tf.gather(paths, tf.searchsorted(first, record[None], side="right")[0] - 1)
+
+    if in_memory:
+        table = memory_table(index)
+        for record, reason in sorted(table.unread.items()):  # named when the table is made
+            line = unreadable(index, record, reason, on_error)
+            if line:
+                raise read_errors.from_tf_error(RuntimeError(line))
+        if table.unread:
+            left_out = tf.constant(sorted(table.unread), tf.int64)
+            numbered = numbered.filter(
+                lambda t, position, record: tf.reduce_all(tf.not_equal(left_out, record)))
+        return numbered.map(
+            lambda t, position, record: (position, table.table.lookup(record), path_of(record)),
+            num_parallel_calls=parallelism, deterministic=True)
+
+    offsets, sizes = tf.constant(index.offsets), tf.constant(index.sizes)
+    spec = tf.TensorSpec([], tf.string)
+
+    def fetch(t, position, record):
+        def from_file():
+            variant = tf.raw_ops.TFRecordDatasetV2(
+                filenames=path_of(record), compression_type="",
+                buffer_size=tf.gather(sizes, record), byte_offsets=tf.gather(offsets, record))
+            return tf.data.experimental.from_variant(variant, spec).take(1).get_single_element()
+
+        data = tf.cond(tf.equal(position, _MARK), lambda: tf.constant(b""), from_file)
+        return t, position, data, tf.cond(tf.equal(position, _MARK), lambda: tf.constant(""),
+                                          lambda: path_of(record))
+
+    # deterministic: the gap check counts the records in order (later stages may reorder)
+    dataset = _marked(numbered).map(fetch, num_parallel_calls=parallelism, deterministic=True)
+    return _gaps_named(dataset.ignore_errors(), index, on_error, first_t, record_of)
+
+
+def _marked(numbered: tf.data.Dataset) -> tf.data.Dataset:
+    """A marker after every GROUP elements and after the last: (the t of the element after
+    it, _MARK, 0)."""
+    def group(t, position, record):
+        return tf.data.Dataset.from_tensor_slices((
+            tf.concat([t, t[-1:] + 1], 0),
+            tf.concat([position, tf.constant([_MARK], tf.int64)], 0),
+            tf.concat([record, tf.zeros([1], tf.int64)], 0)))
+
+    return numbered.batch(GROUP).flat_map(group)
+
+
+def _gaps_named(dataset: tf.data.Dataset, index: ShardIndex, on_error: str, first_t: int,
+                record_of: Callable[[int], int]) -> tf.data.Dataset:
+    """The read's elements without the markers, each record the read dropped (a gap in t)
+    named: "raise" fails with its line, "skip" prints it (and fails when a whole group is
+    missing)."""
+    def name(expected, t):  # a Python call, made only after a record failed
+        missing = range(int(expected), int(t))
+        lines = [unreadable(index, record_of(u), what_is_wrong(index, record_of(u)), on_error)
+                 for u in missing]
+        if on_error == "skip" and len(missing) >= GROUP:
+            return (f"input_fn: no record of {len(missing)} in a row could be read (the "
+                    f"warnings above say why): nothing to skip to").encode()
+        return "; ".join(line for line in lines if line).encode()
+
+    def step(expected, element):
+        t, position = element[0], element[1]
+        line = tf.cond(tf.equal(t, expected), lambda: tf.constant(""),
+                       lambda: tf.py_function(name, [expected, t], tf.string))
+        with tf.control_dependencies([tf.debugging.Assert(tf.equal(line, ""), [line])]):
+            following = tf.where(tf.equal(position, _MARK), t, t + 1)  # a marker holds the next t
+        return following, element
+
+    return (dataset.scan(tf.constant(first_t, tf.int64), step)
+            .filter(lambda t, position, data, path: tf.not_equal(position, _MARK))
+            .map(lambda t, position, data, path: (position, data, path)))

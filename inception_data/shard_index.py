@@ -190,3 +190,30 @@ class ShardIndex:
         counts = np.bincount(shard_ids[keep], minlength=len(self.paths))
         first = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         return ShardIndex(self.paths, first, self.offsets[keep], self.sizes[keep])
+
+
+def write_index(path: str, overwrite: bool = False) -> tuple[str, int] | None:
+    """Writes `index/<shard>.idx` for the shard at `path` from its record headers (DALI's
+    format, what builds write): (index path, records), or None when one is there and not
+    `overwrite`. Written under a temporary name and renamed, so that no reader sees half of it.
+
+    Raises:
+        tfrecord.CorruptRecord: the shard is damaged (its index would not cover it).
+    """
+    import tensorflow as tf
+
+    target = index_file(path)
+    if not overwrite and tf.io.gfile.exists(target):
+        return None
+    file_bytes = _stat(path)
+    if file_bytes is None:
+        raise tfrecord.CorruptRecord(f"{path} cannot be read")
+    spans = _from_headers(path, file_bytes)
+    if spans.damage:
+        raise tfrecord.CorruptRecord(f"{path} is damaged: {spans.damage}, after its record "
+                                     f"{spans.records}; rebuild it or copy it again")
+    tf.io.gfile.makedirs(os.path.dirname(target))
+    with tf.io.gfile.GFile(target + ".tmp", "w") as handle:
+        handle.write("".join(f"{o} {s}\n" for o, s in zip(spans.offsets, spans.sizes)))
+    tf.io.gfile.rename(target + ".tmp", target, overwrite=True)
+    return target, spans.records

@@ -34,5 +34,5 @@ def main(debug):
 
 for _command in (build_commands.build, build_commands.imagenet, build_commands.boxes,
                  data_commands.relabel_validation, data_commands.download,
-                 tool_commands.inspect, tool_commands.benchmark_input):
+                 tool_commands.inspect, tool_commands.benchmark_input, tool_commands.index):
     main.add_command(_command)

@@ -181,6 +181,32 @@ def benchmark_input(pattern, batch_size, image_size, distortions, evaluation, ba
     _decode_bound_hint(reader.list_files(pattern), rate / cores)
 
 
+@click.command("index")
+@click.argument("patterns", nargs=-1, required=True)
+@click.option("--overwrite", is_flag=True, help="Write index files that exist already again.")
+def index(patterns, overwrite):
+    """Write index/<shard>.idx for shards that lack one (another tool's, or copied without the
+    index folder), from their record headers: what input_fn's training order reads by, and
+    what DALI's and PyTorch's TFRecord readers take."""
+    from inception_data import reader, shard_index, tfrecord
+
+    try:
+        files = reader.list_files(list(patterns))
+    except FileNotFoundError as err:
+        fail(str(err))
+    written = 0
+    for path in files:
+        try:
+            done = shard_index.write_index(path, overwrite=overwrite)
+        except tfrecord.CorruptRecord as err:
+            fail(str(err))
+        if done:
+            written += 1
+            click.echo(f"{done[0]}: {done[1]} records")
+    click.echo(f"wrote {written} index file(s); {len(files) - written} shard(s) had one "
+               f"already{'' if overwrite else ' (--overwrite writes them again)'}")
+
+
 # The pipeline counts as decode-bound when one whole decode of each image takes at least this
 # share of each core's time at the measured rate (training decodes each image's crop once).
 DECODE_BOUND_SHARE = 0.3

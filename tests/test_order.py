@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 import inception_data
-from inception_data import ReadOptions, order, read_errors, record_reader
+from inception_data import ReadOptions, order, read_errors
 from tests import fabricate
 
 RECORDS, BATCH = 20, 4  # 5 batches per epoch
@@ -58,19 +58,27 @@ def test_resuming_at_batch_k_continues_the_uninterrupted_stream(shards, read):
         assert same(head + tail, whole), k
 
 
-def test_the_records_before_the_start_are_neither_read_nor_decoded(shards, monkeypatch):
-    """A start far into the stream costs what a start at 0 does: only the records read after
-    it are read (counted at the file read; a record is decoded only once it is read)."""
-    reads = []
-    real = record_reader._read_at
-    monkeypatch.setattr(record_reader, "_read_at",
-                        lambda path, offset, size: reads.append(offset) or real(path, offset, size))
-    counts = {}
-    for start in (0, 10 ** 9):
-        reads.clear()
-        stream(shards / "train-*", 2, start=start, read=FROM_FILES)
-        counts[start] = len(reads)
-    assert 0 < counts[10 ** 9] <= counts[0] + 2 * 32 <= 400, counts  # read-ahead only
+@pytest.mark.parametrize("read", [IN_MEMORY, FROM_FILES], ids=["memory", "files"])
+def test_a_start_a_billion_batches_in_reads_only_its_own_records(shards, read):
+    """The stream at batch 10**9 (200 million epochs on) begins with the records the order
+    puts there, found by arithmetic: nothing before it is read or decoded (replaying it would
+    not end), and the images equal those at the same records from position 0 of that epoch's
+    order."""
+    start = 10 ** 9
+    names = stream(shards / "train-*", 1, start=start, read=read)[0][2]
+    expected = [int(order.record_at(tf.constant(start * BATCH + i, tf.int64), seed=3,
+                                     records=RECORDS)) for i in range(BATCH)]
+    files = sorted(str(p) for p in shards.glob("train-*"))
+    numbered = [name for path in files for name in _names_in(path)]  # records in shard order
+    assert list(names) == [numbered[r] for r in expected]
+
+
+def _names_in(path):
+    from inception_data import schema
+
+    for record in tf.data.TFRecordDataset(path):
+        yield tf.io.parse_single_example(record, {schema.FILENAME: tf.io.FixedLenFeature(
+            [], tf.string)})[schema.FILENAME].numpy()
 
 
 def test_every_epoch_is_a_new_permutation_drawn_from_the_seed(shards):
@@ -179,23 +187,32 @@ def test_a_truncated_shard_is_named_when_input_fn_is_called(shards, tmp_path, ca
     assert f"warning: input_fn: {shard} is truncated" in capfd.readouterr().err
 
 
-def one_epoch_skipping(out):
+def one_epoch_skipping(out, read=IN_MEMORY):
     dataset = inception_data.input_fn(str(out / "train-*"), is_training=True, batch_size=1,
                                       image_size=24, seed=3, on_error="skip",
-                                      options=IN_MEMORY.replace(repeat=False))
+                                      options=read.replace(repeat=False))
     return [(i, l, tuple(m["filename"].numpy())[0]) for i, l, m in dataset]
 
 
+@pytest.mark.parametrize("read", [IN_MEMORY, FROM_FILES], ids=["memory", "files"])
 def test_a_damaged_record_is_named_with_its_shard_and_skip_leaves_it_out(shards, tmp_path,
-                                                                        capfd):
+                                                                        capfd, read):
+    """A flipped byte inside a record (the shard's size is right): in memory it is found when
+    the split is read in, so input_fn raises at once; from the files, when the record is read,
+    inside tf.data: the error's text is the line, and from_tf_error gives the typed error."""
     out, shard = copy_with(shards, tmp_path, "corrupted")
-    with pytest.raises(tf.errors.InvalidArgumentError) as raised:
-        stream(out / "train-*", 10)
-    typed = read_errors.from_tf_error(raised.value)
-    assert isinstance(typed, read_errors.DamagedShard), raised.value.message[-500:]
+    if read is IN_MEMORY:
+        with pytest.raises(read_errors.DamagedShard) as raised:
+            stream(out / "train-*", 10, read=read)
+        typed = raised.value
+    else:
+        with pytest.raises(tf.errors.InvalidArgumentError) as raised:
+            stream(out / "train-*", 10, read=read)
+        typed = read_errors.from_tf_error(raised.value)
+        assert isinstance(typed, read_errors.DamagedShard), raised.value.message[-500:]
     assert typed.detail.startswith(f"{shard}: its record 1 of 7 (at byte ")
-    assert "its data CRC does not hold" in typed.detail
-    seen = [name for _, _, name in one_epoch_skipping(out)]
+    assert "(its data CRC does not hold: the bytes are damaged): rebuild it" in typed.detail
+    seen = [name for _, _, name in one_epoch_skipping(out, read)]
     assert len(seen) == RECORDS - 1 and len(set(seen)) == RECORDS - 1
     assert f"warning: input_fn: {shard}: its record 1 of 7" in capfd.readouterr().err
 
@@ -223,3 +240,16 @@ def test_input_fn_names_the_options_it_no_longer_takes(shards):
                                         "permutation"):
         inception_data.input_fn(pattern, is_training=True, batch_size=2, shuffle_buffer=10)
     assert math.isclose(ReadOptions().min_crop_area, 0.05)
+
+
+def test_index_files_written_for_shards_without_them_are_the_builds(shards, tmp_path):
+    """`inception-data index` writes, from the record headers, what the build wrote."""
+    for path in shards.iterdir():
+        if path.is_file():
+            shutil.copy(path, tmp_path / path.name)
+    result = fabricate.cli("index", tmp_path / "train-*")
+    assert "wrote 3 index file(s)" in result.output
+    for index in (shards / "index").glob("train-*.idx"):
+        assert (tmp_path / "index" / index.name).read_bytes() == index.read_bytes()
+    assert "wrote 0 index file(s); 3 shard(s) had one already" in \
+        fabricate.cli("index", tmp_path / "train-*").output
