@@ -7,7 +7,9 @@ cycled), built twice from the same tree: with default options (what users get, `
 fast`) and with `--verify decode`. `--records 12000` makes a dataset larger than input_fn's
 shuffle buffer (10,000), whose records are not cached. `--pattern` measures your own shards.
 
-Pipelines: decode only (the floor: parse + full JPEG decode, no shuffle), the original recipe
+Pipelines: decode only (the floor: parse + full JPEG decode, no shuffle), decode + one bilinear
+resize to the output size + batch (the floor of any pipeline of float images that size), the
+original recipe
 built the straightforward way (image_processing.py: full decode, float, sampled crop, resize,
 TF colour ops), input_fn training on the default build (on_error "raise", the default, and
 "skip"), input_fn training on the --verify decode build, input_fn evaluation. Training
@@ -73,6 +75,13 @@ def decode_only(pattern, batch_size, image_size):
                     lambda f: (tf.shape(tf.io.decode_jpeg(f[schema.ENCODED], channels=3)),))
 
 
+def decode_and_resize(pattern, batch_size, image_size):
+    """The least any pipeline of float images of `image_size` does: decode, one bilinear
+    resize (the cheapest of the four), batch. input_fn cannot beat it."""
+    return _records(pattern, batch_size, lambda f: (tf.image.resize(
+        tf.io.decode_jpeg(f[schema.ENCODED], channels=3), [image_size, image_size]),))
+
+
 def original_recipe(pattern, batch_size, image_size):
     """image_processing.py's way: full decode, float, crop, resize, stateful TF colour ops.
 
@@ -124,6 +133,7 @@ def on(build: str, make):
 
 PIPELINES = {
     "decode only (floor)": on("default", decode_only),
+    "decode + resize (float floor)": on("default", decode_and_resize),
     "original recipe": on("default", original_recipe),
     "input_fn train, default build": ours("default", is_training=True),
     "input_fn train, seeded": ours("default", is_training=True, seed=1),
@@ -139,11 +149,11 @@ def read_stage(pattern, by_number: bool) -> tf.data.Dataset:
     if by_number:
         listed = reader._list(pattern, training=True, input_context=None,
                               options=reader.ReadOptions(), on_error="raise")
-        records = reader._training_records(
-            listed, order.Layout(256), seed=1, start_batch=0, deterministic=True,
+        records, read = reader._training_records(  # (cache_bytes=0: from the files)
+            listed, order.Layout(256), seed=1, start_batch=0,
             options=reader.ReadOptions(repeat=True, cache_bytes=0), on_error="raise")
         count = 3 * listed.known.records()
-        return records.take(count).map(lambda q, record, path: tf.strings.length(record)).batch(256)
+        return records.take(count).map(lambda *x: tf.strings.length(read(*x)[1])).batch(256)
     files = reader.list_files(pattern)
     return (tf.data.Dataset.from_tensor_slices(files)
             .interleave(tf.data.TFRecordDataset, cycle_length=16,
@@ -201,6 +211,8 @@ def main():
     _ratio("train default / decode only", train / rate["decode only (floor)"], "target >= 0.5")
     _ratio("train seeded / train default", rate["input_fn train, seeded"] / train,
            "target >= 0.95")
+    _ratio("decode + resize / decode only (the float floor's ratio)",
+           rate["decode + resize (float floor)"] / rate["decode only (floor)"], "a ceiling")
     _ratio("train default / train --verify decode build",
            train / rate["input_fn train, --verify decode"], "target >= 0.95")
     _ratio("train skip / train raise", rate["input_fn train, default, skip"] / train,

@@ -11,7 +11,7 @@ one class per shard, written with the project's Example writer and TFRecord fram
   shuffled, 16 shards interleaved, a 10,000-record shuffle buffer;
 - perfect: a uniform permutation of the labels (numpy).
 
-Usage: python benchmarks/order_quality.py [--classes 100] [--per-class 300] [--batch 32]
+Usage: python benchmarks/order_quality.py [--classes 200] [--per-class 1000] [--batch 32]
 """
 
 import argparse
@@ -52,7 +52,7 @@ def batch_entropy(labels: np.ndarray, batch: int) -> float:
 
 def input_fn_labels(pattern: str, records: int, batch: int) -> np.ndarray:
     dataset = inception_data.input_fn(pattern, is_training=True, batch_size=batch, image_size=8,
-                                      seed=1, options=ReadOptions(repeat=False,
+                                      seed=1, options=ReadOptions(repeat=False, drop_remainder=False,
                                                                   distortions=None))
     return np.concatenate([labels.numpy() for _, labels in dataset])[:records]
 
@@ -63,7 +63,7 @@ def before_labels(pattern: str, records: int) -> np.ndarray:
     spec = {schema.LABEL: tf.io.FixedLenFeature([], tf.int64)}
     files = sorted(tf.io.gfile.glob(pattern))
     dataset = (tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=1)
-               .interleave(tf.data.TFRecordDataset, cycle_length=16, deterministic=True)
+               .interleave(tf.data.TFRecordDataset, cycle_length=16)
                .shuffle(10_000, seed=1)
                .map(lambda record: tf.io.parse_single_example(record, spec)[schema.LABEL]))
     return np.fromiter(dataset.as_numpy_iterator(), np.int64, count=records)
@@ -71,8 +71,8 @@ def before_labels(pattern: str, records: int) -> np.ndarray:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--classes", type=int, default=100)
-    parser.add_argument("--per-class", type=int, default=300)
+    parser.add_argument("--classes", type=int, default=200)
+    parser.add_argument("--per-class", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=32)
     args = parser.parse_args()
     records = args.classes * args.per_class

@@ -80,12 +80,11 @@ def record_at(position, *, seed: int, records: int):
         index, tf.stack([tf.constant(seed, tf.int64), epoch]), tf.constant(records - 1, tf.int64))
 
 
-def positions(layout: Layout, *, start_step: int = 0,
-              count: int | None = None) -> tf.data.Dataset:
-    """(t, position) of this pipeline's records from global step `start_step` on, t counting
-    its records (int64 scalars): the first `count` of them (one epoch: Layout.records_before),
-    or for ever."""
+def counted(layout: Layout, *, start_step: int = 0, count: int | None = None) -> tf.data.Dataset:
+    """t = 0, 1, 2, ... of this pipeline's records (int64 scalars) from global step
+    `start_step` on: the first `count` of them (one epoch: Layout.records_before), or for
+    ever. Layout.position(t) is each one's place in the stream."""
     local = tf.data.Dataset.counter(layout.first_batch(start_step) * layout.batch_size)
     if count is not None:
-        local = local.take_while(lambda t: t < count)
-    return local.map(lambda t: (t, layout.position(t)))
+        local = local.take_while(tf.autograph.experimental.do_not_convert(lambda t: t < count))
+    return local

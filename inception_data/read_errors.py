@@ -15,6 +15,7 @@ import sys
 import threading
 
 SKIPS = "reads the records before the damage and the other shards"
+REBUILD = "rebuild it (delete it and run the same build with --resume) or copy it again"
 
 
 class ReadError(ValueError):

@@ -36,6 +36,9 @@ from inception_data.read_options import FIELDS, ON_ERROR, ReadOptions
 __all__ = ["input_fn", "list_files", "ReadOptions", "IncompleteShards", "UndecodableRecords"]
 
 log = logging.getLogger(__name__)
+# the stages' functions use tf ops only (no Python control flow on tensors): not converted by
+# AutoGraph, which warned about lambdas it could not find the source of
+plain = tf.autograph.experimental.do_not_convert
 
 decode_record = parsing.parse_record  # its name before the parse stage had a module of its own
 REMOTE_READS = 64  # records read at once from other file systems than the local one (gs://:
@@ -117,22 +120,24 @@ def input_fn(file_pattern: str | Sequence[str], is_training: bool, batch_size: i
         raise ValueError(f"start_batch={start_batch} resumes a seeded training stream: give "
                          f"is_training=True and the seed the stream was made with (evaluation "
                          f"reads each record once, in file order)")
-    training = is_training
+    training = is_training  # (the name the stages below use)
     listed = _list(file_pattern, training=training, input_context=input_context,
                    options=options, on_error=on_error)
     label_offset = (options.label_offset if options.label_offset is not None
                     else listed.known.label_offset())
     deterministic = (options.deterministic if options.deterministic is not None
                      else not training or seed is not None)
+    read = None  # with a split in memory, the records are read in the map that decodes them
     if training:
         seed = seed if seed is not None else secrets.randbits(63)
-        records = _training_records(listed, order.Layout.of(batch_size, input_context),
-                                    seed=seed, start_batch=start_batch, options=options,
-                                    on_error=on_error, deterministic=deterministic)
+        records, read = _training_records(listed, order.Layout.of(batch_size, input_context),
+                                          seed=seed, start_batch=start_batch, options=options,
+                                          on_error=on_error)
     else:
         records = _evaluation_records(listed, options, on_error=on_error,
                                       deterministic=deterministic)
-    dataset = records.map(_preparation(training, seed, image_size, options, label_offset),
+    prepare = _preparation(training, seed, image_size, options, label_offset)
+    dataset = records.map(plain(prepare if read is None else lambda *x: prepare(*read(*x))),
                           num_parallel_calls=_parallel(options), deterministic=deterministic)
     if on_error == "skip" and not listed.known.checked():
         dataset = dataset.ignore_errors(log_warning=True)  # records that do not decode
@@ -162,18 +167,20 @@ def _list(file_pattern, *, training: bool, input_context, options: ReadOptions,
     # files, or the record headers; evaluation reads each shard through, and only checks
     # the shards that have index files
     spans = shard_index.read(files, scan=training)
-    problems = [(s, s.problem(known.shard_records(s.path))) for s in spans if s is not None]
-    for spans_, (kind, line) in [(s, p) for s, p in problems if p is not None]:
-        _judge(kind, line, spans_.path, on_error, options.allow_incomplete, training)
+    for shard in filter(None, spans):
+        problem = shard.problem(known.shard_records(shard.path))
+        if problem:
+            _judge(*problem, on_error=on_error, allow_incomplete=options.allow_incomplete,
+                   training=training)
     return _Listed(tuple(files), known, tuple(spans))
 
 
-def _judge(kind: str, line: str, path: str, on_error: str, allow_incomplete: bool,
+def _judge(kind: str, line: str, *, on_error: str, allow_incomplete: bool,
            training: bool) -> None:
     """Raises, or warns of, one shard's problem: damage follows `on_error` (with "skip",
     training reads the records before it; evaluation's reader finds and reports it itself), a
     shard that disagrees with its manifest or index follows `allow_incomplete`."""
-    fix = "rebuild it (delete it and run the same build with --resume) or copy it again"
+    fix = read_errors.REBUILD
     if kind == "damaged":
         if on_error == "raise":
             raise read_errors.DamagedShard(f"{line}: {fix}", skip=read_errors.SKIPS)
@@ -227,14 +234,19 @@ def _known_bad(known: shard_set.ShardSet, on_error: str) -> dict:
 
 
 def _training_records(listed: _Listed, layout: order.Layout, *, seed: int, start_batch: int,
-                      options: ReadOptions, on_error: str,
-                      deterministic: bool) -> tf.data.Dataset:
-    """(position, record, shard path) of this pipeline's part of the seeded stream, from
-    global step `start_batch` on (order.py), each record read where the index says it is
-    (record_reader.py)."""
+                      options: ReadOptions, on_error: str):
+    """(this pipeline's records from global step `start_batch` of the seeded stream, the
+    function that makes each element of it (position, record, shard path) in the map that
+    decodes it): splits within `cache_bytes` are read from memory in that map, larger ones
+    each record from its shard (record_reader.py)."""
     bad = _known_bad(listed.known, on_error)
     index = shard_index.ShardIndex.of([s.whole() for s in listed.spans]).without(
         {path: [i for i, _ in rows] for path, rows in bad.items()})
+    table = None
+    if 0 < index.total_bytes <= options.cache_bytes:
+        table = record_reader.memory_table(index)
+        if table.unread:
+            index = record_reader.left_out(index, table.unread, on_error)
     records = index.records
     if not records:
         raise read_errors.ShardMismatch(f"{', '.join(index.paths[:3])}: no records to read")
@@ -245,15 +257,23 @@ def _training_records(listed: _Listed, layout: order.Layout, *, seed: int, start
         raise read_errors.StartBeyondEnd(
             f"start_batch={start_batch} begins at position {layout.position(first_t)} of a "
             f"one-epoch stream of {records} records: nothing is left to read")
-    numbered = order.positions(layout, start_step=start_batch, count=count).map(
-        lambda t, position: (t, position, order.record_at(position, seed=seed, records=records)))
+
+    def place(t):  # this pipeline's t-th record: its position, its record number
+        position = layout.position(t)
+        return position, order.record_at(position, seed=seed, records=records)
+
+    if table is not None:
+        lookup = record_reader.from_memory(index, table)
+
+        def read(t):
+            position, record = place(t)
+            return (position, *lookup(record))
+
+        return order.counted(layout, start_step=start_batch, count=count), read
     remote = any("://" in path for path in index.paths)
-    return record_reader.read(
-        index, numbered, on_error=on_error,
-        in_memory=0 < index.total_bytes <= options.cache_bytes,
-        parallelism=options.read_parallelism or (REMOTE_READS if remote else tf.data.AUTOTUNE),
-        first_t=first_t,
-        record_of=lambda t: int(order.record_at(layout.position(t), seed=seed, records=records)))
+    return record_reader.from_files(
+        index, place, first_t=first_t, count=count, on_error=on_error,
+        parallelism=options.read_parallelism or (REMOTE_READS if remote else tf.data.AUTOTUNE))
 
 
 def _evaluation_records(listed: _Listed, options: ReadOptions, *, on_error: str,

@@ -40,9 +40,9 @@ from inception_data.shard_index import ShardIndex
 
 _FOOTER = struct.Struct("<I")
 _LENGTH = struct.Struct("<Q")
+plain = tf.autograph.experimental.do_not_convert  # tf ops only: nothing for AutoGraph
 _MARK = -1  # the position of the marker after each group of records
 GROUP = 64
-FIX = "rebuild it (delete it and run the same build with --resume) or copy it again"
 SKIPS = "leaves such records out and reads the others"
 
 
@@ -92,9 +92,9 @@ def unreadable(index: ShardIndex, record: int, reason: str, on_error: str) -> st
     place = _place(index, record)
     if on_error == "raise":
         return read_errors.record(read_errors.DamagedShard(
-            f"{place} cannot be read ({reason}): {FIX}", skip=SKIPS))
+            f"{place} cannot be read ({reason}): {read_errors.REBUILD}", skip=SKIPS))
     read_errors.warn(f"input_fn: {place} cannot be read ({reason}): it is left out "
-                     f"(on_error='skip'); {FIX}")
+                     f"(on_error='skip'); {read_errors.REBUILD}")
     return ""
 
 
@@ -102,11 +102,17 @@ def unreadable(index: ShardIndex, record: int, reason: str, on_error: str) -> st
 
 
 class MemoryTable:
-    """A split's records in a lookup table (record number -> serialized Example), and those
-    that could not be read ({record: what is wrong}), which the table lacks."""
+    """A split's records in a lookup table (key(shard, offset) -> serialized Example), and
+    those that could not be read ({record: what is wrong}), which the table lacks."""
 
     def __init__(self, table, unread: dict[int, str]):
         self.table, self.unread = table, unread
+
+
+def key(shard, offset):
+    """The table's key of the record at byte `offset` of shard `shard` (numpy or tf int64):
+    with record numbers, the key would change when records are left out of the order."""
+    return shard * (1 << 40) + offset  # shards below 1 TB, fewer than 2**23 of them
 
 
 _TABLES: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
@@ -143,8 +149,9 @@ def _load(index: ShardIndex) -> MemoryTable:
     for shard, path in enumerate(index.paths):
         numbers, payloads = _shard_payloads(index, shard, unread)
         if numbers:  # one shard at a time: the memory peak is the table and one shard
+            keys = key(shard, index.offsets[numbers])
             with tf.init_scope(), tf.device("/cpu:0"):
-                table.insert(tf.constant(numbers, tf.int64), tf.constant(payloads))
+                table.insert(tf.constant(keys, tf.int64), tf.constant(payloads))
     return MemoryTable(table, unread)
 
 
@@ -170,60 +177,77 @@ def _shard_payloads(index: ShardIndex, shard: int, unread: dict) -> tuple[list, 
 # ----------------------------------------------------------------------------- the stage
 
 
-def read(index: ShardIndex, numbered: tf.data.Dataset, *, on_error: str, in_memory: bool,
-         parallelism: int, first_t: int, record_of: Callable[[int], int]) -> tf.data.Dataset:
-    """(t, position, record number) -> (position, serialized record, shard path), in order.
-
-    `first_t`: the t of the first element; `record_of(t)`: the record number of element t (to
-    name a record the read dropped)."""
+def _path_of(index: ShardIndex):
     first, paths = tf.constant(index.first), tf.constant(index.paths)
 
-    def path_of(record):
-        return tf.gather(paths, tf.searchsorted(first, record[None], side="right")[0] - 1)
+    def shard_and_path(record):
+        shard = tf.searchsorted(first, record[None], side="right")[0] - 1
+        return shard, tf.gather(paths, shard)
 
-    if in_memory:
-        table = memory_table(index)
-        for record, reason in sorted(table.unread.items()):  # named when the table is made
-            line = unreadable(index, record, reason, on_error)
-            if line:
-                raise read_errors.from_tf_error(RuntimeError(line))
-        if table.unread:
-            left_out = tf.constant(sorted(table.unread), tf.int64)
-            numbered = numbered.filter(
-                lambda t, position, record: tf.reduce_all(tf.not_equal(left_out, record)))
-        return numbered.map(
-            lambda t, position, record: (position, table.table.lookup(record), path_of(record)),
-            num_parallel_calls=parallelism, deterministic=True)
+    return shard_and_path
 
+
+def from_memory(index: ShardIndex, table: MemoryTable):
+    """record number -> (serialized record, shard path), a table lookup: a function for the
+    map that also parses and decodes (one tf.data stage per record, not three)."""
+    shard_and_path, offsets = _path_of(index), tf.constant(index.offsets)
+
+    def read(record):
+        shard, path = shard_and_path(record)
+        return table.table.lookup(key(tf.cast(shard, tf.int64), tf.gather(offsets, record))), path
+
+    return read
+
+
+def left_out(index: ShardIndex, unread: dict[int, str], on_error: str) -> ShardIndex:
+    """The index without the records that could not be read into memory: "raise" fails with
+    the first one's line, "skip" prints each and leaves them out of the order."""
+    for record, reason in sorted(unread.items()):
+        line = unreadable(index, record, reason, on_error)
+        if line:
+            raise read_errors.from_tf_error(RuntimeError(line))
+    drop: dict[str, list[int]] = {}
+    for record in unread:
+        shard = index.shard_of(record)
+        drop.setdefault(index.paths[shard], []).append(record - int(index.first[shard]))
+    return index.without(drop)
+
+
+def from_files(index: ShardIndex, place: Callable, *, first_t: int, count: int | None,
+               on_error: str, parallelism: int):
+    """This pipeline's records from the t-th on, each read from its shard: (a dataset of (t,
+    position, serialized record, shard path), the function that makes each (position, record,
+    path)), in order. `place(t)`: (position, record number) of the t-th, as tensors or ints;
+    `count`: the t past the last record of a finite stream (None: endless)."""
+    shard_and_path = _path_of(index)
     offsets, sizes = tf.constant(index.offsets), tf.constant(index.sizes)
     spec = tf.TensorSpec([], tf.string)
 
-    def fetch(t, position, record):
-        def from_file():
-            variant = tf.raw_ops.TFRecordDatasetV2(
-                filenames=path_of(record), compression_type="",
-                buffer_size=tf.gather(sizes, record), byte_offsets=tf.gather(offsets, record))
-            return tf.data.experimental.from_variant(variant, spec).take(1).get_single_element()
+    def from_file(record):
+        path = shard_and_path(record)[1]
+        variant = tf.raw_ops.TFRecordDatasetV2(
+            filenames=path, compression_type="", buffer_size=tf.gather(sizes, record),
+            byte_offsets=tf.gather(offsets, record))
+        return tf.data.experimental.from_variant(variant, spec).take(1).get_single_element(), path
 
-        data = tf.cond(tf.equal(position, _MARK), lambda: tf.constant(b""), from_file)
-        return t, position, data, tf.cond(tf.equal(position, _MARK), lambda: tf.constant(""),
-                                          lambda: path_of(record))
+    def fetch(u):  # u counts the records and a marker after every GROUP of them
+        group, within = u // (GROUP + 1), u % (GROUP + 1)
+        t = first_t + group * GROUP + within  # (a marker's: the t of the record after it)
+        mark = tf.equal(within, GROUP) if count is None else \
+            tf.equal(within, GROUP) | (t >= count)
+        position, record = place(t)
+        data, path = tf.cond(mark, lambda: (tf.constant(b""), tf.constant("")),  # reads nothing
+                             lambda: from_file(record))
+        return t, tf.where(mark, tf.constant(_MARK, tf.int64), position), data, path
 
-    # deterministic: the gap check counts the records in order (later stages may reorder)
-    dataset = _marked(numbered).map(fetch, num_parallel_calls=parallelism, deterministic=True)
-    return _gaps_named(dataset.ignore_errors(), index, on_error, first_t, record_of)
-
-
-def _marked(numbered: tf.data.Dataset) -> tf.data.Dataset:
-    """A marker after every GROUP elements and after the last: (the t of the element after
-    it, _MARK, 0)."""
-    def group(t, position, record):
-        return tf.data.Dataset.from_tensor_slices((
-            tf.concat([t, t[-1:] + 1], 0),
-            tf.concat([position, tf.constant([_MARK], tf.int64)], 0),
-            tf.concat([record, tf.zeros([1], tf.int64)], 0)))
-
-    return numbered.batch(GROUP).flat_map(group)
+    steps = tf.data.Dataset.counter()
+    if count is not None:  # each record, and a marker after each group and after the last
+        steps = steps.take((count - first_t) + -(-(count - first_t) // GROUP))
+    # deterministic: the gap check counts the records in order (the decode may reorder)
+    dataset = steps.map(plain(fetch), num_parallel_calls=parallelism, deterministic=True)
+    named = _gaps_named(dataset.ignore_errors(), index, on_error, first_t,
+                        lambda t: int(place(t)[1]))
+    return named, lambda t, position, data, path: (position, data, path)
 
 
 def _gaps_named(dataset: tf.data.Dataset, index: ShardIndex, on_error: str, first_t: int,
@@ -248,6 +272,5 @@ def _gaps_named(dataset: tf.data.Dataset, index: ShardIndex, on_error: str, firs
             following = tf.where(tf.equal(position, _MARK), t, t + 1)  # a marker holds the next t
         return following, element
 
-    return (dataset.scan(tf.constant(first_t, tf.int64), step)
-            .filter(lambda t, position, data, path: tf.not_equal(position, _MARK))
-            .map(lambda t, position, data, path: (position, data, path)))
+    return (dataset.scan(tf.constant(first_t, tf.int64), plain(step))
+            .filter(plain(lambda t, position, data, path: tf.not_equal(position, _MARK))))

@@ -122,7 +122,7 @@ def _damage(path: str, records: int, consumed: int, size: int, count: int | None
     after = f"after its record {records}" + (f" of {count}" if count is not None else "")
     lost = (f"the other {count - records} record(s) of that shard are skipped" if count
             is not None else f"the rest of that shard ({size - consumed} bytes) is skipped")
-    fix = "rebuild it (delete it and run the same build with --resume) or copy it again"
+    fix = read_errors.REBUILD
     if on_error == "raise":
         return read_errors.record(read_errors.DamagedShard(f"{where}, {after}: {fix}",
                                                            skip=read_errors.SKIPS))
