@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from inception_data import order, parsing, paths, read_errors, record_reader, shard_index
 from inception_data import preprocessing as ops
-from inception_data import schema, shard_reader, shard_set
+from inception_data import schema, shard_reader, shard_set, split_check
 from inception_data.read_errors import IncompleteShards, UndecodableRecords
 from inception_data.read_options import FIELDS, ON_ERROR, ReadOptions
 
@@ -160,6 +160,7 @@ def _list(file_pattern, *, training: bool, input_context, options: ReadOptions,
           on_error: str) -> _Listed:
     every_file = list_files(file_pattern)
     everything = shard_set.ShardSet.read(every_file)  # each folder's small files read once
+    _check_names(everything, options.allow_incomplete)  # (two builds mixed: also incomplete)
     _check_complete(everything, options.allow_incomplete)
     files = every_file if training else shard_files(every_file, input_context)
     known = shard_set.ShardSet(tuple(files), everything.folders)
@@ -173,6 +174,19 @@ def _list(file_pattern, *, training: bool, input_context, options: ReadOptions,
             _judge(*problem, on_error=on_error, allow_incomplete=options.allow_incomplete,
                    training=training)
     return _Listed(tuple(files), known, tuple(spans))
+
+
+def _check_names(shards: shard_set.ShardSet, allow_incomplete: bool) -> None:
+    """Shards that do not belong to the set, by their names or the manifest, and manifests
+    whose counts disagree with themselves (split_check.py)."""
+    lines = split_check.names(shards) + split_check.manifest_totals(shards)
+    if lines and not allow_incomplete:
+        shown = "; ".join(lines[:3]) + (f"; and {len(lines) - 3} more" if len(lines) > 3 else "")
+        raise read_errors.ShardMismatch(f"{shown} (or pass allow_incomplete=True to read the "
+                                        f"shards as they are)")
+    for line in lines:
+        read_errors.warn(f"input_fn: {line}; reading the shards as they are (allow_incomplete)",
+                         once=True)
 
 
 def _judge(kind: str, line: str, *, on_error: str, allow_incomplete: bool,

@@ -16,12 +16,12 @@ import json
 import os
 from typing import Mapping, Sequence
 
-from inception_data import sharding
+from inception_data import shard_index, sharding
 from inception_data.version import __version__
 
 MANIFEST = "manifest.json"
 VERDICT = "decode-check.json"
-VERDICT_VERSION = 1
+VERDICT_VERSION = 2  # 2: each shard's size, time and CRC digest (1 held the size only)
 
 
 def _read(path: str) -> bytes | None:
@@ -75,24 +75,75 @@ class Folder:
         return None
 
     def checked_shard(self, path: str) -> dict | None:
-        """The verdict's entry for the shard at `path` ({"records", "bytes", "bad"}), when the
-        verdict is current: made beside this very manifest (or, without a manifest, of a file of
-        the same size). None: not checked, or checked before the shards changed."""
+        """The verdict's entry for the shard at `path` ({"records", "bytes", "mtime_ns",
+        "crc_digest", "bad"}), when it holds for the shard's bytes as they are: made beside
+        this very manifest, of a file of the same size and time or, when the time differs (a
+        copy), the same CRC digest. None: not checked, or checked before the shard changed (the
+        log then says so, once)."""
         verdict = self.verdict
-        if not verdict or verdict.get("version") != VERDICT_VERSION:
+        if not verdict:
             return None
         entry = verdict.get("shards", {}).get(os.path.basename(path))
-        if entry is None or verdict.get("manifest_sha256") != self.manifest_digest:
+        if entry is None:
             return None
-        if self.manifest_digest is None:  # another tool's shards: the size must still match
-            import tensorflow as tf
+        if verdict.get("version") != VERDICT_VERSION:
+            return _stale(path, f"it was made by an older inception-data (verdict version "
+                                f"{verdict.get('version')})")
+        if verdict.get("manifest_sha256") != self.manifest_digest:
+            return _stale(path, "the manifest beside it changed since")
+        why = _changed(path, entry)
+        return _stale(path, why) if why else entry
 
-            try:
-                if tf.io.gfile.stat(path).length != entry.get("bytes"):
-                    return None
-            except tf.errors.OpError:
-                return None
-        return entry
+
+def _stale(path: str, why: str) -> None:
+    from inception_data import read_errors
+
+    read_errors.warn(f"input_fn: {os.path.join(os.path.dirname(path), VERDICT)} does not hold "
+                     f"for {path}: {why}; it is read as unchecked (`inception-data inspect "
+                     f"--verify --save-verdict` checks it again)", once=True)
+    return None
+
+
+_SAME: dict = {}  # (path, size, mtime_ns, digest) -> why the bytes differ, or "" (one check)
+
+
+def stat(path: str) -> tuple[int, int] | None:
+    """(size, modification time in ns) of a file, or None when it cannot be read. Local files
+    through os.stat: TensorFlow's stat rounds the time to the second, and a shard rewritten
+    within the second it was checked in would pass for the checked one."""
+    if "://" not in path:
+        try:
+            found = os.stat(path)
+        except OSError:
+            return None
+        return found.st_size, found.st_mtime_ns
+    import tensorflow as tf
+
+    try:
+        found = tf.io.gfile.stat(path)
+    except tf.errors.OpError:
+        return None
+    return int(found.length), int(found.mtime_nsec)
+
+
+def _changed(path: str, entry: dict) -> str:
+    """Why the shard's bytes are not those the verdict checked, or "": same size and time, or
+    (a copy, whose time differs) the same CRC digest (shard_index.footer_digest)."""
+    now = stat(path)
+    key = (path, now, entry.get("mtime_ns"), entry.get("crc_digest"))
+    if key not in _SAME:
+        if now is None:
+            _SAME[key] = "the shard cannot be read"
+        elif now[0] != entry.get("bytes"):
+            _SAME[key] = f"the shard has {now[0]} bytes, the verdict checked {entry.get('bytes')}"
+        elif now[1] == entry.get("mtime_ns"):
+            _SAME[key] = ""
+        else:
+            spans = shard_index.spans_of(path)
+            same = spans is not None and shard_index.footer_digest(spans) == \
+                entry.get("crc_digest")
+            _SAME[key] = "" if same else "the shard was rewritten since (its records' CRCs differ)"
+    return _SAME[key]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,12 +261,16 @@ def save_verdicts(reports: Sequence, checked_with: str) -> list[str]:
         by_folder.setdefault(os.path.dirname(report.path), []).append(report)
     for folder, folder_reports in sorted(by_folder.items()):
         current = Folder.read(folder)
-        shards = {}  # the current verdict's other shards are kept
-        if current.verdict and current.verdict.get("manifest_sha256") == current.manifest_digest:
+        shards = {}  # the current verdict's other shards are kept (of this version and manifest)
+        if current.verdict and current.verdict.get("version") == VERDICT_VERSION and \
+                current.verdict.get("manifest_sha256") == current.manifest_digest:
             shards = dict(current.verdict.get("shards", {}))
         for report in folder_reports:
+            size_and_time = stat(report.path)
             shards[os.path.basename(report.path)] = {
                 "records": report.records, "bytes": report.bytes,
+                "mtime_ns": size_and_time[1] if size_and_time else None,
+                "crc_digest": shard_index.footer_digest(shard_index.spans_of(report.path)),
                 "bad": [[index, reason] for index, reason in report.undecodable]}
         path = os.path.join(folder, VERDICT)
         with tf.io.gfile.GFile(path, "w") as handle:

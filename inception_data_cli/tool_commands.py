@@ -41,7 +41,8 @@ def inspect(patterns, verify, save_verdict, samples, max_size, sheet_path, per_c
     stored images, checks, and optionally a contact sheet."""
     import concurrent.futures
 
-    from inception_data import contact_sheet, inspection, reader, shard_set
+    from inception_data import contact_sheet, inspection, reader, shard_index, shard_set
+    from inception_data import split_check
 
     try:
         files = reader.list_files(list(patterns))
@@ -60,8 +61,9 @@ def inspect(patterns, verify, save_verdict, samples, max_size, sheet_path, per_c
         offset = shards.label_offset()
     except ValueError as err:
         fail(str(err))
-    if verify:  # a shard the names or the manifest promise, missing or empty
-        problems += shards.incomplete()
+    # the set against its names, manifest, index files and sizes (no pass over the data)
+    spans = {s.path: s for s in shard_index.read(files, scan=False) if s is not None}
+    problems += [problem.line for problem in split_check.problems(shards, list(spans.values()))]
     reports = []
     with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         for path in files:
@@ -74,6 +76,10 @@ def inspect(patterns, verify, save_verdict, samples, max_size, sheet_path, per_c
                 click.echo(f"  sample: {sample}")
             totals.update(shard.per_class)
             problems += [f"{path}: {p}" for p in shard.problems]
+            counted = shards.shard_records(path)
+            if not shard.problems and counted is not None and counted != shard.records:
+                problems.append(f"{path} holds {shard.records} records, its manifest counts "
+                                f"{counted}")
     click.echo(f"{sum(totals.values())} records in {len(files)} file(s); per class:")
     for (label, text), count in sorted(totals.items()):
         click.echo(f"  {label:5d} {text}: {count}")

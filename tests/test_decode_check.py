@@ -3,6 +3,7 @@
 
 import json
 import logging
+import os
 import subprocess
 import sys
 
@@ -125,3 +126,23 @@ def _central_crop_decodes(shard, index):
     except tf.errors.OpError:
         return False
     return True
+
+
+def test_a_verdict_holds_for_the_bytes_it_checked(tmp_path, capfd):
+    """A record rewritten after the check (valid framing, the same size, an image that does
+    not decode) makes the shard unchecked, said once; then on_error="skip" skips it too. A
+    copy of the checked bytes (another time) keeps its verdict: the records' CRCs are those
+    checked."""
+    shard = fabricate.shard_with_bad_records(tmp_path / "train-00000-of-00001", 5, bad=(2,))
+    fabricate.cli("inspect", "--verify", "--save-verdict", shard, expect=1)
+    assert shard_set.ShardSet.read([shard]).checked()
+    size = os.path.getsize(shard)
+    fabricate.shard_with_bad_records(tmp_path / "train-00000-of-00001", 5, bad=(2, 3))
+    assert os.path.getsize(shard) == size
+    assert not shard_set.ShardSet.read([shard]).checked()
+    assert "the shard was rewritten since (its records' CRCs differ); it is read as " \
+           "unchecked" in capfd.readouterr().err
+    assert filenames(shard, is_training=False, on_error="skip") == ["0.jpg", "1.jpg", "4.jpg"]
+    fabricate.shard_with_bad_records(tmp_path / "train-00000-of-00001", 5, bad=(2,))
+    os.utime(shard, ns=(1, 1))  # the checked bytes, another time: a copy
+    assert shard_set.ShardSet.read([shard]).checked()

@@ -2,6 +2,7 @@
 from the `-of-N` names, the manifest and file sizes only."""
 
 import logging
+import re
 import os
 
 import pytest
@@ -213,3 +214,80 @@ def test_a_shard_that_reads_whole_where_its_reader_stopped_is_called_a_read_erro
     assert line.startswith(f"input_fn: {shard} could not be read past byte {second} of "
                            f"{len(whole)} (a read error: the record there reads whole now"), line
     assert "after its record 1 of 4" in line
+
+
+def whole_copy(built, tmp_path):
+    """A copy of the build, index files and manifest included."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(built, out)
+    return out
+
+
+def names(pattern, **options):
+    dataset = reader.input_fn(pattern, is_training=True, batch_size=1, image_size=16, seed=1,
+                              options=reader.ReadOptions(with_metadata=True, repeat=False,
+                                                         drop_remainder=False, **options))
+    return [m["filename"].numpy()[0] for _, _, m in dataset]
+
+
+def refused_everywhere(out, says):
+    """inspect exits 1 naming it, input_fn (training and evaluation) raises ShardMismatch with
+    the line, train.py exits 2 with one line."""
+    from inception_data import read_errors
+    from tests.test_train_runs import run_train
+
+    pattern = str(out / "train-*")
+    result = fabricate.cli("inspect", pattern, expect=1)
+    assert says in result.output, result.output
+    for training in (True, False):
+        with pytest.raises(read_errors.ShardMismatch, match=re.escape(says)):
+            reader.input_fn(pattern, is_training=training, batch_size=2, image_size=16)
+    output = run_train("--data-dir", out, "--train-dir", out.parent / "run", "--model", "tiny",
+                       "--max-steps", 1, expect=2)
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and says in errors[0] and "Traceback" not in output, output[-2000:]
+
+
+def test_a_stray_shard_is_refused_and_allow_incomplete_reads_it(built, tmp_path):
+    """A copy of shard 0 as `train-00003-of-00003` (what an interrupted copy leaves)."""
+    import shutil
+
+    out = whole_copy(built, tmp_path)
+    shutil.copy(out / "train-00000-of-00003", out / "train-00003-of-00003")
+    refused_everywhere(out, f"{out}/train-00003-of-00003 is shard 3 of 3 by its name, but 3 "
+                            f"shards are numbered 0 to 2: a copy or a leftover; delete it")
+    assert len(names(str(out / "train-*"), allow_incomplete=True)) == 16  # 12 and its 4
+
+
+def test_shards_of_another_build_are_refused(built, tmp_path):
+    import shutil
+
+    out = whole_copy(built, tmp_path)
+    shutil.copy(out / "train-00000-of-00003", out / "train-00000-of-00002")
+    refused_everywhere(out, f"says there are 2 train shards, {out}/train-00000-of-00003 says 3: "
+                            f"shards of two builds are mixed")
+
+
+@pytest.mark.parametrize("edit", ["doubled", "one zero"])
+def test_manifest_counts_that_are_not_the_shards_are_refused(built, tmp_path, edit):
+    """Every count doubled (and the total), or one shard's count set to 0: the index files and
+    sizes say otherwise (no pass over the data)."""
+    import json
+
+    out = whole_copy(built, tmp_path)
+    manifest = json.loads((out / "manifest.json").read_text())
+    split = manifest["splits"]["train"]
+    if edit == "doubled":
+        split["shards"] = {name: 2 * n for name, n in split["shards"].items()}
+        split["written"] *= 2
+    else:
+        split["shards"]["train-00001-of-00003"] = 0
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    if edit == "doubled":  # the manifest agrees with itself; each shard's index does not
+        refused_everywhere(out, f"{out}/train-00000-of-00003 holds 4 records (by its index "
+                                f"file), its manifest counts 8")
+    else:
+        refused_everywhere(out, f"{out}/manifest.json says 12 train records were written, but "
+                                f"its train shards count 8")
