@@ -29,8 +29,12 @@ def _tensorflow_log_level(argv) -> str:
 
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", _tensorflow_log_level(sys.argv))
+if __name__ == "__main__":  # before TensorFlow starts threads, which inherit the blocked signals
+    from trainer import stop
 
-from trainer.quiet_start import import_tensorflow  # noqa: E402
+    stop.install()  # SIGTERM and Ctrl-C end the process at once, whatever it is doing
+
+from inception_data.quiet_start import import_tensorflow  # noqa: E402
 
 tf = import_tensorflow()  # without the C++ start-up notices that look like failures
 import keras  # noqa: E402
@@ -103,6 +107,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--mixed-precision", action="store_true", help="float16 compute on GPUs")
     p.add_argument("--jit-compile", choices=["auto", "on", "off"], default="auto",
                    help="XLA for the training step; auto = on GPUs only")
+    p.add_argument("--peer-timeout", type=float, default=20, metavar="MINUTES",
+                   help="under TF_CONFIG: how long to wait for every task of the cluster (a "
+                        "line every 30 s names those not reached); machines of a real cluster "
+                        "can take minutes to be scheduled and pull their image")
     p.add_argument("--benchmark-steps", type=int,
                    help="only measure images/s with real and synthetic input")
     return p.parse_args(argv)

@@ -11,6 +11,7 @@ line, and `from_tf_error` gives back the typed error behind it.
 from __future__ import annotations
 
 import collections
+import contextlib
 import sys
 import threading
 
@@ -77,6 +78,25 @@ def from_tf_error(err: BaseException) -> ReadError | None:
 
 
 _WARNED: set[str] = set()
+
+
+@contextlib.contextmanager
+def named():
+    """Re-raises an error that an `input_fn` pipeline failed with inside tf.data as the typed
+    ReadError behind it: one line, without TensorFlow's wrapping ("{{function_node
+    __wrapped__IteratorGetNext...}} assertion failed: [...]"). Errors that are not input_fn's
+    (a record that does not decode) pass unchanged.
+
+        with read_errors.named():
+            for images, labels in dataset: ...
+    """
+    try:
+        yield
+    except Exception as err:
+        typed = from_tf_error(err)
+        if typed is None:
+            raise
+        raise typed from None
 
 
 def warn(line: str, *, once: bool = False) -> None:

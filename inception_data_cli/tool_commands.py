@@ -41,6 +41,9 @@ def inspect(patterns, verify, save_verdict, samples, max_size, sheet_path, per_c
     stored images, checks, and optionally a contact sheet."""
     import concurrent.futures
 
+    from inception_data.quiet_start import import_tensorflow
+
+    import_tensorflow()  # without the C++ start-up notices (an E-line on machines without GPU)
     from inception_data import contact_sheet, inspection, reader, shard_index, shard_set
     from inception_data import split_check
 
@@ -168,6 +171,9 @@ def _echo_sizes(sizes) -> None:
 @click.option("--batches", type=int, default=50, show_default=True)
 def benchmark_input(pattern, batch_size, image_size, distortions, evaluation, batches):
     """Images/s of input_fn on your shards: will your input pipeline keep accelerators fed?"""
+    from inception_data.quiet_start import import_tensorflow
+
+    import_tensorflow()
     from inception_data import reader, throughput
 
     try:
@@ -194,6 +200,9 @@ def index(patterns, overwrite):
     """Write index/<shard>.idx for shards that lack one (another tool's, or copied without the
     index folder), from their record headers: what input_fn's training order reads by, and
     what DALI's and PyTorch's TFRecord readers take."""
+    from inception_data.quiet_start import import_tensorflow
+
+    import_tensorflow()
     from inception_data import reader, shard_index, tfrecord
 
     try:

@@ -30,15 +30,21 @@ def tf_config(workers, kind="worker", index=0, chief=None):
 
 
 def test_the_cluster_comes_from_tf_config():
+    def where(environ):
+        found = cluster.from_env(environ)
+        return found.workers, found.index, found.chief
+
     assert cluster.from_env({}) == cluster.SINGLE
     two = ["10.0.0.1:2222", "10.0.0.2:2222"]
-    assert cluster.from_env({"TF_CONFIG": tf_config(two, index=0)}) == cluster.Cluster(2, 0, True)
-    assert cluster.from_env({"TF_CONFIG": tf_config(two, index=1)}) == cluster.Cluster(2, 1, False)
+    assert where({"TF_CONFIG": tf_config(two, index=0)}) == (2, 0, True)
+    assert where({"TF_CONFIG": tf_config(two, index=1)}) == (2, 1, False)
     # with a chief task, the chief writes and worker 0 does not
     with_chief = {"TF_CONFIG": tf_config(two, "worker", 0, chief=["10.0.0.9:2222"])}
-    assert cluster.from_env(with_chief) == cluster.Cluster(3, 1, False)
+    assert where(with_chief) == (3, 1, False)
+    assert cluster.from_env(with_chief).tasks == (("chief 0", "10.0.0.9:2222"),
+                                                  ("worker 0", two[0]), ("worker 1", two[1]))
     chief = {"TF_CONFIG": tf_config(two, "chief", 0, chief=["10.0.0.9:2222"])}
-    assert cluster.from_env(chief) == cluster.Cluster(3, 0, True)
+    assert where(chief) == (3, 0, True)
     assert not cluster.from_env({"TF_CONFIG": tf_config(two[:1])}).multi_worker
 
 
@@ -92,11 +98,12 @@ def free_ports(count):
     return ports
 
 
-def start_workers(tmp_path, name, *argv, workers=2):
-    """train.py processes, one per worker of a cluster on 127.0.0.1; output in <name>-<i>.log."""
+def start_workers(tmp_path, name, *argv, workers=2, started=None):
+    """train.py processes, one per worker of a cluster on 127.0.0.1 (the first `started` of
+    them: all by default); output in <name>-<i>.log."""
     addresses = [f"127.0.0.1:{port}" for port in free_ports(workers)]
     processes = []
-    for index in range(workers):
+    for index in range(workers if started is None else started):
         env = {**os.environ, "TF_CONFIG": tf_config(addresses, index=index)}
         log = open(tmp_path / f"{name}-{index}.log", "w")
         processes.append(subprocess.Popen(
@@ -199,3 +206,66 @@ def test_two_workers_train_as_one_and_resume_exactly_after_a_worker_is_killed(tm
     assert np.allclose([r["loss"] for r in again], alone, rtol=1e-5, atol=0)
     assert (runs / f"ckpt-{saved + 2:06d}.keras").exists()
     assert len(list((runs / "logs").glob("*tfevents*"))) == 2  # the chief's of each run
+
+
+def read_until(process, log, text, seconds):
+    """Waits for `text` in the process's log (it must still run)."""
+    deadline = time.monotonic() + seconds
+    while text not in log.read_text():
+        assert process.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, f"no {text!r} in {seconds} s: {log.read_text()}"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_a_worker_without_its_cluster_names_the_missing_task_and_stops_in_one_line(tmp_path):
+    """TF_CONFIG of 2 workers, only worker 0 started: a line names worker 1 and its address
+    while it waits; --peer-timeout ends the wait with one line; SIGTERM ends it at once."""
+    data = varied_shards(tmp_path / "data", per_class=2)
+    common = ["--data-dir", data, "--model", MODEL]
+    (alone,) = start_workers(tmp_path, "timeout", *common, "--train-dir", tmp_path / "a",
+                             "--peer-timeout", 0.2, started=1)
+    (waiting,) = start_workers(tmp_path, "sigterm", *common, "--train-dir", tmp_path / "b",
+                               started=1)
+    log = tmp_path / "sigterm-0.log"
+    read_until(waiting, log, "not started yet: worker 1 (127.0.0.1:", 120)
+    os.killpg(waiting.pid, signal.SIGTERM)
+    began = time.monotonic()
+    assert waiting.wait(timeout=15) == 143 and time.monotonic() - began < 15
+    assert log.read_text().splitlines()[-1] == \
+        f"stopped by SIGTERM: no checkpoint yet: the same command starts again ({tmp_path}/b)"
+    assert wait([alone], timeout=120) == [2]
+    text = (tmp_path / "timeout-0.log").read_text()
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and re.match(
+        r"error: worker 1 \(127\.0\.0\.1:\d+\) did not start in 1\d s \(--peer-timeout 0\.2 "
+        r"min\): start every task of TF_CONFIG with the same command", errors[0]), text
+    assert "Traceback" not in text and "waiting for the cluster" in text
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_training_ends_train_py_at_once(tmp_path):
+    """Ctrl-C in the middle of training, evaluating and writing checkpoints: exit 130 at once
+    with one line; and the run's output holds no error line of TensorFlow's (an ordinary run
+    printed an E-line at every checkpoint)."""
+    data = varied_shards(tmp_path / "data", per_class=2)
+    log = tmp_path / "train.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "train.py"), "--data-dir", str(data), "--train-dir",
+             str(tmp_path / "runs"), "--model", MODEL, "--max-steps", "100000",
+             "--checkpoint-steps", "2", "--log-every", "1", "--eval-every-steps", "2"],
+            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+    try:
+        read_until(process, log, "eval at step 4", 180)
+        process.send_signal(signal.SIGINT)
+        began = time.monotonic()
+        assert process.wait(timeout=15) == 130 and time.monotonic() - began < 15
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    lines = log.read_text().splitlines()
+    assert re.fullmatch(rf"stopped by SIGINT: the newest checkpoint is step \d+; the same "
+                        rf"command resumes there \({tmp_path}/runs\)", lines[-1]), lines[-1]
+    assert "eval at step 4" in log.read_text()
+    assert not [line for line in lines if re.match(r"E\d{4} ", line)], lines

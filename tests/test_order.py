@@ -210,6 +210,10 @@ def test_a_damaged_record_is_named_with_its_shard_and_skip_leaves_it_out(shards,
             stream(out / "train-*", 10, read=read)
         typed = read_errors.from_tf_error(raised.value)
         assert isinstance(typed, read_errors.DamagedShard), raised.value.message[-500:]
+        with pytest.raises(read_errors.DamagedShard) as named:  # a user's loop, one line
+            with read_errors.named():
+                stream(out / "train-*", 10, read=read)
+        assert str(named.value) == str(typed) and "function_node" not in str(named.value)
     assert typed.detail.startswith(f"{shard}: its record 1 of 7 (at byte ")
     assert "(its data CRC does not hold: the bytes are damaged): rebuild it" in typed.detail
     seen = [name for _, _, name in one_epoch_skipping(out, read)]

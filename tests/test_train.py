@@ -390,3 +390,26 @@ def test_evaluation_says_how_many_records_it_could_not_read():
     assert callbacks.skipped_note(0) == ""
     note = callbacks.skipped_note(3)
     assert note.startswith("; 3 record(s) skipped") and "shard is damaged" in note
+
+
+def test_weights_that_are_not_the_networks_are_one_short_line(tmp_path):
+    """--pretrained with another network's weights (Keras' own message lists every layer:
+    5,546 characters), a folder or a missing file (h5py's names buffers): one line, under 400
+    characters, that says what is wrong and what to give."""
+    other = models._KERAS_BASES["mobilenet_v2"](include_top=False, weights=None,
+                                                input_shape=(32, 32, 3))
+    path = tmp_path / "mobilenet_v2.weights.h5"
+    other.save_weights(path)
+    rec = recipes.recipe("resnet50")
+    expected = {
+        str(path): f"--pretrained {path} does not hold resnet50's weights (106 of its layers "
+                   f"could not be loaded; the first: Layer 'conv1_conv' expected 2 variables",
+        str(tmp_path): f"--pretrained {tmp_path} is a folder: give the no-top weights file of "
+                       f"resnet50 (a .h5 of Keras' applications), such as {tmp_path}/<file>.h5",
+        str(tmp_path / "no.h5"): f"--pretrained {tmp_path / 'no.h5'} does not exist: give the "
+                                 f"no-top weights file of resnet50"}
+    for given, says in expected.items():
+        with pytest.raises(models.PretrainedError) as raised:
+            models.build("resnet50", 4, 32, rec, pretrained=given)
+        message = str(raised.value)
+        assert message.startswith(says) and len(message) < 400 and "\n" not in message, message

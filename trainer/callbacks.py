@@ -158,7 +158,7 @@ class Logbook:
                 continue
             with tf.io.gfile.GFile(path) as handle:
                 lines = handle.read().splitlines()
-            kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+            kept = [line for line in lines if _step_of_row(line) <= step]
             if len(kept) < len(lines):
                 with tf.io.gfile.GFile(path, "w") as handle:
                     handle.write("".join(line + "\n" for line in kept))
@@ -177,6 +177,14 @@ class Logbook:
         with self.writer.as_default(step=step):
             tf.summary.image(name, (images + 1.0) / 2.0, max_outputs=len(images))
         self.writer.flush()
+
+
+def _step_of_row(line: str) -> float:
+    """The step of a jsonl row; a row a kill cut short counts as past every step."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 class PeriodicEvaluation(keras.callbacks.Callback):

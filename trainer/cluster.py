@@ -33,6 +33,7 @@ import functools
 import json
 import os
 import re
+import time
 
 import tensorflow as tf
 
@@ -44,6 +45,7 @@ class Cluster:
     workers: int  # training tasks (the chief and the workers)
     index: int  # this task's place among them, the chief first
     chief: bool
+    tasks: tuple[tuple[str, str], ...] = ()  # (name, host:port) of each, in that order
 
     @property
     def multi_worker(self) -> bool:
@@ -78,12 +80,14 @@ def from_env(environ=None) -> Cluster:
     if not 0 <= place < tasks:
         raise TrainingError(f"TF_CONFIG's task {kind} {index} is not in its cluster "
                             f"({len(chiefs)} chief, {len(workers)} worker(s))")
-    return Cluster(workers=tasks, index=place, chief=place == 0)
+    names = [(f"chief {i}", a) for i, a in enumerate(chiefs)] + \
+        [(f"worker {i}", a) for i, a in enumerate(workers)]
+    return Cluster(workers=tasks, index=place, chief=place == 0, tasks=tuple(names))
 
 
 def strategy(num_gpus: int | None, num_towers: int | None) -> tf.distribute.Strategy:
     """MultiWorkerMirroredStrategy for the TF_CONFIG cluster, with every local GPU (or one CPU
-    replica per worker: the strategy takes no CPU device list)."""
+    replica per worker: the strategy takes no CPU device list). Call `rendezvous` first."""
     if num_towers and num_towers > 1:
         raise TrainingError("--num-towers splits one machine's CPU into towers; across "
                             "workers (TF_CONFIG) each worker trains with its GPUs, or with one "
@@ -93,6 +97,68 @@ def strategy(num_gpus: int | None, num_towers: int | None) -> tf.distribute.Stra
                             "each worker uses its visible GPUs (set CUDA_VISIBLE_DEVICES)")
     install_keras_fixes()
     return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+HEARTBEAT, FRESH, EVERY = 5.0, 30.0, 30.0  # seconds: presence written, counted, reported
+
+
+def rendezvous(team: Cluster, train_dir: str, minutes: float, *, clock=time.monotonic) -> None:
+    """Waits until every task of the cluster has started, before the strategy is made: the
+    strategy's own wait holds Python's lock, so nothing could report on it or stop it (SIGTERM
+    waited 4 minutes). Each task writes `<train_dir>/.cluster/<task>.json` every 5 s while it
+    waits (--train-dir is shared by every task); a task is there when its file is at most 30 s
+    older than this task's own (times of one file system, so no clock skew). Prints the tasks
+    not there yet 3 s in and every 30 s; raises TrainingError after `minutes`."""
+    folder = os.path.join(train_dir, ".cluster")
+    tf.io.gfile.makedirs(folder)
+    mine = os.path.join(folder, _file_name(team.tasks[team.index][0]))
+    others = [task for i, task in enumerate(team.tasks) if i != team.index]
+    began, reported, written = clock(), clock() - EVERY + 3.0, -HEARTBEAT
+    while True:
+        if clock() - written >= HEARTBEAT:
+            _write(mine, team.tasks[team.index])
+            written = clock()
+        missing = _missing(folder, mine, others)
+        if not missing:
+            return
+        waited = clock() - began
+        names = ", ".join(f"{name} ({address})" for name, address in missing)
+        if waited >= 60 * minutes:
+            raise TrainingError(
+                f"{names} did not start in {waited:.0f} s (--peer-timeout {minutes:g} min): "
+                f"start every task of TF_CONFIG with the same command and the same "
+                f"--train-dir (shared by all of them), or raise --peer-timeout")
+        if clock() - reported >= EVERY:
+            print(f"waiting for the cluster ({waited:.0f} s of --peer-timeout {minutes:g} "
+                  f"min): not started yet: {names}", flush=True)
+            reported = clock()
+        time.sleep(0.5)
+
+
+def _file_name(task: str) -> str:
+    return task.replace(" ", "-") + ".json"
+
+
+def _write(path: str, task: tuple[str, str]) -> None:
+    with tf.io.gfile.GFile(path, "w") as handle:
+        handle.write(json.dumps({"task": task[0], "address": task[1]}) + "\n")
+
+
+def _missing(folder: str, mine: str, others) -> list[tuple[str, str]]:
+    try:
+        own = tf.io.gfile.stat(mine).mtime_nsec
+    except tf.errors.OpError:
+        return list(others)
+    missing = []
+    for name, address in others:
+        try:
+            fresh = tf.io.gfile.stat(os.path.join(folder, _file_name(name))).mtime_nsec >= \
+                own - FRESH * 1e9
+        except tf.errors.OpError:
+            fresh = False
+        if not fresh:
+            missing.append((name, address))
+    return missing
 
 
 def is_multi_worker(strategy) -> bool:

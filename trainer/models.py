@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import warnings
 
 import keras
 import tensorflow as tf
@@ -55,15 +56,20 @@ class CaffeInput(keras.layers.Layer):
 def _keras_base(name: str, shape, pretrained: str | None):
     """The Keras application without its top, on [-1, 1] inputs, with `pretrained` weights
     ('imagenet': Keras' published ones, fetched into $KERAS_HOME/models; or a file's path)."""
+    if pretrained and pretrained != "imagenet":
+        _check_weights_path(pretrained, name)
     inputs = keras.Input(shape)
     x = CaffeInput(name="caffe_input")(inputs) if pretrained and name in CAFFE_INPUT else inputs
     try:
-        return _KERAS_BASES[name](include_top=False, weights=pretrained, input_tensor=x,
-                                  input_shape=shape)
+        with warnings.catch_warnings():  # a warning per layer Keras could not match
+            warnings.simplefilter("ignore")
+            return _KERAS_BASES[name](include_top=False, weights=pretrained, input_tensor=x,
+                                      input_shape=shape)
     except Exception as err:
         if pretrained != "imagenet":
-            raise PretrainedError(f"--pretrained {pretrained}: {err}; give the no-top weights "
-                                  f"file of {name} (a .h5 of Keras' applications)") from None
+            raise PretrainedError(f"--pretrained {pretrained} does not hold {name}'s weights "
+                                  f"({_first_mismatch(err)}): give the no-top weights file of "
+                                  f"{name} (a .h5 of Keras' applications)") from None
         url = re.search(r"https?://\S+?\.h5", str(err))
         file = url.group(0).rsplit("/", 1)[-1] if url else f"the no-top {name} weights file"
         home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
@@ -72,6 +78,27 @@ def _keras_base(name: str, shape, pretrained: str | None):
             f"the ImageNet weights of {name} could not be fetched ({reason}); put {file}"
             f"{' (from ' + url.group(0) + ')' if url else ''} in {home}/models/, where Keras "
             f"looks first, or pass --pretrained PATH to a copy of it") from None
+
+
+def _check_weights_path(path: str, name: str) -> None:
+    """--pretrained PATH is one weights file (h5py's own errors name buffers and byte counts)."""
+    advice = f"give the no-top weights file of {name} (a .h5 of Keras' applications)"
+    if not tf.io.gfile.exists(path):
+        raise PretrainedError(f"--pretrained {path} does not exist: {advice}")
+    if tf.io.gfile.isdir(path):
+        raise PretrainedError(f"--pretrained {path} is a folder: {advice}, such as "
+                              f"{path.rstrip('/')}/<file>.h5")
+
+
+def _first_mismatch(err: Exception) -> str:
+    """Keras' error for weights of another network, shortened: it lists every layer (5,546
+    characters for ResNet-50); the count and the first layer say what happened."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    count = re.search(r"A total of (\d+) objects could not be loaded", str(err))
+    first = next((line for line in lines if line.startswith("Layer '")), None)
+    if count and first:
+        return f"{count.group(1)} of its layers could not be loaded; the first: {first[:160]}"
+    return (lines[0] if lines else type(err).__name__)[:200]
 
 
 def build(name: str, num_classes: int, image_size: int, rec: Recipe,

@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from trainer import callbacks as cb
 from trainer import batch_norm, checkpoints, cluster, data, models, optimizers, recipes
-from trainer import run_record
+from trainer import run_record, stop
 from trainer.callbacks import TrainingError
 
 
@@ -65,6 +65,7 @@ class TrainConfig:
     on_error: str = "raise"  # input_fn's, for records that do not decode
     precise_bn_batches: int = 10  # training batches that re-estimate batch norm (0: off)
     freeze_base_steps: int = 0  # fine-tuning: train the new head alone for this many steps
+    peer_timeout: float = 20  # minutes to wait for every task of a TF_CONFIG cluster
 
     def recipe(self, model: str | None = None) -> recipes.Recipe:
         """The recipe of `model` (default: this run's) with this run's overrides."""
@@ -204,8 +205,12 @@ def _new_model(config: TrainConfig, info, steps_per_epoch: int):
 
 
 def train(config: TrainConfig) -> keras.Model:
-    strategy = make_strategy(config.num_gpus, config.num_towers)  # before any TF op
+    stop.where["train_dir"] = config.train_dir  # what a SIGTERM's line names
     team = cluster.from_env()
+    if team.multi_worker:  # every task started, before the strategy waits for them
+        cluster.rendezvous(team, config.train_dir, config.peer_timeout)
+    with stop.abruptly():  # (the strategy's wait holds Python's lock: no line can be printed)
+        strategy = make_strategy(config.num_gpus, config.num_towers)  # before any other TF op
     saved = run_record.RunRecord.read(config.train_dir)
     _seed(config.seed if config.seed is not None or saved is None or not saved.seed_given
           else saved.seed)  # a resumed --seed run stays deterministic without the flag
@@ -395,7 +400,8 @@ def watch(config: TrainConfig, interval_secs: float) -> None:
 
 def benchmark(config: TrainConfig, steps: int) -> dict:
     """Training images/s with the real input pipeline and with synthetic input, side by side."""
-    strategy = make_strategy(config.num_gpus, config.num_towers)  # before any TF op
+    stop.where["train_dir"] = config.train_dir  # what a SIGTERM's line names
+    strategy = make_strategy(config.num_gpus, config.num_towers, config.peer_timeout)  # first
     info = data.load(config.data_dir)
     with strategy.scope():
         model, rec, _, _ = _new_model(config, info, steps_per_epoch=1000)
