@@ -12,7 +12,6 @@ TensorFlow or Pillow.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import importlib.util
 from typing import Any
 
@@ -89,6 +88,10 @@ class BuildOptions:
         None, "--workers", type=int, recorded=False,
         help="Local worker processes (default: one per core when the files and bytes to "
              "convert make it faster than one process, see docs/building.md).")
+    dry_run: bool = option(
+        False, "--dry-run", is_flag=True, recorded=False,
+        help="Print the plan (each class with its count, the shards, the output folder, the "
+             "design and its estimated time) and write nothing.")
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -109,13 +112,6 @@ class BuildOptions:
                 raise ValueError("--near-duplicates needs the imagehash package, an optional "
                                  "part of inception-data: pip install "
                                  "'inception-data[near-duplicates]'")
-
-    @functools.cached_property
-    def policy(self):
-        """--max-size, --jpeg-quality and --progressive as the images module applies them."""
-        from inception_data import images
-
-        return images.SizePolicy(self.max_size, self.jpeg_quality, self.progressive)
 
     def settings(self) -> dict:
         """The recorded options, by field name: the manifest's `settings` (with the shard

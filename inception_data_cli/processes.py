@@ -150,9 +150,10 @@ def _interrupted(signum: int, output_dir: str) -> None:
 def run_and_report(run, output_dir: str) -> None:
     """Runs a build function; known failures become one-line errors (exit 2), signals exit
     130/143 after stopping the workers, anything else is one line unless --debug, and the
-    result a summary per split."""
+    result a summary per split (or, with --dry-run, the plan it returned)."""
     from inception_data import labels as labels_lib
     from pipelines import launch, report
+    from pipelines.plan import BuildPlan
 
     debug = click.get_current_context().find_root().params.get("debug", False)
     received = []  # signals, whatever exception they end up wrapped in
@@ -173,6 +174,10 @@ def run_and_report(run, output_dir: str) -> None:
         fail(f"{one_line(err, output_dir)} (--debug shows the whole traceback)")
     if received:  # a signal whose exception something swallowed: still a stop, not a success
         _interrupted(received[0], output_dir)
+    if isinstance(manifest, BuildPlan):  # --dry-run: the plan, nothing written
+        click.echo(manifest.describe())
+        click.echo(f"dry run: nothing written to {output_dir}")
+        return
     if manifest is None:
         click.echo(f"the runner returned before the build finished (a template, or a job that "
                    f"runs on); when it is done, run the same command with --resume to check it "

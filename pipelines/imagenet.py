@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -41,11 +41,11 @@ class InnerTar:
         where = listing.member_path(self.root, f"{self.name}.tar")
         yield listing.Found(self.split, index.found, self.size)
         for name, kind, reason in index.problems:
-            yield listing.reject(self.split, f"{where}/{name}" if name else where, kind, reason)
+            yield listing.Reject(self.split, f"{where}/{name}" if name else where, kind, reason)
         label = context.label_of.get(self.name)
         if label is None:
             for name, _, _ in index.files:
-                yield listing.reject(self.split, f"{where}/{name}", "unlisted directory",
+                yield listing.Reject(self.split, f"{where}/{name}", "unlisted directory",
                                      f"synset {self.name!r} is not in the synsets file")
             return
         yield listing.ClassFiles(self.split, label, context.keying.items(
@@ -104,7 +104,7 @@ def _flat_events(split, root, found: listing.TreeClass, entries, context, archiv
         return listing.member_path(root, relpath) if archive else FileSystems.join(root, relpath)
 
     for relpath, kind, reason in found.rejects:
-        yield listing.reject(split, where(relpath), kind, reason)
+        yield listing.Reject(split, where(relpath), kind, reason)
     per_label: dict[int, list] = {}
     for relpath, entry in entries:
         name = relpath.rsplit("/", 1)[-1]
@@ -112,7 +112,7 @@ def _flat_events(split, root, found: listing.TreeClass, entries, context, archiv
         if listing.is_hidden(name):
             yield listing.hidden_reject(split, where(relpath))
         elif synset is None or synset not in context.label_of:
-            yield listing.reject(
+            yield listing.Reject(
                 split, where(relpath), "not in validation labels",
                 f"{name} is not in the validation labels file (or its synset is not in the "
                 f"synsets file); name validation images ILSVRC2012_val_%08d.JPEG")
@@ -157,7 +157,7 @@ def train_tar_sources(split: str, tar_path: str, label_map, warn, listed: builde
         sources.append(InnerTar(split, tar_path, synset, offset, size))
     for name, kind, reason in index.problems:
         listed.found.append(listing.Found(split, 1))
-        listed.rejects.append(listing.reject(split, listing.member_path(tar_path, name), kind,
+        listed.rejects.append(listing.Reject(split, listing.member_path(tar_path, name), kind,
                                              reason))
     label_warnings.warn_each(warn, [f"{listing.member_path(tar_path, name)}: {reason}"
                                 for name, _, reason in index.problems])

@@ -9,14 +9,14 @@ import json
 import os
 import threading
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from inception_data import paths, sharding, tfds_metadata
-from pipelines import dedup, atomic_files, report
+from pipelines import atomic_files, dedup, report
 
 
 class LaunchError(RuntimeError):
@@ -91,7 +91,7 @@ class Plan:
 
         return FnApiRunner()
 
-    def with_workers(self, workers: int | None) -> "Plan":
+    def with_workers(self, workers: int | None) -> Plan:
         """Local worker processes (one per core when None), unless the user set them."""
         args = list(self.beam_args)
         if not any(a.startswith("--direct_num_workers") for a in args):
@@ -297,5 +297,7 @@ def summary_line(manifest: dict) -> str:
     rejected = sum(s["rejected"] for s in splits)
     seconds = manifest.get("seconds", 0.0)
     rate = written / seconds if seconds else 0.0
+    estimate = manifest.get("estimated_seconds")
     return (f"wrote {written} images, rejected {rejected}, in {seconds:.1f} s "
-            f"({rate:.1f} images/s)")
+            f"({rate:.1f} images/s" + (f"; the plan estimated {estimate:.1f} s)" if estimate
+                                       else ")"))

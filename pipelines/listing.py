@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Callable, Iterator, Mapping, NamedTuple
+from collections.abc import Callable, Iterator, Mapping
+from typing import NamedTuple
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -58,9 +59,17 @@ class Found(NamedTuple):
     bytes: int = 0
 
 
-def reject(split: str, path: str, kind: str, reason: str) -> dict:
-    """A rejects-report row: `kind` is a short category, `reason` says what to do."""
-    return {"split": split, "path": path, "kind": kind, "reason": reason}
+class Reject(NamedTuple):
+    """A rejects-report row: a file of `split` that is not written; `kind` is a short category,
+    `reason` says what to do. `rejects-<split>.jsonl` holds `row()` per line."""
+
+    split: str
+    path: str
+    kind: str
+    reason: str
+
+    def row(self) -> dict:
+        return self._asdict()
 
 
 def member_path(archive: str, member: str = "") -> str:
@@ -81,9 +90,9 @@ def is_hidden(basename: str) -> bool:
 HIDDEN = ("hidden file", "hidden file, not read")  # (kind, reason)
 
 
-def hidden_reject(split: str, path: str) -> dict:
+def hidden_reject(split: str, path: str) -> Reject:
     """Hidden files (.DS_Store, editor swap files) are reported, never read."""
-    return reject(split, path, *HIDDEN)
+    return Reject(split, path, *HIDDEN)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,7 +238,7 @@ class Tree:
             self.names = list(self._remote)
 
     @classmethod
-    def from_classes(cls, root: str, classes: Mapping[str, TreeClass]) -> "Tree":
+    def from_classes(cls, root: str, classes: Mapping[str, TreeClass]) -> Tree:
         """A remote tree from walk_remote()'s classes, without listing it again."""
         tree = cls.__new__(cls)
         tree.root, tree._remote, tree.names = root, dict(classes), list(classes)
@@ -256,12 +265,12 @@ def _outside_classes(split: str, tree: Tree) -> Iterator:
     yield Found(split, found, sum(size for _, size in top.files))
     where = tree.root.rstrip("/")
     for relpath, _ in top.files:
-        yield reject(split, FileSystems.join(tree.root, relpath), "not in a class directory",
+        yield Reject(split, FileSystems.join(tree.root, relpath), "not in a class directory",
                      f"a file directly in {where}, outside the class directories; images go "
                      f"in {where}/<label>/<image>: move it into its class directory")
     for relpath, kind, reason in top.rejects:
         if kind != "broken symlink":  # (class_names warned: most likely a class folder's link)
-            yield reject(split, FileSystems.join(tree.root, relpath), kind, reason)
+            yield Reject(split, FileSystems.join(tree.root, relpath), kind, reason)
 
 
 def tree_events(split: str, tree: Tree, label_of: Mapping[str, int], keying: Keying,
@@ -277,12 +286,12 @@ def tree_events(split: str, tree: Tree, label_of: Mapping[str, int], keying: Key
         yield Found(split, found.found, sum(size for _, size in found.files))
         if label is None:
             for relpath in sorted([r for r, _ in found.files] + [r for r, *_ in found.rejects]):
-                yield reject(split, FileSystems.join(root, relpath), "unlisted directory",
+                yield Reject(split, FileSystems.join(root, relpath), "unlisted directory",
                              f"directory {found.name!r} is not in the labels file; add it to "
                              f"the file or move it out of {root.rstrip('/')}")
             continue
         for relpath, kind, reason in found.rejects:
-            yield reject(split, FileSystems.join(root, relpath), kind, reason)
+            yield Reject(split, FileSystems.join(root, relpath), kind, reason)
         yield ClassFiles(split, label, keying.items(label, ((r, -1, -1) for r, _ in found.files)))
     if subdirectories:
         warn(f"{split}: {subdirectories} sub-director{'y' if subdirectories == 1 else 'ies'} "

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import collections
 import json
-from typing import Mapping
+from collections.abc import Mapping
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -36,22 +36,22 @@ def reject_limit(max_rejects: float | None, found: int) -> int | None:
 
 
 def _split_summary(split, found, shards, rejects, numbered):
-    shards = sorted(shards, key=lambda s: s["index"])
+    shards = sorted(shards, key=lambda s: s.index)  # shard_writer.ShardStats
     per_class = collections.Counter()
     for shard in shards:
-        per_class.update({int(label): count for label, count in shard["per_class"].items()})
-    written = sum(s["records"] for s in shards)
+        per_class.update({int(label): count for label, count in shard.per_class.items()})
+    written = sum(s.records for s in shards)
     return {
-        "bytes": sum(s["bytes"] for s in shards),  # of the shards (TFDS's numBytes)
+        "bytes": sum(s.bytes for s in shards),  # of the shards (TFDS's numBytes)
         "stored": _stored_summary(shards),
         "found": found,
         "written": written,
         "rejected": rejects["count"],
         "reject_reasons": rejects["reasons"],
         "rejects_file": f"rejects-{split}.jsonl",
-        "num_shards": shards[0]["num_shards"] if shards else 0,
-        "shards_resumed": sum(1 for s in shards if s.get("resumed")),
-        "shards": {s["shard"]: s["records"] for s in shards},
+        "num_shards": shards[0].num_shards if shards else 0,
+        "shards_resumed": sum(1 for s in shards if s.resumed),
+        "shards": {s.shard: s.records for s in shards},
         "per_class": {name: per_class.get(label, 0) for label, name in numbered},
     }
 
@@ -62,7 +62,7 @@ def _stored_summary(shards) -> dict:
     total = {"kept": 0, "reencoded": 0, "resized": 0, "reasons": collections.Counter(),
              "megapixels": collections.Counter(dict.fromkeys(images.MEGAPIXEL_BINS, 0))}
     for shard in shards:  # (a resumed build replays stats of its own settings and version)
-        stored = shard["stored"]
+        stored = shard.stored
         for key in ("kept", "reencoded", "resized"):
             total[key] += stored[key]
         total["reasons"].update(stored["reasons"])
@@ -168,14 +168,14 @@ def commit_manifest(output_dir: str, max_rejects: float | None) -> dict:
 
 def _write_rejects(split_rejects, output_dir):
     split, entries = split_rejects
-    rows = sorted((e for e in entries if e is not None), key=lambda e: e["path"])
-    text = "".join(atomic_files.json_line(row) for row in rows)
+    rows = sorted((e for e in entries if e is not None), key=lambda e: e.path)  # Reject
+    text = "".join(atomic_files.json_line(row.row()) for row in rows)
     atomic_files.write_text(FileSystems.join(output_dir, f"rejects-{split}.jsonl"), text)
     return split, {"count": len(rows), "reasons": _reason_summary(rows)}
 
 
 def _reason_summary(rows) -> dict[str, int]:
-    return dict(sorted(collections.Counter(row["kind"] for row in rows).items()))
+    return dict(sorted(collections.Counter(row.kind for row in rows).items()))
 
 
 class WriteRejects(beam.PTransform):
@@ -187,7 +187,7 @@ class WriteRejects(beam.PTransform):
 
     def expand(self, rejects):
         seeds = rejects.pipeline | "EverySplit" >> beam.Create([(s, None) for s in self._splits])
-        keyed = rejects | "BySplit" >> beam.Map(lambda r: (r["split"], r))
+        keyed = rejects | "BySplit" >> beam.Map(lambda r: (r.split, r))
         return ((keyed, seeds)
                 | "MergeSeeds" >> beam.Flatten()
                 | "GroupRejects" >> beam.GroupByKey()  # (split, [reject, ...])

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import json
-from typing import Callable, Mapping, NamedTuple, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from inception_data import duplicates, images, schema, sharding, tfrecord
 from inception_data.build_options import BuildOptions
-from pipelines import box_join, dedup, layout, atomic_files
-from pipelines.listing import Item, member_path, reject
+from pipelines import atomic_files, box_join, dedup, layout
+from pipelines.listing import Item, Reject, member_path
 
 REJECTS = "rejects"
 COPIES = dedup.COPIES
@@ -48,6 +50,12 @@ class ShardSettings:
     roots: Mapping[str, str]
     make_record: Callable
     options: BuildOptions = BuildOptions()  # verify, exif, size policy, duplicates, resume
+
+    @functools.cached_property  # (made once per settings object, not once per image)
+    def policy(self) -> images.SizePolicy:
+        """--max-size, --jpeg-quality and --progressive as the images module applies them."""
+        options = self.options
+        return images.SizePolicy(options.max_size, options.jpeg_quality, options.progressive)
 
 
 class _Source:
@@ -87,11 +95,11 @@ def _example(split: str, item: Item, source: _Source, settings: ShardSettings, c
     try:
         data = source.read(item)
         image = images.normalise(data, verify=settings.options.verify,
-                                 exif=settings.options.exif, policy=settings.options.policy)
+                                 exif=settings.options.exif, policy=settings.policy)
     except images.ImageRejected as err:
-        return None, None, reject(split, source.where(item), err.kind, str(err))
+        return None, None, Reject(split, source.where(item), err.kind, str(err))
     except OSError as err:  # unreadable: permissions, a directory, a vanished file
-        return None, None, reject(split, source.where(item), "cannot read",
+        return None, None, Reject(split, source.where(item), "cannot read",
                                   f"cannot read: {err}")
     if settings.options.duplicates == "report":
         phash = duplicates.perceptual_hash(data) if settings.options.near_duplicates else ""
@@ -146,16 +154,42 @@ class StoredTally:
                 "megapixels": dict(self.megapixels)}
 
 
-def _replay(path: str) -> tuple[dict, list[dict], list]:
+@dataclasses.dataclass(frozen=True)
+class ShardStats:
+    """What writing one shard gives the summary: its records per class and bytes, what it
+    stored (StoredTally.as_dict()), and whether an interrupted earlier run had written it."""
+
+    shard: str  # its file name
+    index: int
+    num_shards: int
+    assigned: int  # Items given to it (written + rejected)
+    records: int
+    bytes: int
+    per_class: dict  # label -> records
+    stored: dict
+    resumed: bool = False
+
+    def as_dict(self) -> dict:
+        """The shard's saved record (`.stats-<shard>.json`), read back by --resume."""
+        saved = dataclasses.asdict(self)
+        del saved["resumed"]
+        return saved
+
+    @classmethod
+    def replayed(cls, saved: dict) -> ShardStats:
+        per_class = {int(label): n for label, n in saved["per_class"].items()}
+        return cls(**{**saved, "per_class": per_class, "resumed": True})
+
+
+def _replay(path: str) -> tuple[ShardStats, list[Reject], list]:
     saved = atomic_files.read_json(path)
-    stats = dict(saved["stats"], resumed=True)
-    stats["per_class"] = {int(label): n for label, n in stats["per_class"].items()}
-    return stats, saved["rejects"], [duplicates.Copy(*c) for c in saved["copies"]]
+    return (ShardStats.replayed(saved["stats"]), [Reject(**row) for row in saved["rejects"]],
+            [duplicates.Copy(*c) for c in saved["copies"]])
 
 
 def write_shard(items: Sequence[Item], shard: Shard, settings: ShardSettings,
                 drops: Mapping[tuple[str, str], str] | None = None
-                ) -> tuple[dict, list[dict], list]:
+                ) -> tuple[ShardStats, list[Reject], list]:
     """Writes `items` (in this order) as one shard; returns (stats, rejects, copies): copies
     of the written sources for the duplicates report (duplicates="report"). `drops`:
     {(split, path): reason} of copies --duplicates drop does not write (rejects instead).
@@ -184,7 +218,7 @@ def write_shard(items: Sequence[Item], shard: Shard, settings: ShardSettings,
                 if drops:
                     where = source.where(item)
                     if (shard.split, where) in drops:
-                        rejects.append(reject(shard.split, where, "duplicate",
+                        rejects.append(Reject(shard.split, where, "duplicate",
                                               drops[(shard.split, where)]))
                         continue
                 pieces, image, rejected = _example(shard.split, item, source, settings, copies)
@@ -196,13 +230,14 @@ def write_shard(items: Sequence[Item], shard: Shard, settings: ShardSettings,
                 offset += size
                 per_class[item.label] += 1
                 stored.add(image)
-        stats = {"shard": shard.name, "index": shard.index, "num_shards": shard.num_shards,
-                 "assigned": len(items), "records": sum(per_class.values()), "bytes": offset,
-                 "per_class": dict(per_class), "stored": stored.as_dict()}
-        atomic_files.write_text(atomic_files.index_path(settings.output_dir, shard.name), "".join(index))
-        atomic_files.write_text(record, json.dumps({"stats": stats, "rejects": rejects,
-                                               "copies": [list(c) for c in copies]},
-                                              sort_keys=True))
+        stats = ShardStats(shard.name, shard.index, shard.num_shards, assigned=len(items),
+                           records=sum(per_class.values()), bytes=offset,
+                           per_class=dict(per_class), stored=stored.as_dict())
+        atomic_files.write_text(atomic_files.index_path(settings.output_dir, shard.name),
+                                "".join(index))
+        atomic_files.write_text(record, json.dumps(
+            {"stats": stats.as_dict(), "rejects": [r.row() for r in rejects],
+             "copies": [list(c) for c in copies]}, sort_keys=True))
         atomic_files.commit(tmp, final)
     except BaseException:
         atomic_files.delete_quietly(tmp)  # no final name, no temporary file
@@ -213,7 +248,7 @@ def write_shard(items: Sequence[Item], shard: Shard, settings: ShardSettings,
     return stats, rejects, copies
 
 
-def _outputs(split: str, stats: dict, rejects: list[dict]):
+def _outputs(split: str, stats: ShardStats, rejects: list[Reject]):
     for rejected in rejects:
         yield beam.pvalue.TaggedOutput(REJECTS, rejected)
     yield split, stats

@@ -1,16 +1,19 @@
 """The one build skeleton: a BuildConfig and a source in, the committed manifest out.
 
-Every build runs the same steps, whatever it reads:
+Every build runs the same steps, whatever it reads, in two phases:
 
-    check the output folder -> plan the run -> source.configure (labels numbered, early
-    warnings) -> source.list (what the launcher lists here, what the workers will list) ->
-    prepare the output folder and write labels.txt -> builder.build in a Beam pipeline ->
-    check the summary, commit the manifest -> source.after_run (warnings only the manifest can
-    give)
+    make_plan: check the output folder -> the runner -> source.configure (labels numbered) ->
+        source.list (what the launcher lists here, spilled; what the workers will list) ->
+        shards, design, estimated cost -> a frozen plan.BuildPlan (warnings collected in it)
+    execute(plan): claim and prepare the output folder, write labels.txt -> builder.build in
+        a Beam pipeline -> check the summary, commit the manifest
+    then source.after_run (warnings only the manifest can give).
+
+`--dry-run` stops after make_plan and prints the plan.
 
 A source is what differs between builds: `image_folder.FolderSource` (class-per-directory
 trees) and `imagenet.ImagenetSource` (ILSVRC trees or tars, synsets, boxes). Both are plain
-objects with the four methods above; the graph itself (the two designs over the one shard
+objects with the five methods below; the graph itself (the two designs over the one shard
 writer) is builder.py's.
 """
 
@@ -19,13 +22,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 from apache_beam.io.filesystems import FileSystems
 
+from inception_data import sharding
 from pipelines import atomic_files, builder, launch, listing
-from pipelines.output_claim import Claim
+from pipelines import plan as plan_lib
 from pipelines.builder import BuildConfig, ListContext, Listed
+from pipelines.output_claim import Claim
+from pipelines.plan import BuildPlan, SplitPlan
 from pipelines.scratch import Scratch
 
 log = logging.getLogger(__name__)
@@ -41,6 +48,7 @@ class Work:
     worker_bytes: int = 0  # input the workers list, when known before the run (tar sizes)
     boxes_csv: str | None = None  # the distributed design joins boxes from the CSV
     box_index: str | None = None  # the local design reads them from this SQLite index
+    spill_dir: str | None = None  # a local build's scratch folder (its spilled classes)
 
 
 class Source(Protocol):
@@ -65,28 +73,81 @@ class Source(Protocol):
 
 
 def run(config: BuildConfig, source: Source, beam_args: Sequence[str] = (), *,
-        warn=log.warning) -> dict | None:
-    """Runs one build; returns the manifest (None: a remote job that runs on)."""
+        warn=log.warning):
+    """Plans one build, then executes the plan; returns the manifest (None: a remote job that
+    runs on). With --dry-run (`config.options.dry_run`) returns the BuildPlan instead, having
+    written nothing (the listing spills to the scratch folder, removed on return)."""
     check_output_outside_inputs(config)
-    plan = launch.plan(beam_args)
-    config = source.configure(config, plan, warn)
+    with Scratch(launch.plan(beam_args)) as scratch:
+        build_plan = make_plan(config, source, beam_args, scratch)
+        if config.options.dry_run:
+            return build_plan  # (its warnings are part of what it prints)
+        for line in build_plan.warnings:  # reported once, here
+            warn(line)
+        manifest = execute(build_plan, warn=warn)
+    if manifest:
+        if manifest.get("seconds"):  # (0: a --resume of a finished build, nothing ran)
+            manifest["estimated_seconds"] = build_plan.estimated_seconds
+        late = []
+        source.after_run(build_plan.config, build_plan.launch, manifest, late.append)
+        for line in late:
+            warn(line)
+    return manifest
+
+
+def make_plan(config: BuildConfig, source: Source, beam_args: Sequence[str],
+              scratch: str | None) -> BuildPlan:
+    """Everything decided before the pipeline runs: the labels numbered, what the launcher
+    lists (spilled to `scratch`), the shards, the design and its cost. Writes nothing outside
+    `scratch`; warnings are collected in the plan."""
+    warnings: list[str] = []
+    runner = launch.plan(beam_args)
+    config = source.configure(config, runner, warnings.append)
     context = source.context(config)
     settings = builder.shard_settings(config, source.records(config))
-    with Scratch(plan) as scratch:
-        work = source.list(config, plan, context, scratch, warn)
+    work = source.list(config, runner, context, scratch, warnings.append)
+    work.spill_dir = scratch
+    # (files the workers list are not counted before the run: then the count is unknown)
+    files = 0 if work.on_workers else work.listed.files
+    input_bytes = work.listed.bytes + work.worker_bytes
+    runner, design, why, seconds = plan_lib.design_of(runner, input_bytes, files,
+                                                      config.options.workers)
+    return BuildPlan(config, runner, design, why, _split_plans(config, work), files,
+                     input_bytes, seconds if files else None, work, context, settings,
+                     tuple(warnings))
 
-        def build(pipeline):
-            builder.build(pipeline, config, settings, context, work.on_workers,
-                          spill_dir=scratch, listed=work.listed, boxes_csv=work.boxes_csv,
-                          box_index=work.box_index)
 
-        # (files the workers list are not counted before the run: then the count is unknown)
-        files = 0 if work.on_workers else work.listed.files
-        manifest = _launch(config, plan, build, input_bytes=work.listed.bytes + work.worker_bytes,
-                           input_files=files, warn=warn)
-    if manifest:
-        source.after_run(config, plan, manifest, warn)
-    return manifest
+def _split_plans(config: BuildConfig, work: Work) -> tuple[SplitPlan, ...]:
+    listed_on_workers = {getattr(s, "split", None) for s in work.on_workers}
+    plans = []
+    for split, root in config.roots.items():
+        rejected = sum(1 for r in work.listed.rejects if r.split == split)
+        if split in listed_on_workers:
+            plans.append(SplitPlan(split, root, None, rejected, config.shards.get(split)))
+            continue
+        counts = {s.label: s.count for s in work.listed.spilled if s.split == split}
+        classes = tuple(plan_lib.ClassCount(label, name, counts.get(label, 0))  # 0: empty
+                        for label, name in config.label_map.numbered())
+        total = sum(counts.values())
+        shards = config.shards.get(split) or sharding.auto_shards(total)
+        plans.append(SplitPlan(split, root, classes, rejected, shards))
+    return tuple(plans)
+
+
+def execute(build_plan: BuildPlan, *, warn=log.warning) -> dict | None:
+    """Runs a plan: claims and prepares the output folder, runs the Beam graph, commits the
+    manifest; returns it (None: a remote job still running). `warn`: what happens during the
+    run (a stale claim taken over)."""
+    config, work = build_plan.config, build_plan.work
+    scratch = work.spill_dir
+
+    def build(pipeline):
+        builder.build(pipeline, config, build_plan.settings, build_plan.context,
+                      work.on_workers, spill_dir=scratch, listed=work.listed,
+                      boxes_csv=work.boxes_csv, box_index=work.box_index)
+
+    return _launch(config, build_plan.launch, build, input_files=build_plan.input_files,
+                   warn=warn)
 
 
 def lists_in_launcher(plan: launch.Plan, root: str) -> bool:
@@ -113,8 +174,8 @@ def check_output_outside_inputs(config: BuildConfig) -> None:
                 f"a later build would take it for a class; choose an output folder outside it")
 
 
-def _launch(config: BuildConfig, plan: launch.Plan, build_fn, *, input_bytes: int,
-            input_files: int, warn) -> dict | None:
+def _launch(config: BuildConfig, plan: launch.Plan, build_fn, *, input_files: int,
+            warn) -> dict | None:
     """Claims the output folder (one build at a time: output_claim.py), prepares it, writes
     labels.txt, runs `build_fn(pipeline)`, checks the result and commits the manifest; returns
     it (None: a remote job still running)."""
@@ -129,9 +190,6 @@ def _launch(config: BuildConfig, plan: launch.Plan, build_fn, *, input_bytes: in
             return manifest  # --resume of a build that had already finished: nothing to do
         atomic_files.write_text(FileSystems.join(config.output_dir, "labels.txt"),
                                 config.label_map.to_text())
-        if plan.local_runner:
-            plan = plan.with_workers(options.workers
-                                     or launch.local_workers(input_bytes, input_files))
         counts = list(config.shards.values())
         try:
             return launch.run(build_fn, plan, output_dir=config.output_dir,

@@ -6,17 +6,13 @@ import os
 
 import pytest
 from apache_beam.io.filesystems import FileSystems
-from click.testing import CliRunner
 
-from inception_data_cli import main as cli
 from pipelines import listing
 from tests import fabricate
 
 
 def build(*args, expect=0):
-    result = CliRunner().invoke(cli.main, ["build", "--no-progress", *map(str, args)])
-    assert result.exit_code == expect, result.output + repr(result.exception)
-    return result
+    return fabricate.build(*args, workers=None, expect=expect)
 
 
 def events_of(root, labels, warn=None):
@@ -34,7 +30,8 @@ def photos(tmp_path):
     library = tmp_path / "data" / "flowers" / "train"
     for seed, name in enumerate(["daisy", "roses", "tulips"]):
         for i in range(3):
-            fabricate.write(library / name / f"{name}{i}.jpg", fabricate.jpeg_bytes(seed=seed * 9 + i))
+            fabricate.write(library / name / f"{name}{i}.jpg",
+                            fabricate.jpeg_bytes(seed=seed * 9 + i))
     return library
 
 
@@ -93,12 +90,12 @@ def test_broken_links_and_pipes_are_rejects_with_a_reason(tmp_path):
     (root / "cats" / "nested").mkdir()
     (root / "dogs").symlink_to(tmp_path / "no-such-folder")  # a dangling class link
     found, warnings = events_of(root, ["cats"])
-    rejects = {os.path.basename(e["path"]): e for e in found if isinstance(e, dict)}
-    assert {n: r["kind"] for n, r in rejects.items()} == {
+    rejects = {os.path.basename(e.path): e for e in found if isinstance(e, listing.Reject)}
+    assert {n: r.kind for n, r in rejects.items()} == {
         "gone.jpg": "broken symlink", "self.jpg": "broken symlink",
         "pipe.jpg": "not a regular file"}
-    assert "nowhere.jpg" in rejects["gone.jpg"]["reason"]
-    assert "fix the link or remove it" in rejects["gone.jpg"]["reason"]
+    assert "nowhere.jpg" in rejects["gone.jpg"].reason
+    assert "fix the link or remove it" in rejects["gone.jpg"].reason
     size = (root / "cats" / "a.jpg").stat().st_size
     assert [e for e in found if isinstance(e, listing.Found)] == [listing.Found("train", 4, size)]
     assert any("dogs is a broken symlink" in w for w in warnings)
@@ -121,7 +118,8 @@ def test_every_file_is_listed_once_local_and_distributed(photos, tmp_path, monke
 
     monkeypatch.setattr(os, "scandir", counting_scandir)
     monkeypatch.setattr(FileSystems, "match", staticmethod(recording_match))
-    for name, runner in (("local", ["--workers", "1"]), ("distributed", fabricate.SHUFFLING_RUNNER)):
+    for name, runner in (("local", ["--workers", "1"]),
+                         ("distributed", fabricate.SHUFFLING_RUNNER)):
         scans.clear()
         matches.clear()
         build("--train-dir", photos, "--output-dir", tmp_path / name, *runner)
@@ -143,7 +141,7 @@ def test_files_beside_the_class_directories_are_rejects_not_lost(tmp_path):
     result = fabricate.cli("build", "--no-progress", "--workers", "1", "--train-dir", tree,
                            "--labels-file", labels, "--output-dir", tmp_path / "out")
     assert "label 'c' has no images" in result.output
-    rows = [json.loads(l) for l in (tmp_path / "out" / "rejects-train.jsonl").read_text()
+    rows = [json.loads(line) for line in (tmp_path / "out" / "rejects-train.jsonl").read_text()
             .splitlines()]
     assert sorted((os.path.basename(r["path"]), r["kind"]) for r in rows) == [
         ("c", "not in a class directory"), ("stray.jpg", "not in a class directory")]

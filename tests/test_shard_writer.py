@@ -1,5 +1,6 @@
 """write_shard as a plain function (no Beam), the boxes join both ways, and resume replay."""
 
+import dataclasses
 import json
 
 import apache_beam as beam
@@ -30,15 +31,16 @@ def test_write_shard_commits_records_stats_and_rejects(tmp_path):
     items = [Item(1, "a/good.jpg", 1), Item(2, "a/bad.jpg", 1)]
     stats, rejects, _ = shard_writer.write_shard(items, shard_writer.Shard("train", 0, 1),
                                                  settings(src, out))
-    assert (stats["records"], stats["assigned"], stats["per_class"]) == (1, 2, {1: 1})
-    assert [(r["kind"], r["path"]) for r in rejects] == [("not an image", str(src / "a/bad.jpg"))]
+    assert (stats.records, stats.assigned, stats.per_class) == (1, 2, {1: 1})
+    assert [(r.kind, r.path) for r in rejects] == [("not an image", str(src / "a/bad.jpg"))]
     assert sorted(p.name for p in out.iterdir()) == [".stats-train-00000-of-00001.json",
                                                      "index", "train-00000-of-00001"]
     shard_size = (out / "train-00000-of-00001").stat().st_size
     assert (out / "index" / "train-00000-of-00001.idx").read_text() == f"0 {shard_size}\n"
-    assert stats["bytes"] == shard_size
+    assert stats.bytes == shard_size
     saved = json.loads((out / ".stats-train-00000-of-00001.json").read_text())
-    assert saved["stats"]["records"] == 1 and saved["rejects"] == rejects
+    assert saved["stats"] == stats.as_dict() | {"per_class": {"1": 1}}
+    assert saved["rejects"] == [r.row() for r in rejects]
     with open(out / "train-00000-of-00001", "rb") as handle:
         records = list(tfrecord.read_records(handle))
     fields = schema.from_example(records[0])
@@ -57,7 +59,7 @@ def test_resume_replays_a_committed_shard_without_reading_images(tmp_path):
     (src / "a" / "x.jpg").unlink()  # a rewrite would now reject it
     again, rejects, _ = shard_writer.write_shard([Item(1, "a/x.jpg", 1)], shard,
                                               settings(src, out, resume=True))
-    assert again == dict(first, resumed=True) and rejects == []
+    assert again == dataclasses.replace(first, resumed=True) and rejects == []
 
 
 def test_failed_shard_leaves_no_file_behind(tmp_path, monkeypatch):
