@@ -40,8 +40,8 @@ tf = import_tensorflow()  # without the C++ start-up notices that look like fail
 import keras  # noqa: E402
 
 from trainer import recipes, run  # noqa: E402
-from trainer.callbacks import TrainingError  # noqa: E402
 from trainer.data import DataError  # noqa: E402
+from trainer.errors import TrainingError  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -94,8 +94,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--checkpoint-steps", type=int, default=1000)
     p.add_argument("--keep-checkpoints", type=int, default=5)
     p.add_argument("--log-every", type=int, default=100)
-    p.add_argument("--seed", type=int, help="a reproducible run on one machine: input order, distortions, initial "
-                        "weights and dropout")
+    p.add_argument("--seed", type=int, help="a reproducible run on one machine: input order, "
+                        "distortions, initial weights and dropout")
     p.add_argument("--distortions", choices=["fast", "inception", "none"], default="fast")
     p.add_argument("--on-error", choices=["raise", "skip"], default="raise",
                    help="a record that does not decode, or a damaged shard: stop with the "

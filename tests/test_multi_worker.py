@@ -18,7 +18,7 @@ import pytest
 
 from tests.test_train_runs import run_train, varied_shards
 from trainer import cluster
-from trainer.callbacks import TrainingError
+from trainer.errors import TrainingError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MODEL = "tiny"  # models.tiny_features: traced in a second

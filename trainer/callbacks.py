@@ -18,9 +18,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-
-class TrainingError(RuntimeError):
-    """A problem the user must fix; the message says what."""
+from trainer import cluster
+from trainer.errors import TrainingError
 
 
 def step_of(model) -> int:
@@ -122,7 +121,8 @@ class Progress(keras.callbacks.Callback):
                "loss": float(logs.get("loss", math.nan)), "xent": metric(logs, "xent"),
                "top1": metric(logs, "top1"),
                "images_per_second": (step - first) * self.global_batch / max(now - then, 1e-9),
-               "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))}
+               "learning_rate": float(keras.ops.convert_to_numpy(
+                   self.model.optimizer.learning_rate))}
         _report(self.model, self.logbook, "train", row,
                 f"step {step}: loss = {row['loss']:.4f} (cross-entropy {row['xent']:.4f}, "
                 f"top-1 {row['top1']:.3f}; {row['images_per_second']:.1f} images/s, "
@@ -215,7 +215,6 @@ class PeriodicEvaluation(keras.callbacks.Callback):
             return step % self.every_steps == 0
         if not self.every_minutes:
             return False
-        from trainer import cluster  # every worker must decide alike (their clocks differ)
 
         late = time.perf_counter() - self.last >= 60 * self.every_minutes
         return cluster.any_worker(self.model.distribute_strategy, late)
@@ -270,7 +269,6 @@ class WallClockBudget(keras.callbacks.Callback):
         self.minutes, self.align, self.began, self.across = minutes, align, None, False
 
     def on_train_begin(self, logs=None):
-        from trainer import cluster  # (cluster imports this module)
 
         self.began = self.began or time.perf_counter()
         self.across = cluster.is_multi_worker(self.model.distribute_strategy)
@@ -278,7 +276,6 @@ class WallClockBudget(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         over = time.perf_counter() - self.began >= 60 * self.minutes
         if self.across:
-            from trainer import cluster
 
             if step_of(self.model) % self.align:
                 return

@@ -18,7 +18,8 @@ import tensorflow as tf
 from inception_data import paths
 from trainer import optimizers as _registered  # noqa: F401  (custom optimizers for loading)
 from trainer import recipes as _schedules  # noqa: F401  (the learning-rate schedule class)
-from trainer.callbacks import TrainingError, step_of
+from trainer.callbacks import step_of
+from trainer.errors import TrainingError
 from trainer.models import AUX_LOGITS, LOGITS
 
 _NAME = re.compile(r"ckpt-(\d+)\.keras$")

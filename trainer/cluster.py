@@ -37,7 +37,7 @@ import time
 
 import tensorflow as tf
 
-from trainer.callbacks import TrainingError
+from trainer.errors import TrainingError
 
 
 @dataclasses.dataclass(frozen=True)

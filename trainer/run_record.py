@@ -16,7 +16,7 @@ import secrets
 
 import tensorflow as tf
 
-from trainer.callbacks import TrainingError
+from trainer.errors import TrainingError
 
 RECORD = "run.json"
 SEED_BITS = 31  # a drawn seed crosses workers as a float64 all-reduce (cluster.chiefs)
@@ -29,7 +29,7 @@ class RunRecord:
     seed_given: bool  # --seed (which also seeds weights and dropout) or drawn
 
     @classmethod
-    def read(cls, train_dir: str) -> "RunRecord | None":
+    def read(cls, train_dir: str) -> RunRecord | None:
         path = os.path.join(train_dir, RECORD)
         try:
             with tf.io.gfile.GFile(path) as handle:
