@@ -9,7 +9,6 @@ across them, as the original inception_train.py split each batch across its towe
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import itertools
 import math
@@ -20,61 +19,35 @@ import time
 import keras
 import tensorflow as tf
 
+from trainer import (
+    batch_norm,
+    checkpoints,
+    cluster,
+    data,
+    models,
+    optimizers,
+    recipes,
+    run_record,
+    stop,
+)
 from trainer import callbacks as cb
-from trainer import batch_norm, checkpoints, cluster, data, models, optimizers, recipes
-from trainer import run_record, stop
-from trainer.callbacks import TrainingError
+from trainer.errors import TrainingError
+from trainer.options import TrainOptions
+
+TrainConfig = TrainOptions  # (the name the run functions and tests know it by)
 
 
-@dataclasses.dataclass
-class TrainConfig:
-    """Everything a run needs. None means: the model's recipe (or the data) decides."""
-
-    data_dir: str
-    train_dir: str
-    model: str = "inception_v3"
-    batch_size: int = 32  # global
-    max_steps: int = 10_000_000
-    max_minutes: float | None = None
-    image_size: int | None = None  # default: the recipe's, or the images' own when small
-    num_gpus: int | None = None
-    num_towers: int | None = None
-    learning_rate: float | None = None  # absolute; default: recipe's, scaled to the batch
-    warmup_epochs: float | None = None
-    epochs_per_decay: float | None = None
-    decay_factor: float | None = None
-    label_smoothing: float | None = None
-    aux_loss_weight: float | None = None
-    weight_decay: float | None = None
-    bn_momentum: float | None = None
-    ema_decay: float | None = None
-    optimizer: str | None = None
-    fine_tune: bool = False
-    pretrained_checkpoint: str | None = None
-    pretrained: str | None = None  # "imagenet" or a weights file: published ImageNet weights
-    checkpoint_steps: int = 1000
-    keep_checkpoints: int = 5
-    log_every: int = 100
-    eval_every_steps: int | None = None
-    eval_every_minutes: float | None = None
-    seed: int | None = None
-    distortions: str | None = "fast"
-    min_crop_area: float | None = None
-    jit_compile: str = "auto"
-    no_ema: bool = False
-    on_error: str = "raise"  # input_fn's, for records that do not decode
-    precise_bn_batches: int = 10  # training batches that re-estimate batch norm (0: off)
-    freeze_base_steps: int = 0  # fine-tuning: train the new head alone for this many steps
-    peer_timeout: float = 20  # minutes to wait for every task of a TF_CONFIG cluster
-
-    def recipe(self, model: str | None = None) -> recipes.Recipe:
-        """The recipe of `model` (default: this run's) with this run's overrides."""
-        return recipes.recipe(
-            model or self.model, warmup_epochs=self.warmup_epochs,
-            epochs_per_decay=self.epochs_per_decay, decay_factor=self.decay_factor,
-            label_smoothing=self.label_smoothing, aux_loss_weight=self.aux_loss_weight,
-            weight_decay=self.weight_decay, bn_momentum=self.bn_momentum,
-            ema_decay=self.ema_decay, optimizer=self.optimizer, min_crop_area=self.min_crop_area)
+def _datasets(config: TrainOptions, info: data.DatasetInfo, strategy, *, training: bool,
+              image_size: int, outputs: int, seed: int | None = None, start_step: int = 0,
+              global_batch: int | None = None, rec: recipes.Recipe | None = None):
+    """data.datasets with this run's reading options (batch, distortions, crop area, on_error),
+    read from `config` (and the recipe `rec` of the model trained) here and nowhere else."""
+    return data.datasets(info, strategy, training=training,
+                         global_batch=global_batch or config.batch_size, image_size=image_size,
+                         outputs=outputs, seed=seed, start_step=start_step,
+                         distortions=config.distortions,
+                         min_crop_area=(rec or config.recipe()).min_crop_area,
+                         on_error=config.on_error)
 
 
 def image_size(config: TrainConfig, info: data.DatasetInfo, rec: recipes.Recipe) -> int:
@@ -104,10 +77,11 @@ def make_strategy(num_gpus: int | None, num_towers: int | None):
         try:
             tf.config.set_logical_device_configuration(
                 cpu, [tf.config.LogicalDeviceConfiguration()] * num_towers)
-        except RuntimeError:  # already set up in this process (tests call train() repeatedly)
+        except RuntimeError as err:  # already set up in this process (tests call train() again)
             if len(tf.config.list_logical_devices("CPU")) < num_towers:
                 raise TrainingError(f"this process already split the CPU into fewer than "
-                                    f"{num_towers} devices; run --num-towers in a new process")
+                                    f"{num_towers} devices; run --num-towers in a new "
+                                    f"process") from err
         return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(num_towers)])
     return tf.distribute.get_strategy()
 
@@ -250,11 +224,9 @@ def train(config: TrainConfig) -> keras.Model:
         start = cb.step_of(model)
         if end > start and not model.stop_training:  # (stop: --max-minutes)
             # the stream from this step on: a resumed run reads what an uninterrupted one would
-            train_data = data.datasets(
-                info, strategy, training=True, global_batch=config.batch_size, image_size=size,
-                outputs=len(model.outputs), seed=record.seed, start_step=start,
-                distortions=config.distortions, min_crop_area=rec.min_crop_area,
-                on_error=config.on_error)
+            train_data = _datasets(config, info, strategy, training=True, image_size=size,
+                                   outputs=len(model.outputs), seed=record.seed,
+                                   start_step=start, rec=rec)
             raw = cb.RawWeights()
             model.fit(train_data, epochs=1, steps_per_epoch=end - start,
                       callbacks=[*callbacks, raw], verbose=1 if sys.stdout.isatty() else 0,
@@ -320,8 +292,7 @@ def _callbacks(config: TrainConfig, info, strategy, model, rec, *, step: int,
     statistics = _bn_batches(config, info, size, outputs, rec, seed=seed)
     if info.validation_examples and (config.eval_every_steps or config.eval_every_minutes):
         callbacks.append(cb.PeriodicEvaluation(
-            data.datasets(info, strategy, training=False, global_batch=config.batch_size,
-                          image_size=size, outputs=outputs, on_error=config.on_error),
+            _datasets(config, info, strategy, training=False, image_size=size, outputs=outputs),
             info.validation_examples,
             every_steps=config.eval_every_steps, every_minutes=config.eval_every_minutes,
             align=config.log_every, logbook=logbook, bn_batches=statistics))
@@ -331,10 +302,9 @@ def _callbacks(config: TrainConfig, info, strategy, model, rec, *, step: int,
                                                  config.keep_checkpoints, bn_batches=statistics,
                                                  write=writer))
     if step == 0 and writer:
-        preview = data.datasets(info, tf.distribute.get_strategy(), training=True,
-                                global_batch=8, image_size=size, outputs=outputs,
-                                seed=seed, distortions=config.distortions,
-                                min_crop_area=rec.min_crop_area, on_error=config.on_error)
+        preview = _datasets(config, info, tf.distribute.get_strategy(), training=True,
+                            image_size=size, outputs=outputs, seed=seed, global_batch=8,
+                            rec=rec)
         callbacks.append(cb.InputPreview(preview, logbook))
     return callbacks
 
@@ -344,10 +314,8 @@ def _bn_batches(config: TrainConfig, info, size: int, outputs: int, rec, *, seed
     or a checkpoint (batch_norm.recompute), or None with --precise-bn-batches 0."""
     if not config.precise_bn_batches:
         return None
-    dataset = data.datasets(info, tf.distribute.get_strategy(), training=True,
-                            global_batch=config.batch_size, image_size=size, outputs=outputs,
-                            seed=seed, distortions=config.distortions,
-                            min_crop_area=rec.min_crop_area, on_error=config.on_error)
+    dataset = _datasets(config, info, tf.distribute.get_strategy(), training=True,
+                        image_size=size, outputs=outputs, seed=seed, rec=rec)
     return lambda: itertools.islice(iter(dataset), config.precise_bn_batches)
 
 
@@ -358,9 +326,9 @@ def evaluate(config: TrainConfig, checkpoint: str | None = None) -> dict:
     checkpoint = checkpoint or checkpoints.latest(config.train_dir)
     model = checkpoints.load(checkpoint, info.num_classes)
     averaged = not config.no_ema and model.optimizer.use_ema
-    dataset = data.Counted(data.datasets(
-        info, tf.distribute.get_strategy(), training=False, global_batch=config.batch_size,
-        image_size=model.input_shape[1], outputs=len(model.outputs), on_error=config.on_error))
+    dataset = data.Counted(_datasets(
+        config, info, tf.distribute.get_strategy(), training=False,
+        image_size=model.input_shape[1], outputs=len(model.outputs)))
     saved = run_record.RunRecord.read(config.train_dir)
     statistics = _bn_batches(config, info, model.input_shape[1], len(model.outputs),
                              config.recipe(model.name),
@@ -415,12 +383,10 @@ def benchmark(config: TrainConfig, steps: int) -> dict:
         return tf.data.Dataset.from_tensors((images, targets)).repeat()
 
     rates = {}
-    real = data.datasets(info, strategy, training=True, global_batch=config.batch_size,
-                         image_size=size, outputs=outputs, seed=config.seed,
-                         distortions=config.distortions, min_crop_area=rec.min_crop_area,
-                         on_error=config.on_error)
-    for name, dataset in (("real input", real),
-                          ("synthetic input", strategy.distribute_datasets_from_function(synthetic))):
+    real = _datasets(config, info, strategy, training=True, image_size=size,
+                     outputs=outputs, seed=config.seed, rec=rec)
+    made_up = strategy.distribute_datasets_from_function(synthetic)
+    for name, dataset in (("real input", real), ("synthetic input", made_up)):
         model.fit(dataset, epochs=1, steps_per_epoch=2, verbose=0, shuffle=False)  # warm up
         start = time.perf_counter()
         model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
