@@ -2,11 +2,12 @@
 
 Ours: `inception-data build` (default settings, --duplicates off, --verify decode). Baseline:
 original_style_build.py (the original scripts' way). The floor: floor_build.py, the least work
-any converter must do (read, find the JPEG size, serialize, frame, write; nothing else). Both run as whole processes (start-up
-included) on two tree sizes built from the real ImageNet samples in ../shared/data (hard links
-under new names; outputs go to RAM, /dev/shm, by default so that the disk's write speed does not
-cap both sides at the same rate), so the steady-state rate - (N2 - N1) / (t2 - t1), which cancels start-up - and
-the whole-process rate at the larger size are both reported.
+any converter must do (read, find the JPEG size, serialize, frame, write; nothing else). Both
+run as whole processes (start-up included) on two tree sizes built from the real ImageNet
+samples in ../shared/data (hard links under new names; outputs go to RAM, /dev/shm, by default
+so that the disk's write speed does not cap both sides at the same rate), so the steady-state
+rate - (N2 - N1) / (t2 - t1), which cancels start-up - and the whole-process rate at the larger
+size are both reported.
 
 `--photos small` builds the trees from the real 10 KB photos of imagenette-small instead (per-file
 costs dominate there), and adds the default build forced to one process and to one per core:

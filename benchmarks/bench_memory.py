@@ -16,10 +16,9 @@ import shutil
 import subprocess
 import time
 
+import checkouts
 import numpy as np
 from PIL import Image
-
-import checkouts
 
 SAMPLES = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-samples"
 
@@ -84,8 +83,8 @@ def main():
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--workdir", type=pathlib.Path, default=pathlib.Path("/tmp/bench-memory"))
     parser.add_argument("--output-root", type=pathlib.Path,
-                        default=pathlib.Path("/dev/shm/bench-memory"
-                                             if os.path.isdir("/dev/shm") else "/tmp/bench-mem-out"))
+                        default=pathlib.Path("/dev/shm/bench-memory" if os.path.isdir("/dev/shm")
+                                             else "/tmp/bench-mem-out"))
     parser.add_argument("--previous", type=pathlib.Path,
                         help="Also measure another checkout (see checkouts.py)")
     args = parser.parse_args()

@@ -82,9 +82,8 @@ def imagenet_tree(tree: pathlib.Path, chosen: list[pathlib.Path]) -> None:
 def build(tree, out, policy: images.SizePolicy, workers: int, verify: str = "fast") -> float:
     """Builds in this process (so that dct_scaling, which has no option, can be set); returns
     the wall seconds."""
-    from pipelines import image_folder
-
     from inception_data.build_options import BuildOptions
+    from pipelines import image_folder
 
     options = BuildOptions(verify=verify, max_size=policy.max_size,
                            jpeg_quality=policy.jpeg_quality, progressive=policy.progressive,

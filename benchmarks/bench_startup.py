@@ -19,8 +19,8 @@ import shutil
 import statistics
 import sys
 
-from bench_build import SAMPLES, make_tree, timed
 import checkouts
+from bench_build import SAMPLES, make_tree, timed
 
 HERE = pathlib.Path(__file__).resolve().parent
 # The least a Beam build pays: import Beam and run a one-element pipeline (Create, Map,

@@ -51,9 +51,9 @@ def batch_entropy(labels: np.ndarray, batch: int) -> float:
 
 
 def input_fn_labels(pattern: str, records: int, batch: int) -> np.ndarray:
+    options = ReadOptions(repeat=False, drop_remainder=False, distortions=None)
     dataset = inception_data.input_fn(pattern, is_training=True, batch_size=batch, image_size=8,
-                                      seed=1, options=ReadOptions(repeat=False, drop_remainder=False,
-                                                                  distortions=None))
+                                      seed=1, options=options)
     return np.concatenate([labels.numpy() for _, labels in dataset])[:records]
 
 

@@ -60,8 +60,8 @@ def main() -> None:
           f"CPU towers: {time.perf_counter() - start:.0f} s")
     print(f"{'weights':10s} {'statistics':28s} precision@1  eval seconds")
     for weights, ema in (("raw", ["--no-ema"]), ("averaged", [])):
-        for stats, bn in (("moving (momentum 0.99)", 0), (f"re-estimated, {args.bn_batches} batches",
-                                                           args.bn_batches)):
+        for stats, bn in (("moving (momentum 0.99)", 0),
+                          (f"re-estimated, {args.bn_batches} batches", args.bn_batches)):
             start = time.perf_counter()
             out = run(sys.executable, "train.py", *common, "--eval", *ema,
                       "--precise-bn-batches", bn)

@@ -23,7 +23,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 PROJECT = HERE.parent
 DATA = PROJECT.parent / "shared" / "data" / "imagenette-small"
 
-from precise_bn import TOOL, run  # (benchmarks/ is this script's folder on sys.path)
+from precise_bn import TOOL, run  # noqa: E402 (benchmarks/ is this script's folder on sys.path)
 
 
 def subset(work: pathlib.Path, name: str, synsets, per_class: int | None) -> pathlib.Path:

@@ -11,8 +11,8 @@ by nvJPEG ("mixed"), which wants baseline JPEGs: build with --progressive baseli
 import argparse
 import glob
 
-from nvidia.dali import fn, pipeline_def, types
 import nvidia.dali.tfrecord as tfrec
+from nvidia.dali import fn, pipeline_def, types
 
 
 def make_pipeline(out_dir: str, batch_size: int, gpu: int | None):

@@ -19,7 +19,8 @@ import collections
 import hashlib
 import json
 import sqlite3
-from typing import Iterable, Iterator, NamedTuple
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple
 
 TRAIN = "train"
 

@@ -29,8 +29,7 @@ import numpy as np
 from PIL import Image, ImageMode, ImageOps
 
 from inception_data import jpeg_header
-from inception_data.build_options import (EXIF_MODES, JPEG_QUALITY,  # noqa: F401 (re-exported)
-                                          PROGRESSIVE_MODES, VERIFY_MODES)
+from inception_data.build_options import EXIF_MODES, JPEG_QUALITY, PROGRESSIVE_MODES, VERIFY_MODES  # noqa: F401 (re-exported)
 
 # Why an image was re-encoded, as counted in the manifest.
 # "multi-picture": an MPO file (a JPEG followed by more images through its MPF segment, as
@@ -67,7 +66,8 @@ class SizePolicy:
         up, at least 1): aspect ratio kept, Lanczos filter, re-encoded. None: no limit.
     jpeg_quality: the quality of every JPEG the build encodes (1-100).
     progressive: "keep" stores progressive JPEGs as they are; "baseline" re-encodes them as
-        baseline JPEGs (no lossless transcoder is installable as a plain package: see docs/building.md).
+        baseline JPEGs (no lossless transcoder is installable as a plain package: see
+        docs/building.md).
     dct_scaling: decode JPEGs that are scaled down at the smallest libjpeg DCT scale (1/2, 1/4,
         1/8) that is still at least the target size, then resample. Only benchmarks turn it off.
     """

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from inception_data.build_options import NO_BACKGROUND, WITH_BACKGROUND  # noqa: F401 (re-exported)
 

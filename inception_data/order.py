@@ -32,7 +32,7 @@ class Layout:
     replicas: int = 1  # R: replicas this pipeline feeds (its batches go to them in turn)
 
     @classmethod
-    def of(cls, batch_size: int, input_context=None) -> "Layout":
+    def of(cls, batch_size: int, input_context=None) -> Layout:
         if input_context is None:
             return cls(batch_size)
         pipelines = input_context.num_input_pipelines

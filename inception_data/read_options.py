@@ -84,7 +84,7 @@ class ReadOptions:
             raise ValueError(f"ReadOptions(label_offset={self.label_offset}); expected 0, 1 "
                              f"or None (from the manifest)")
 
-    def replace(self, **changes) -> "ReadOptions":
+    def replace(self, **changes) -> ReadOptions:
         return dataclasses.replace(self, **changes)
 
 

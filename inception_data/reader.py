@@ -23,13 +23,23 @@ import dataclasses
 import logging
 import os
 import secrets
-from typing import Sequence
+from collections.abc import Sequence
 
 import tensorflow as tf
 
-from inception_data import order, parsing, paths, read_errors, record_reader, shard_index
+from inception_data import (
+    order,
+    parsing,
+    paths,
+    read_errors,
+    record_reader,
+    schema,
+    shard_index,
+    shard_reader,
+    shard_set,
+    split_check,
+)
 from inception_data import preprocessing as ops
-from inception_data import schema, shard_reader, shard_set, split_check
 from inception_data.read_errors import IncompleteShards, UndecodableRecords
 from inception_data.read_options import FIELDS, ON_ERROR, ReadOptions
 

@@ -31,7 +31,7 @@ import hashlib
 import struct
 import threading
 import weakref
-from typing import Callable
+from collections.abc import Callable
 
 import tensorflow as tf
 
@@ -146,7 +146,7 @@ def _load(index: ShardIndex) -> MemoryTable:
     with tf.init_scope(), tf.device("/cpu:0"):
         table = tf.lookup.experimental.MutableHashTable(tf.int64, tf.string, default_value="")
     unread = {}
-    for shard, path in enumerate(index.paths):
+    for shard in range(len(index.paths)):
         numbers, payloads = _shard_payloads(index, shard, unread)
         if numbers:  # one shard at a time: the memory peak is the table and one shard
             keys = key(shard, index.offsets[numbers])

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
-from inception_data import quiet_beam  # noqa: F401  (before apache_beam)
 from apache_beam.io.filesystems import FileSystems
 
-from inception_data import paths
+from inception_data import (
+    paths,
+    quiet_beam,  # noqa: F401  (before apache_beam)
+)
 
 MODES = ("move", "copy", "link")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-from typing import Sequence
+from collections.abc import Sequence
 
 from inception_data import example_proto
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import os
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -54,7 +54,7 @@ class Spans:
         """The byte after its last record."""
         return int(self.offsets[-1] + self.sizes[-1]) if self.records else 0
 
-    def whole(self) -> "Spans":
+    def whole(self) -> Spans:
         """The records that lie within the file as it is (all of them, unless it is
         truncated)."""
         if self.file_bytes is None:
@@ -171,7 +171,7 @@ class ShardIndex:
     sizes: np.ndarray  # int64 [records], framing included
 
     @classmethod
-    def of(cls, spans: Sequence[Spans]) -> "ShardIndex":
+    def of(cls, spans: Sequence[Spans]) -> ShardIndex:
         counts = [s.records for s in spans]
         first = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         empty = np.zeros(0, np.int64)
@@ -190,7 +190,7 @@ class ShardIndex:
     def shard_of(self, record: int) -> int:
         return int(np.searchsorted(self.first, record, side="right") - 1)
 
-    def without(self, drop: Mapping[str, Iterable[int]]) -> "ShardIndex":
+    def without(self, drop: Mapping[str, Iterable[int]]) -> ShardIndex:
         """The index without the records `drop` lists ({shard path: [index in shard]})."""
         keep = np.ones(self.records, bool)
         for shard, path in enumerate(self.paths):

@@ -11,12 +11,11 @@ Training reads by record number instead (record_reader.py).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import tensorflow as tf
 
 from inception_data import read_errors, tfrecord
-
 
 # Ends a shard's records; a serialized tf.train.Example never starts with a NUL byte (field 0
 # does not exist), so no real record equals it.
@@ -47,8 +46,9 @@ def reader(bad: dict, on_error: str, counts: dict):
                 return handle.size()
         except (tf.errors.OpError, OSError) as err:
             if on_error == "skip":  # ("raise": TensorFlow's own error, below)
-                read_errors.warn(f"input_fn: {path} cannot be read ({getattr(err, 'message', err)}): its "
-                      f"records are skipped (on_error='skip')")
+                read_errors.warn(f"input_fn: {path} cannot be read "
+                                 f"({getattr(err, 'message', err)}): its records are skipped "
+                                 f"(on_error='skip')")
             return -1
 
     def ended(filename, records, consumed, size):

@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from inception_data import shard_index, sharding
 from inception_data.version import __version__
@@ -57,7 +57,7 @@ class Folder:
     verdict: dict | None
 
     @classmethod
-    def read(cls, folder: str) -> "Folder":
+    def read(cls, folder: str) -> Folder:
         manifest = _read(os.path.join(folder, MANIFEST))
         return cls(_json(manifest), digest(manifest), _json(_read(os.path.join(folder,
                                                                                  VERDICT))))
@@ -152,7 +152,7 @@ class ShardSet:
     folders: Mapping[str, Folder]
 
     @classmethod
-    def read(cls, files: Sequence[str]) -> "ShardSet":
+    def read(cls, files: Sequence[str]) -> ShardSet:
         folders = {folder: Folder.read(folder) for folder in sorted({os.path.dirname(f)
                                                                       for f in files})}
         return cls(tuple(files), folders)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 IMAGES_PER_SHARD = 1024  # the original scripts' rule of thumb
 _SHARD_NAME = re.compile(r"^(?P<split>[\w.-]+)-(?P<index>\d{5})-of-(?P<count>\d{5})$")

@@ -15,7 +15,7 @@ sequence), not as a BBoxFeature.
 from __future__ import annotations
 
 import json
-from typing import Mapping
+from collections.abc import Mapping
 
 from inception_data import schema
 

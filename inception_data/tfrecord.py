@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import io
 import struct
-from typing import BinaryIO, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import BinaryIO
 
 import google_crc32c
 

@@ -6,8 +6,13 @@ import click
 
 from inception_data.build_options import BuildOptions
 from inception_data_cli.messages import fail, warn
-from inception_data_cli.options import (BEAM_ARGS, ShardCount, beam_args, build_options,
-                                        build_options_of)
+from inception_data_cli.options import (
+    BEAM_ARGS,
+    ShardCount,
+    beam_args,
+    build_options,
+    build_options_of,
+)
 from inception_data_cli.processes import run_and_report
 
 
@@ -73,7 +78,8 @@ def imagenet(ctx, train_dir, train_tar, validation_dir, validation_tar, bounding
              validation_labels_file, **options):
     """Build ImageNet TFRecords (synsets, human text, boxes) from trees or the original tars."""
     from inception_data import labels as labels_lib
-    from pipelines import builder, imagenet as imagenet_lib
+    from pipelines import builder
+    from pipelines import imagenet as imagenet_lib
 
     extra = beam_args(ctx)
     if train_dir and train_tar or validation_dir and validation_tar:

@@ -44,8 +44,14 @@ def inspect(patterns, verify, save_verdict, samples, max_size, sheet_path, per_c
     from inception_data.quiet_start import import_tensorflow
 
     import_tensorflow()  # without the C++ start-up notices (an E-line on machines without GPU)
-    from inception_data import contact_sheet, inspection, reader, shard_index, shard_set
-    from inception_data import split_check
+    from inception_data import (
+        contact_sheet,
+        inspection,
+        reader,
+        shard_index,
+        shard_set,
+        split_check,
+    )
 
     try:
         files = reader.list_files(list(patterns))

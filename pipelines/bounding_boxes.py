@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import apache_beam as beam
 from apache_beam.io import fileio
@@ -18,7 +18,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from inception_data import boxes, paths
-from pipelines import launch, atomic_files
+from pipelines import atomic_files, launch
 
 REPORT = "report"
 _SYNSET = re.compile(r"^n\d{8}$")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import io
 import sqlite3
-from typing import Iterable
+from collections.abc import Iterable
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems

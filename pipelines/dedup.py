@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems

@@ -4,7 +4,7 @@ sources before a run (what the launcher listed) or after it (what the manifest c
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from inception_data import labels as labels_lib
 

@@ -6,8 +6,9 @@ Two ways to carry it out, with identical results:
 
 - distributed (`AssignShards`): every Item is keyed by its shard, for a GroupByKey that the
   service spreads over all workers;
-- local (`spill` + `SpilledSplits` + `shard_groups` + `read_group`): Beam's local runner (FnApiRunner) would hold
-  that whole shuffle in memory (~3.7 KB per image over the processes, ~5 GB for ImageNet), so
+- local (`spill` + `SpilledSplits` + `shard_groups` + `read_group`): Beam's local runner
+  (FnApiRunner) would hold that whole shuffle in memory (~3.7 KB per image over the
+  processes, ~5 GB for ImageNet), so
   each class is spilled, in dealing order, to a scratch file on this machine, and each group of
   a few shards picks its Items out of those files with sharding.positions. Memory then depends
   on the group size, not on the dataset.
@@ -17,7 +18,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import NamedTuple
 
 import apache_beam as beam
 

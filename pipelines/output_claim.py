@@ -72,7 +72,7 @@ class _LocalClaim:
                 os.close(fd)
                 if err.errno not in (errno.EAGAIN, errno.EACCES):
                     raise
-                raise OutputClaimed(_refusal(self.output_dir, _read_local(self.path)))
+                raise OutputClaimed(_refusal(self.output_dir, _read_local(self.path))) from None
             try:  # the file we locked may have been removed by its holder meanwhile
                 same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
@@ -118,8 +118,9 @@ class _ObjectClaim:
 
         bucket, _, prefix = output_dir[len("gs://"):].partition("/")
         name = f"{prefix.rstrip('/')}/{CLAIM}" if prefix else CLAIM
-        self.blob = storage.Client.create_anonymous_client().bucket(bucket).blob(name) \
-            if os.environ.get("STORAGE_EMULATOR_HOST") else storage.Client().bucket(bucket).blob(name)
+        client = (storage.Client.create_anonymous_client()
+                  if os.environ.get("STORAGE_EMULATOR_HOST") else storage.Client())
+        self.blob = client.bucket(bucket).blob(name)
         self.output_dir, self.warn, self.holder = output_dir, warn, _holder()
         self.generation, self.lost, self._stop = None, None, threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True)

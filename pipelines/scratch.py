@@ -10,7 +10,6 @@ import tempfile
 
 import psutil
 
-
 SCRATCH_PREFIX = "inception-data-"
 
 

@@ -128,6 +128,22 @@ def cli(*args, expect: int = 0):
     return result
 
 
+def build(*args, workers="1", expect: int = 0):
+    """`inception-data build --no-progress --workers W ARGS` in this process (click's
+    CliRunner); checks the exit code and returns click's result. The one way the tests run a
+    folder build (`workers=None`: the build chooses)."""
+    extra = () if workers is None else ("--workers", workers)
+    return cli("build", "--no-progress", *extra, *args, expect=expect)
+
+
+def build_command(train, out, *extra) -> list[str]:
+    """The same build as a command line for a separate process (signals, concurrent builds)."""
+    import sys
+
+    return [sys.executable, "-m", "inception_data_cli", "build", "--no-progress", "--workers",
+            "1", "--train-dir", str(train), "--output-dir", str(out), *map(str, extra)]
+
+
 def same_outputs(one: pathlib.Path, two: pathlib.Path) -> list[str]:
     """Asserts two output directories hold the same files (sub-folders included), byte for
     byte; returns their relative paths."""

@@ -100,7 +100,8 @@ def test_cli_writes_sorted_csv_and_reports_instead_of_crashing(tmp_path):
         "n01443537_0.JPEG,0.0000,0.0000,1.0000,1.0000",
         "n01443537_2.JPEG,0.0500,0.1000,0.1000,0.2000",
     ]
-    report = [json.loads(l) for l in (tmp_path / "boxes.csv.rejects.jsonl").read_text().splitlines()]
+    report = [json.loads(line)
+              for line in (tmp_path / "boxes.csv.rejects.jsonl").read_text().splitlines()]
     assert sorted(r["kind"] for r in report) == ["dropped box", "unreadable xml"]
     assert "4 XML files: wrote 3 boxes for 3 images" in result.output
 

@@ -6,8 +6,8 @@ import tempfile
 
 import pytest
 import tensorflow as tf
-from click.testing import CliRunner
 from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions
+from click.testing import CliRunner
 from PIL import Image
 
 from inception_data import labels, schema, sharding
@@ -15,11 +15,7 @@ from inception_data_cli import main as cli
 from pipelines import launch, layout
 from tests import fabricate
 
-
-def build(*args, workers="1", expect=0):
-    result = CliRunner().invoke(cli.main, ["build", "--no-progress", "--workers", workers, *args])
-    assert result.exit_code == expect, result.output + repr(result.exception)
-    return result
+build = fabricate.build
 
 
 def read_split(out: pathlib.Path, split: str) -> list[dict]:
@@ -46,7 +42,8 @@ def test_build_writes_every_good_image_and_rejects_the_rest(tree):
                    "--labels-file", str(tree["labels"]), "--output-dir", str(out),
                    "--shards", "3", "--validation-shards", "2")
     assert "wrote" in result.output and "images/s" in result.output
-    assert sorted(p.name for p in out.glob("train-*")) == [f"train-0000{i}-of-00003" for i in range(3)]
+    assert sorted(p.name for p in out.glob("train-*")) == [f"train-0000{i}-of-00003"
+                                                           for i in range(3)]
     assert len(list(out.glob("validation-*"))) == 2
     label_map = labels.parse_labels((out / "labels.txt").read_text())
     assert label_map.names == ("dogs", "cats", "fish")

@@ -10,7 +10,6 @@ import tarfile
 from tests import fabricate
 from tests.conftest import in_env
 
-
 SCRIPT = """
 import sys
 from apache_beam.io.filesystems import FileSystems
@@ -57,6 +56,7 @@ def test_imagenet_job_translates_and_stages_the_project(gcs):
         assert stage in names, stage
     with tarfile.open(fileobj=io.BytesIO(staged["workflow.tar.gz"])) as sdist:
         members = sdist.getnames()
-    for needed in ("inception_data_cli/main.py", "inception_data/images.py", "pipelines/imagenet.py",
-                   "labels/imagenet_lsvrc_2015_synsets.txt", "pyproject.toml"):
+    for needed in ("inception_data_cli/main.py", "inception_data/images.py",
+                   "pipelines/imagenet.py", "labels/imagenet_lsvrc_2015_synsets.txt",
+                   "pyproject.toml"):
         assert any(name.endswith(needed) for name in members), needed

@@ -11,7 +11,8 @@ import tensorflow as tf
 
 from tests import fabricate
 
-DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs"
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
 
 
 def example(doc: str, title: str) -> str:
@@ -29,8 +30,7 @@ def shards(tmp_path_factory):
         for i in range(6):
             fabricate.write(root / "train" / f"c{c}" / f"{i}.jpg",
                             fabricate.jpeg_bytes(80, 64, seed=10 * c + i))
-    fabricate.cli("build", "--no-progress", "--workers", "1", "--train-dir", root / "train",
-                  "--output-dir", root / "out", "--shards", "2")
+    fabricate.build("--train-dir", root / "train", "--output-dir", root / "out", "--shards", "2")
     return root / "out"
 
 
@@ -53,3 +53,14 @@ def test_the_resuming_examples_resume_to_the_bit(shards, tmp_path, title):
                                               for a, b in zip(whole, resumed))
     assert not all(np.array_equal(a, b) for a, b in
                    zip(whole, run(code, pattern, tmp_path / "short", 3)))  # it did train
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    """One way to run the tests: the README's command (linter first), which .ci/run runs."""
+    readme = (ROOT / "README.md").read_text()
+    commands = re.findall(r"```\n(python3 -m venv .venv && [^\n]*pytest[^\n]*)\n```", readme)
+    assert len(commands) == 1, commands
+    assert "ruff check ." in commands[0]
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines()
+          if line and not line.startswith("#")]
+    assert ci[-1] == commands[0]

@@ -61,9 +61,8 @@ def tree(tmp_path_factory):
 
 
 def build(tree, out, *extra):
-    fabricate.cli("build", "--train-dir", tree / "train", "--validation-dir",
-                  tree / "validation", "--output-dir", out, "--shards", "2",
-                  "--validation-shards", "2", "--no-progress", "--workers", "1", *extra)
+    fabricate.build("--train-dir", tree / "train", "--validation-dir", tree / "validation",
+                    "--output-dir", out, "--shards", "2", "--validation-shards", "2", *extra)
     return json.loads((out / "manifest.json").read_text())
 
 

@@ -12,7 +12,6 @@ from inception_data_cli import main as cli
 from tests import fabricate
 from tests.conftest import in_env
 
-
 UPLOAD = """
 import pathlib, sys
 from apache_beam.io.filesystems import FileSystems
@@ -44,7 +43,8 @@ def assert_same_shards(remote: dict, local, argv) -> None:
 
 
 def run_cli(env, *argv):
-    in_env(env, f"import sys; from inception_data_cli import main as cli; sys.argv = {['inception-data', *argv]!r}; cli.main()")
+    in_env(env, f"import sys; from inception_data_cli import main as cli; "
+                f"sys.argv = {['inception-data', *argv]!r}; cli.main()")
 
 DOWNLOAD = """
 import json, sys

@@ -255,8 +255,8 @@ def test_os_errors_are_one_line_naming_the_path_and_what_to_do(tmp_path, monkeyp
     wrapped = RuntimeError("Traceback (most recent call last):\n  File ...\nOSError: [Errno 30] "
                            "Read-only file system: '/mnt/ro/.tmp-train-00000' [while running "
                            "'WriteShardGroups']")
-    assert processes.one_line(wrapped) == ("/mnt/ro/.tmp-train-00000: Read-only file system; choose a "
-                                     "writable --output-dir")
+    assert processes.one_line(wrapped) == ("/mnt/ro/.tmp-train-00000: Read-only file system; "
+                                           "choose a writable --output-dir")
     beam = RuntimeError("OSError: [Errno 28] No space left on device [while running "
                         "'WriteShardGroups/ParDo(WriteShardGroups)']")  # no path, a stage
     assert processes.one_line(beam, "/data/out") == (

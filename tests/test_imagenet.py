@@ -39,7 +39,8 @@ def ilsvrc(tmp_path_factory):
         for n in (96, 7):
             fabricate.write(train / synset / f"{synset}_{n}.JPEG", sample.read_bytes())
     odd = fabricate.shared_data("odd-images")
-    fabricate.write(train / "n01443537" / "n01443537_png.JPEG", (odd / "rgb-photo.png").read_bytes())
+    fabricate.write(train / "n01443537" / "n01443537_png.JPEG",
+                    (odd / "rgb-photo.png").read_bytes())
     fabricate.write(train / "n01443537" / "n01443537_cmyk.JPEG", (odd / "cmyk.jpg").read_bytes())
     val = root / "val"
     for i, sample in enumerate(samples[100:110], start=1):
@@ -194,7 +195,8 @@ def test_unknown_synset_directory_is_reported_not_lost(ilsvrc, tmp_path):
     fabricate.write(train / "n99999999" / "n99999999_1.JPEG", fabricate.jpeg_bytes())
     result = build(ilsvrc, tmp_path / "out", "--train-dir", train)
     assert "n99999999 is not in the labels file" in result.output
-    assert "synset 'n01443537' has no images" in result.output or "label 'n01443537' has no images" in result.output
+    assert ("synset 'n01443537' has no images" in result.output
+            or "label 'n01443537' has no images" in result.output)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())["splits"]["train"]
     assert (manifest["found"], manifest["written"], manifest["rejected"]) == (2, 1, 1)
 

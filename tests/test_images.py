@@ -150,7 +150,8 @@ def test_a_multi_picture_photo_is_stored_as_its_primary_image():
         assert result.converted is None and result.reasons == ("multi-picture",)
         assert np.array_equal(_decode(result.encoded), _decode(data))  # TF's primary image
     smaller = images.normalise(data, policy=images.SizePolicy(max_size=100))
-    assert smaller.reasons == ("multi-picture", "size") and max(smaller.width, smaller.height) == 100
+    assert smaller.reasons == ("multi-picture", "size")
+    assert max(smaller.width, smaller.height) == 100
     broken = bytearray(data)
     offset = data.index(b"MPF\x00")  # the MP Entry's size of the first image: made too large
     order = "little" if data[offset + 4:offset + 6] == b"II" else "big"
@@ -164,7 +165,8 @@ def test_a_multi_picture_photo_is_stored_as_its_primary_image():
 def test_a_folder_of_multi_picture_photos_is_written_and_counted(tmp_path):
     samples = sorted(fabricate.shared_data("imagenet-samples").iterdir())
     for i, sample in enumerate(samples[:3]):
-        fabricate.write(tmp_path / "train" / "phone" / f"{i}.jpg", _multi_picture(sample.read_bytes()))
+        fabricate.write(tmp_path / "train" / "phone" / f"{i}.jpg",
+                        _multi_picture(sample.read_bytes()))
     fabricate.write(tmp_path / "train" / "camera" / "plain.jpg", samples[3].read_bytes())
     fabricate.cli("build", "--no-progress", "--workers", "1", "--train-dir", tmp_path / "train",
                   "--output-dir", tmp_path / "out")

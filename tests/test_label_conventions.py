@@ -19,8 +19,8 @@ def builds(tmp_path_factory):
     out = {}
     for name, extra in (("background", ()), ("none", ("--no-background",))):
         out[name] = root / name
-        fabricate.cli("build", "--train-dir", root / "train", "--validation-dir", root / "train",
-                      "--output-dir", out[name], "--no-progress", "--workers", "1", *extra)
+        fabricate.build("--train-dir", root / "train", "--validation-dir", root / "train",
+                        "--output-dir", out[name], *extra)
     return out
 
 
@@ -56,7 +56,7 @@ def test_input_fn_reads_the_convention(builds):
         assert ShardSet.read(reader.list_files(pattern)).label_offset() == offset
         dataset = reader.input_fn(pattern, is_training=False, batch_size=16, image_size=32,
                                   options=reader.ReadOptions(num_classes=3))
-        seen = sorted(set(tf.concat([l for _, l in dataset], 0).numpy().tolist()))
+        seen = sorted(set(tf.concat([labels for _, labels in dataset], 0).numpy().tolist()))
         assert seen == [offset, offset + 1, offset + 2]
     # N = 2 classes cannot hold label 2 in either convention: fails naming the file
     for name in ("background", "none"):

@@ -133,7 +133,8 @@ def test_cifar10_tree_has_exact_pixels_and_labels(served, tmp_path):
     assert result.exit_code == 0, result.output
     assert "15 train and 3 validation" in result.output
     assert (out / "labels.txt").read_text().split() == [n.decode() for n in CIFAR_NAMES]
-    for split, names in (("train", mnist_cifar.CIFAR10_TRAIN), ("validation", [mnist_cifar.CIFAR10_TEST])):
+    for split, names in (("train", mnist_cifar.CIFAR10_TRAIN),
+                         ("validation", [mnist_cifar.CIFAR10_TEST])):
         data = np.concatenate([batches[n][0] for n in names])
         labels = [v for n in names for v in batches[n][1]]
         for index in range(len(data)):
@@ -181,6 +182,7 @@ def test_mnist_build_stores_digits_as_rgb_jpegs(served, tmp_path):
     result = run("mnist", out, "--url", url, "--no-md5", "--no-progress", "--build")
     assert result.exit_code == 0, result.output
     import tensorflow as tf
+
     from inception_data import schema
 
     records = list(tf.data.TFRecordDataset(sorted(map(str, (out / "tfrecords").glob("train-*")))))

@@ -191,7 +191,7 @@ def one_epoch_skipping(out, read=IN_MEMORY):
     dataset = inception_data.input_fn(str(out / "train-*"), is_training=True, batch_size=1,
                                       image_size=24, seed=3, on_error="skip",
                                       options=read.replace(repeat=False))
-    return [(i, l, tuple(m["filename"].numpy())[0]) for i, l, m in dataset]
+    return [(i, label, tuple(m["filename"].numpy())[0]) for i, label, m in dataset]
 
 
 @pytest.mark.parametrize("read", [IN_MEMORY, FROM_FILES], ids=["memory", "files"])

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 from click.testing import CliRunner
@@ -18,8 +17,7 @@ from tests.conftest import in_env
 
 
 def _build(tree, out, *extra):
-    return [sys.executable, "-m", "inception_data_cli", "build", "--no-progress", "--workers",
-            "1", "--train-dir", str(tree), "--shards", "20", "--output-dir", str(out), *extra]
+    return fabricate.build_command(tree, out, "--shards", "20", *extra)
 
 
 def _wait_for(path, process, seconds=120):
@@ -40,7 +38,7 @@ def test_a_second_build_into_a_claimed_folder_refuses_and_the_first_is_intact(tm
     second = subprocess.run(_build(tree, out, "--overwrite", "--shards", "7"),
                             capture_output=True, text=True)
     assert second.returncode == 2
-    lines = [l for l in second.stderr.splitlines() if l.startswith("error:")]
+    lines = [line for line in second.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and f"{out} is being written by another build" in lines[0], second.stderr
     assert f"pid {first.pid} on " in lines[0] and "choose another --output-dir" in lines[0]
     assert holder.get("pid") in (None, first.pid)
@@ -134,7 +132,8 @@ def test_on_gcs_the_claim_is_a_generation_matched_object(gcs):
     out = in_env(gcs, GCS_CLAIM)
     assert "REFUSED gs://bucket/claimed is being written by another build (pid " in out, out
     assert "NOT REFUSED" not in out
-    assert "WARN gs://bucket/claimed: taking over the claim of a build whose heartbeat stopped" in out
+    assert ("WARN gs://bucket/claimed: taking over the claim of a build whose heartbeat "
+            "stopped") in out
     assert "(pid 4242 on " in out
     assert "STALE HOLDER BEAT None" in out  # the old holder's next heartbeat fails: it lost it
     assert "GONE True" in out, out

@@ -8,7 +8,6 @@ from inception_data import preprocessing as P
 from tests import fabricate
 
 
-
 def fast_colour(image, seed):
     """The fused colour jitter on `image` in [0, 1], clipped to [0, 1]: an unfused reference
     built from the module's parts, for comparison with TensorFlow's colour ops."""
@@ -167,6 +166,7 @@ def _numbered_png(height=6, width=5):
     """A PNG whose pixel (y, x) holds 1 + y * width + x in every channel: a crop window can be
     read back from its values (0 = padding)."""
     import io
+
     from PIL import Image
 
     values = (1 + np.arange(height * width, dtype=np.uint8).reshape(height, width))

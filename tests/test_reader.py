@@ -101,9 +101,11 @@ def test_missing_key_and_bad_label_name_the_file(tmp_path, shards):
     example.features.feature["image/width"].int64_list.value.append(32)
     with tf.io.TFRecordWriter(str(bad)) as writer:
         writer.write(example.SerializeToString())
-    with pytest.raises(tf.errors.InvalidArgumentError, match="needs image/encoded(.|\n)*image/class/label:(.|\n)*-1(.|\n)*in file(.|\n)*bad-00000"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="needs image/encoded(.|\n)*image/"
+                       "class/label:(.|\n)*-1(.|\n)*in file(.|\n)*bad-00000"):
         batches(inception_data.input_fn(str(bad), is_training=False, batch_size=1))
-    with pytest.raises(tf.errors.InvalidArgumentError, match="image/class/label in 0..2(.|\n)*image/class/label:(.|\n)*3(.|\n)*in file(.|\n)*train-0000"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="image/class/label in 0..2(.|\n)*"
+                       "image/class/label:(.|\n)*3(.|\n)*in file(.|\n)*train-0000"):
         batches(inception_data.input_fn(str(shards / "train-*"), is_training=False,
                                         batch_size=15, image_size=16,
                                         options=ReadOptions(num_classes=2)))

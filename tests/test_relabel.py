@@ -61,9 +61,11 @@ def test_partial_run_misplaced_and_unexpected_files(flat_val):
     val, synsets = flat_val
     # an earlier run placed image 1, put image 2 in a wrong folder, and a stray file exists
     (val / synsets[0]).mkdir()
-    os.rename(val / "ILSVRC2012_val_00000001.JPEG", val / synsets[0] / "ILSVRC2012_val_00000001.JPEG")
+    os.rename(val / "ILSVRC2012_val_00000001.JPEG",
+              val / synsets[0] / "ILSVRC2012_val_00000001.JPEG")
     (val / "n99999999").mkdir()
-    os.rename(val / "ILSVRC2012_val_00000002.JPEG", val / "n99999999" / "ILSVRC2012_val_00000002.JPEG")
+    os.rename(val / "ILSVRC2012_val_00000002.JPEG",
+              val / "n99999999" / "ILSVRC2012_val_00000002.JPEG")
     (val / "notes.txt").write_text("mine")
     output = relabel(val, "--mode", "copy")
     assert "1 already in place" in output and "29 to copy (1 in a wrong folder)" in output

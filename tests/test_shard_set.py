@@ -2,8 +2,8 @@
 from the `-of-N` names, the manifest and file sizes only."""
 
 import logging
-import re
 import os
+import re
 
 import pytest
 
@@ -65,8 +65,9 @@ def test_one_shard_of_three_names_the_other_two(built, tmp_path):
         if path.is_file() and not path.name.startswith("train-00002"):
             (out / path.name).write_bytes(path.read_bytes())
     gaps = shard_set.ShardSet.read([str(out / "train-00000-of-00003")]).incomplete()
-    assert gaps == [f"{out}/train-00001-of-00003 is missing (train-00000-of-00003 says there are 3)",
-                    f"{out}/train-00002-of-00003 is missing (train-00000-of-00003 says there are 3)"]
+    says = "(train-00000-of-00003 says there are 3)"
+    assert gaps == [f"{out}/train-00001-of-00003 is missing {says}",
+                    f"{out}/train-00002-of-00003 is missing {says}"]
 
 
 def test_a_folder_given_for_shards_names_the_pattern_to_give(built):

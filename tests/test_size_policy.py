@@ -7,11 +7,9 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
-from click.testing import CliRunner
 from PIL import Image, ImageFile
 
 from inception_data import images, schema
-from inception_data_cli import main as cli
 from tests import fabricate
 
 
@@ -209,11 +207,7 @@ def test_megapixel_bins():
 
 # --- through the command ----------------------------------------------------------------------
 
-def build(*args, workers="1", expect=0):
-    result = CliRunner().invoke(cli.main, ["build", "--no-progress", "--workers", workers,
-                                           *map(str, args)])
-    assert result.exit_code == expect, result.output + repr(result.exception)
-    return result
+build = fabricate.build
 
 
 @pytest.fixture(scope="module")

@@ -63,7 +63,8 @@ def test_the_private_keras_hooks_we_override_still_exist():
     stops calling it would silently give Keras' own averages. This fails first, by name."""
     base = keras.optimizers.Optimizer
     assert callable(getattr(base, optimizers.HOOK, None)), (
-        f"keras {keras.__version__} has no Optimizer.{optimizers.HOOK}: update trainer/optimizers.py")
+        f"keras {keras.__version__} has no Optimizer.{optimizers.HOOK}: "
+        f"update trainer/optimizers.py")
     weight = keras.Variable(np.zeros(2, np.float32))
     optimizer = optimizers.make("adam", 0.1, ema_decay=0.9999)
     optimizer.build([weight])
@@ -90,10 +91,11 @@ def test_inception_aux_head_on_mixed7_and_the_recipe_is_applied(inception):
     layer = inception.get_layer("aux_pool")
     assert layer._inbound_nodes[0].parent_nodes[0].operation.name == "mixed7"
     assert inception.get_layer("dropout").rate == pytest.approx(0.2)
-    bns = [l for l in inception.layers if isinstance(l, keras.layers.BatchNormalization)]
-    assert bns and all(l.momentum == pytest.approx(0.99) for l in bns)
-    convs = [l for l in inception.layers if isinstance(l, keras.layers.Conv2D)]
-    assert all(l.kernel_regularizer.l2 == pytest.approx(2e-5) for l in convs)
+    bns = [layer for layer in inception.layers
+           if isinstance(layer, keras.layers.BatchNormalization)]
+    assert bns and all(layer.momentum == pytest.approx(0.99) for layer in bns)
+    convs = [layer for layer in inception.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert all(layer.kernel_regularizer.l2 == pytest.approx(2e-5) for layer in convs)
 
 
 def test_loss_is_main_plus_0_4_aux_with_smoothing_plus_weight_decay(inception):
@@ -105,7 +107,7 @@ def test_loss_is_main_plus_0_4_aux_with_smoothing_plus_weight_decay(inception):
         target = labels * 0.9 + 0.1 / 5
         return float(tf.reduce_mean(-tf.reduce_sum(target * tf.nn.log_softmax(logits), -1)))
 
-    kernels = [l.kernel for l in inception.layers if hasattr(l, "kernel")]
+    kernels = [layer.kernel for layer in inception.layers if hasattr(layer, "kernel")]
     decay = 4e-5 * sum(float(tf.nn.l2_loss(k)) for k in kernels)  # slim: w * sum(x^2) / 2
     expected = smoothed_ce(main) + 0.4 * smoothed_ce(aux) + decay
     got = float(inception.compute_loss(x=images, y=(labels, labels), y_pred=(main, aux)))
@@ -162,7 +164,8 @@ def test_each_network_steps_evaluates_and_its_checkpoint_reloads(name, tmp_path)
         return
     tuned = models.build(name, 3, size, rec)
     assert checkpoints.transfer_weights(loaded, tuned) == heads
-    first = next(i for i, l in enumerate(tuned.layers) if isinstance(l, keras.layers.Conv2D))
+    first = next(i for i, layer in enumerate(tuned.layers)
+                 if isinstance(layer, keras.layers.Conv2D))
     assert np.array_equal(tuned.layers[first].get_weights()[0],
                           loaded.layers[first].get_weights()[0])
 
@@ -183,7 +186,7 @@ def test_resnet34_blocks_and_parameter_count():
     assert model.get_layer("stem_conv").kernel_size == (7, 7)
     small = models.build("resnet34", 10, 32, rec)
     assert small.get_layer("stem_conv").kernel_size == (3, 3)
-    assert "stem_pool" not in [l.name for l in small.layers]
+    assert "stem_pool" not in [layer.name for layer in small.layers]
 
 
 def test_nan_loss_stops_with_a_clear_error(inception):
@@ -239,7 +242,7 @@ def test_tower_dropout_draws_a_new_seeded_mask_each_step(tmp_path):
 def test_logbook_writes_json_lines(tmp_path):
     book = callbacks.Logbook(str(tmp_path))
     book.write("validation", {"step": 5, "minutes": 0.5, "precision_at_1": 0.25})
-    rows = [json.loads(l) for l in (tmp_path / "validation.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "validation.jsonl").read_text().splitlines()]
     assert rows == [{"step": 5, "minutes": 0.5, "precision_at_1": 0.25}]
     assert list(tmp_path.glob("events.out.tfevents*"))
 
@@ -297,17 +300,17 @@ def test_pretrained_weights_from_a_file_load_layer_by_layer(name, size, tmp_path
     path = tmp_path / f"{name}.weights.h5"
     app.save_weights(path)
     model = models.build(name, 4, size, rec, pretrained=str(path))
-    mine = [l for l in model.layers if l.weights and l.name != models.LOGITS
-            and not isinstance(l, models.TowerDropout)]  # the new head
-    theirs = [l for l in app.layers if l.weights]
+    mine = [layer for layer in model.layers if layer.weights and layer.name != models.LOGITS
+            and not isinstance(layer, models.TowerDropout)]  # the new head
+    theirs = [layer for layer in app.layers if layer.weights]
     assert len(mine) == len(theirs) > 50
     for ours, published in zip(mine, theirs):
         for a, b in zip(ours.get_weights(), published.get_weights()):
             assert np.array_equal(a, b), ours.name
-    assert ("caffe_input" in [l.name for l in model.layers]) == (name in models.CAFFE_INPUT)
+    assert ("caffe_input" in [layer.name for layer in model.layers]) == (name in models.CAFFE_INPUT)
     # the recipe still applies to the rebuilt layers
-    assert all(l.momentum == pytest.approx(rec.bn_momentum) for l in model.layers
-               if isinstance(l, keras.layers.BatchNormalization))
+    assert all(layer.momentum == pytest.approx(rec.bn_momentum) for layer in model.layers
+               if isinstance(layer, keras.layers.BatchNormalization))
 
 
 def test_each_weight_set_gets_the_input_it_was_trained_with():
@@ -355,7 +358,8 @@ def test_a_frozen_base_keeps_its_weights_and_batch_norm_statistics_while_the_hea
     model = models.build("mobilenet_v2", 4, 32, rec)
     run.freeze_base(model, True)
     assert run.base_frozen(model)
-    assert [l.name for l in model.layers if l.trainable and l.weights] == [models.LOGITS]
+    learning = [layer.name for layer in model.layers if layer.trainable and layer.weights]
+    assert learning == [models.LOGITS]
     run.compile_model(model, rec, learning_rate=0.01, steps_per_epoch=10)
     model.run_eagerly = True
     images = tf.random.stateless_uniform([4, 32, 32, 3], [1, 2], -1, 1)
@@ -380,10 +384,10 @@ def test_a_frozen_base_keeps_its_weights_and_batch_norm_statistics_while_the_hea
     # Inception's auxiliary head is new with published weights: it learns with the logits
     inception = models.build("inception_v3", 4, 75, recipes.recipe("inception_v3"))
     run.freeze_base(inception, True)
-    learning = {l.name for l in inception.layers if l.trainable and l.weights}
+    learning = {layer.name for layer in inception.layers if layer.trainable and layer.weights}
     assert {models.LOGITS, models.AUX_LOGITS, "aux_conv1", "aux_conv2_bn"} <= learning
     assert all(name == models.LOGITS or name.startswith("aux_") for name in learning), learning
-    assert len([l for l in inception.layers if l.weights]) > len(learning) + 100
+    assert len([layer for layer in inception.layers if layer.weights]) > len(learning) + 100
 
 
 def test_evaluation_says_how_many_records_it_could_not_read():

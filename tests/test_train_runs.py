@@ -3,8 +3,8 @@ exactly; the cycle of train, periodic evaluation, resume, evaluate and fine-tune
 Each network is stepped, evaluated and checkpointed in process in test_train.py. These runs use
 small networks and run train.py's main in this process: a train.py process costs 15-25 s
 before its first step whatever the network (imports, towers, tracing), tracing Inception v3's
-step alone takes ~40 s on this CPU, and the code they exercise is the same for every network. Slow: run `pytest -m "not slow"` for the fast
-loop."""
+step alone takes ~40 s on this CPU, and the code they exercise is the same for every network.
+Slow: run `pytest -m "not slow"` for the fast loop."""
 
 import contextlib
 import importlib.util
@@ -21,9 +21,7 @@ import time
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from inception_data_cli import main as cli
 from tests import fabricate
 
 pytestmark = pytest.mark.slow
@@ -32,11 +30,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def build(root, *, train, validation):
-    result = CliRunner().invoke(cli.main, [
-        "build", "--no-progress", "--workers", "1", "--train-dir", str(train),
-        "--validation-dir", str(validation), "--output-dir", str(root / "out"), "--shards", "2",
-        "--validation-shards", "2"])
-    assert result.exit_code == 0, result.output
+    fabricate.build("--train-dir", train, "--validation-dir", validation, "--output-dir",
+                    root / "out", "--shards", "2", "--validation-shards", "2")
     return root / "out"
 
 
@@ -88,13 +83,15 @@ def varied_shards(root, per_class=4):
         for c, name in enumerate(("airplane", "cat", "ship")):
             for i in range(count):
                 fabricate.write(root / split / name / f"{c}{i}.png",
-                                fabricate.png_bytes(32, 32, seed=100 * c + i + 50 * (split != "train")))
+                                fabricate.png_bytes(
+                                    32, 32, seed=100 * c + i + 50 * (split != "train")))
     return build(root, train=root / "train", validation=root / "validation")
 
 
 def logged(train_dir):
     """{step: loss} from the run's train.jsonl (full float precision)."""
-    rows = [json.loads(line) for line in (train_dir / "logs" / "train.jsonl").read_text().splitlines()]
+    rows = [json.loads(line)
+            for line in (train_dir / "logs" / "train.jsonl").read_text().splitlines()]
     return {row["step"]: row["loss"] for row in rows}
 
 
@@ -201,16 +198,17 @@ def test_train_resume_evaluate_and_fine_tune(tmp_path):
     assert "2 tower(s), global batch 12, 4 outputs (3 classes + background)" in output
     assert "tiny: inception preprocessing at 32 px" in output
     losses = per_step_losses(output)  # each line is the mean of its own step (metrics reset)
-    assert len(losses) == 8 and all(math.isfinite(l) for l in losses)
+    assert len(losses) == 8 and all(math.isfinite(loss) for loss in losses)
     assert np.mean(losses[4:]) < np.mean(losses[:4]), losses  # it overfits 12 images
     assert re.search(r"^step 8: .*top-1 [\d.]+; [\d.]+ images/s, lr 0.01\b", output, re.M)
     assert sorted(p.name for p in runs.glob("ckpt-*")) == ["ckpt-000004.keras",
                                                            "ckpt-000008.keras"]
     assert list((runs / "logs").glob("*tfevents*"))
-    rows = [json.loads(l) for l in (runs / "logs" / "train.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (runs / "logs" / "train.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 9))
     assert all(r["xent"] < r["loss"] for r in rows)  # the loss without the L2 term
-    evaluated = [json.loads(l) for l in (runs / "logs" / "validation.jsonl").read_text().splitlines()]
+    evaluated = [json.loads(line)
+                 for line in (runs / "logs" / "validation.jsonl").read_text().splitlines()]
     assert [(r["step"], r["examples"]) for r in evaluated] == [(4, 6), (8, 6)]  # 2 towers
 
     # resumed on 1 tower: a checkpoint does not depend on the towers it was trained on (and
@@ -282,7 +280,8 @@ def test_a_run_from_published_weights_fine_tunes_and_evaluates(tmp_path):
     assert not np.array_equal(now, start)  # and trained in the second step
     frozen = checkpoints.load(str(tmp_path / "runs" / "ckpt-000001.keras"), 4)
     assert np.array_equal(frozen.get_layer("Conv1").get_weights()[0], start)
-    assert np.array_equal(frozen.get_layer("bn_Conv1").moving_mean, app.get_layer("bn_Conv1").moving_mean)
+    assert np.array_equal(frozen.get_layer("bn_Conv1").moving_mean,
+                          app.get_layer("bn_Conv1").moving_mean)
 
 
 def test_on_error_skip_trains_and_evaluates_past_damaged_shards(tmp_path):

@@ -17,8 +17,7 @@ import tensorflow as tf
 
 import inception_data
 from inception_data import labels as labels_lib
-from inception_data import paths, read_errors
-from inception_data import schema
+from inception_data import paths, read_errors, schema
 
 SMALL_IMAGES = 64  # images no larger than this on both sides get the "small" preset
 DIGITS = tuple(str(d) for d in range(10))
@@ -128,7 +127,8 @@ def datasets(info: DatasetInfo, strategy, *, training: bool, global_batch: int,
         # and across workers, each worker the batches of its turn (by batch, not by file: any
         # number of validation shards splits exactly); the metrics are summed across workers
         options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA)
         return dataset.with_options(options)
     return strategy.distribute_datasets_from_function(make)
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-
 HOOK = "_update_model_variables_moving_average"  # private Keras API, see above
 AVERAGES = "_model_variables_moving_average"
 TRAINABLE = "_trainable_variables"  # the variables the averages follow, in the same order

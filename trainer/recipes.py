@@ -7,12 +7,12 @@ normalised by the gradient's scale), after a linear warm-up.
 
 The original Inception recipe (RMSProp with epsilon 1.0, learning rate 0.1, batch-norm decay
 0.9997, EMA 0.9999 without warm-up) was made for 100k+ step runs on many GPUs. Measured on 2 CPU
-cores at a global batch of 32 on a real 10-class ImageNet subset (docs/training.md, "Does it learn?"): its
-0.1 diverges, 0.1 scaled to the batch (0.0125) stays at chance-level training accuracy for 300-600
-steps with a cross-entropy above that of a uniform guess, while Adam at 0.001 reaches 0.44
-validation precision@1 after 460 steps and 0.61 after 30 minutes. So the Inception and
-MobileNet rows default to Adam; `--optimizer rmsprop --initial-learning-rate ...` gives the
-original's optimizer back for long runs.
+cores at a global batch of 32 on a real 10-class ImageNet subset (docs/training.md, "Does it
+learn?"): its 0.1 diverges, 0.1 scaled to the batch (0.0125) stays at chance-level training
+accuracy for 300-600 steps with a cross-entropy above that of a uniform guess, while Adam at
+0.001 reaches 0.44 validation precision@1 after 460 steps and 0.61 after 30 minutes. So the
+Inception and MobileNet rows default to Adam; `--optimizer rmsprop --initial-learning-rate ...`
+gives the original's optimizer back for long runs.
 
 All models take inputs in [-1, 1] (what `input_fn` yields): they are trained from random
 initialisation, so no model-specific input scaling is needed.
