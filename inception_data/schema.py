@@ -12,6 +12,7 @@ place in the project that spells a feature key.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import struct
 from collections.abc import Sequence
 
@@ -72,7 +73,12 @@ def _name_bytes(name: str) -> bytes:
 _FLOATS = struct.Struct("<f")
 
 
+_SMALL_VARINTS = tuple(bytes((i,)) for i in range(0x80))  # one byte each: most lengths, labels
+
+
 def _varint(value: int) -> bytes:
+    if 0 <= value < 0x80:
+        return _SMALL_VARINTS[value]
     value &= (1 << 64) - 1  # negative int64s are ten-byte two's complement varints
     out = bytearray()
     while value > 0x7F:
@@ -103,15 +109,32 @@ def _ints_wire(values) -> bytes:
     return _delimited(_INT64_LIST, _delimited(_VALUE, packed) if values else b"")
 
 
+def _int_wire(value: int) -> bytes:
+    """_ints_wire([value]), the common case, without the lists."""
+    packed = _varint(value)
+    return b"".join((bytes((_INT64_LIST,)), _varint(len(packed) + 2), bytes((_VALUE,)),
+                     _varint(len(packed)), packed))
+
+
+@functools.lru_cache(maxsize=4096)
+def _text_wire(text: str) -> bytes:
+    """A class name's BytesList (the same few per build: cached)."""
+    return _bytes_wire([_name_bytes(text)])
+
+
 def _floats_wire(values) -> bytes:
     packed = b"".join(_FLOATS.pack(v) for v in values)
     return _delimited(_FLOAT_LIST, _delimited(_VALUE, packed) if values else b"")
 
 
+@functools.cache
+def _key_field(key: str) -> bytes:
+    return _delimited(_ENTRY_KEY, key.encode())
+
+
 def _entry(key: str, feature: bytes) -> bytes:
     """One Features.feature map entry."""
-    return _delimited(_FEATURE_ENTRY, _delimited(_ENTRY_KEY, key.encode())
-                      + _delimited(_ENTRY_VALUE, feature))
+    return _delimited(_FEATURE_ENTRY, _key_field(key) + _delimited(_ENTRY_VALUE, feature))
 
 
 # entries that are the same in every record
@@ -135,11 +158,11 @@ def _encoded_entry_header(size: int) -> bytes:
 def _small_entries(record: ImageRecord) -> dict[str, bytes]:
     """The entries other than the image, by key."""
     entries = dict(_CONSTANT_ENTRIES)
-    entries[HEIGHT] = _entry(HEIGHT, _ints_wire([record.height]))
-    entries[WIDTH] = _entry(WIDTH, _ints_wire([record.width]))
+    entries[HEIGHT] = _entry(HEIGHT, _int_wire(record.height))
+    entries[WIDTH] = _entry(WIDTH, _int_wire(record.width))
     entries[FILENAME] = _entry(FILENAME, _bytes_wire([_name_bytes(record.filename)]))
-    entries[LABEL] = _entry(LABEL, _ints_wire([record.label]))
-    entries[TEXT] = _entry(TEXT, _bytes_wire([_name_bytes(record.text)]))
+    entries[LABEL] = _entry(LABEL, _int_wire(record.label))
+    entries[TEXT] = _entry(TEXT, _text_wire(record.text))
     if record.synset is not None:
         entries[SYNSET] = _entry(SYNSET, _bytes_wire([record.synset.encode()]))
         columns = list(zip(*record.boxes)) or [(), (), (), ()]
@@ -149,12 +172,20 @@ def _small_entries(record: ImageRecord) -> dict[str, bytes]:
     return entries
 
 
+@functools.cache
+def _key_order(keys: frozenset) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The keys before and after image/encoded, in the sorted order of the map's entries."""
+    ordered = sorted(keys)
+    return (tuple(k for k in ordered if k < ENCODED), tuple(k for k in ordered if k > ENCODED))
+
+
 def example_pieces(record: ImageRecord) -> tuple[bytes, bytes, bytes]:
     """to_example's bytes in three pieces - (what precedes the image, the image, what follows)
     - so that a writer can frame and write them without copying the image again."""
     entries = _small_entries(record)
-    before = b"".join(entries[key] for key in sorted(entries) if key < ENCODED)
-    after = b"".join(entries[key] for key in sorted(entries) if key > ENCODED)
+    before_keys, after_keys = _key_order(frozenset(entries))
+    before = b"".join([entries[key] for key in before_keys])
+    after = b"".join([entries[key] for key in after_keys])
     header = _encoded_entry_header(len(record.encoded))
     total = len(before) + len(header) + len(record.encoded) + len(after)
     return (b"".join((bytes((_FEATURES,)), _varint(total), before, header)), record.encoded,
