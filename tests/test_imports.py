@@ -102,3 +102,15 @@ def test_the_pipelines_never_import_the_cli_or_the_trainer():
               if name.split(".")[0] == "pipelines"
               for target in targets if target.split(".")[0] in ("inception_data_cli", "trainer")}
     assert upward == set()
+
+
+def test_nothing_imports_keras_private_package():
+    """Keras' private modules (`keras.src`) change between releases without notice: the trainer
+    owns its loop (trainer/loop.py) instead of replacing functions there."""
+    found = set()
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                       [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found |= {name for target in targets if target.startswith("keras.src")}
+    assert found == set()

@@ -74,20 +74,6 @@ def test_the_stopped_task_is_named_from_tensorflows_error():
     assert cluster.unhealthy("Graph execution error:\n\nsomething else") == "something else"
 
 
-def test_the_private_keras_hooks_the_cluster_fixes_mend_still_exist():
-    """trainer/cluster.py replaces one method and one function of Keras' TensorFlow trainer
-    under MultiWorkerMirroredStrategy; a release that renames them fails here, by name (the
-    2-worker runs below fail too, less plainly)."""
-    import keras
-    from keras.src.backend.tensorflow import trainer as keras_trainer
-
-    assert callable(getattr(keras_trainer.TensorFlowTrainer, cluster.BUILD_HOOK, None)), (
-        f"keras {keras.__version__}: TensorFlowTrainer.{cluster.BUILD_HOOK} is gone; update "
-        f"trainer/cluster.py")
-    assert callable(getattr(keras_trainer, cluster.REDUCE_HOOK, None)), (
-        f"keras {keras.__version__}: {cluster.REDUCE_HOOK} is gone; update trainer/cluster.py")
-
-
 def free_ports(count):
     sockets = [socket.socket() for _ in range(count)]
     for s in sockets:

@@ -308,3 +308,16 @@ def test_on_error_skip_trains_and_evaluates_past_damaged_shards(tmp_path):
     row = json.loads((tmp_path / "run" / "logs" / "validation.jsonl").read_text().splitlines()[-1])
     assert (row["examples"], row["skipped"]) == (5, 1)  # of 6: the truncated shard's last one
     assert "Traceback" not in output
+
+
+def test_benchmark_mode_measures_real_and_synthetic_input(tmp_path):
+    """`--benchmark-steps`: images/s through the trainer's own loop with the real pipeline and
+    with synthetic input, and which one bounds this machine."""
+    data = cifar_like_shards(tmp_path / "data")
+    out = run_train("--data-dir", data, "--train-dir", tmp_path / "bench", "--model", "tiny",
+                    "--batch-size", 4, "--benchmark-steps", 3)
+    rates = dict(re.findall(r"^(real input|synthetic input)\s+([\d.]+) images/s", out, re.M))
+    assert set(rates) == {"real input", "synthetic input"} and all(
+        float(rate) > 0 for rate in rates.values()), out
+    assert re.search(r"real / synthetic = [\d.]+: the (input pipeline|model) is the bottleneck",
+                     out), out

@@ -15,10 +15,9 @@ import time
 import warnings
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from trainer import cluster
+from trainer import cluster, loop
 from trainer.errors import TrainingError
 
 
@@ -65,25 +64,6 @@ class ExampleCount(keras.metrics.Metric):
 
     def reset_state(self):
         self.total.assign(0.0)
-
-
-class RawWeights(keras.callbacks.Callback):
-    """Keras' fit ends by writing the weight averages into the weights (optimizers with
-    use_ema); training that goes on in the same process (the unfrozen phase of
-    --freeze-base-steps) must go on from the weights themselves, as a run resumed from the
-    checkpoint of that step does. Keeps them at the end of the epoch, before fit overwrites
-    them; `restore()` puts them back."""
-
-    def __init__(self):
-        super().__init__()
-        self.saved = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.saved = [(v, np.array(v)) for v in self.model.trainable_weights]
-
-    def restore(self) -> None:
-        for variable, value in self.saved or ():
-            variable.assign(value)
 
 
 class NanGuard(keras.callbacks.Callback):
@@ -235,7 +215,7 @@ class PeriodicEvaluation(keras.callbacks.Callback):
         with finite_evaluation(), batch_norm.averaged_weights(self.model):
             if self.bn_batches:  # for the weights evaluated: the averages
                 batch_norm.recompute(self.model, self.bn_batches())
-            result = self.model.evaluate(self.dataset, verbose=0, return_dict=True)
+            result = loop.evaluate(self.model, self.dataset)
         row = {"step": step, "minutes": round((time.perf_counter() - self.began) / 60, 3),
                "precision_at_1": metric(result, "top1"), "recall_at_5": metric(result, "top5"),
                "xent": metric(result, "xent"), "examples": metric(result, "examples")}

@@ -8,28 +8,14 @@ replica, and each worker's input pipeline reads its own shards (`input_fn`'s inp
 The chief (task "chief", else worker 0) alone writes checkpoints, logs and TensorBoard; every
 worker runs the same callbacks so that their collective ops stay in step.
 
-Keras 3's `fit` does not run under MultiWorkerMirroredStrategy (keras-team/keras#20585, open
-for Keras 3.7 to 3.15): two places in its TensorFlow trainer reduce values in ways only that
-strategy refuses. We weighed three ways round:
-
-- a training loop of our own (`strategy.run` of a train step under the same callbacks): the
-  single-machine path would then either leave `fit` (its progress, metrics, callbacks and EMA
-  swap re-implemented here) or keep it and run a second loop only on clusters, two loops that
-  must agree;
-- tf-keras (Keras 2): a second framework for one feature, and our models, recipes and
-  checkpoints are Keras 3;
-- mending the two reductions, only under that strategy (`install_keras_fixes`): the
-  single-machine path runs exactly the code it ran before, and a cluster runs Keras' own fit.
-
-We chose the third. Both are private Keras API: pyproject.toml bounds keras to the releases
-tested, and tests/test_multi_worker.py checks that the hooks exist and that a 2-worker run
-trains, so a release that changes them fails there first, by name.
+Keras 3's `fit` does not run under MultiWorkerMirroredStrategy (keras-team/keras#20585), so
+every run, on one machine or several, trains and evaluates in trainer/loop.py's loop, which
+uses only Keras' public per-batch steps.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 import re
@@ -95,7 +81,6 @@ def strategy(num_gpus: int | None, num_towers: int | None) -> tf.distribute.Stra
     if num_gpus is not None:
         raise TrainingError("--num-gpus picks GPUs on one machine; across workers (TF_CONFIG) "
                             "each worker uses its visible GPUs (set CUDA_VISIBLE_DEVICES)")
-    install_keras_fixes()
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 
@@ -199,53 +184,3 @@ def unhealthy(message: str) -> str:
     lines = [line.strip() for line in message.splitlines() if line.strip()
              and not line.strip().endswith("error:")]
     return lines[-1][:200] if lines else "no reason given"
-
-
-# --- Keras 3 under MultiWorkerMirroredStrategy (see the module docstring) -------------------
-
-BUILD_HOOK = "_maybe_symbolic_build"  # TensorFlowTrainer's method, private Keras API
-REDUCE_HOOK = "reduce_per_replica"  # keras.src.backend.tensorflow.trainer's function, too
-
-
-@functools.cache
-def install_keras_fixes() -> None:
-    """Mends Keras' TensorFlow trainer for MultiWorkerMirroredStrategy; a no-op for any other
-    strategy. (1) Before its first step, fit and evaluate take the shapes of one batch by
-    `strategy.reduce`-ing the distributed batch, which this strategy cannot do for a
-    structure of tensors ("Attempt to convert a value (PerReplica ...) to a Tensor"): the
-    first replica's batch has the same shapes. (2) Each step's logs (the replicas' metrics)
-    are reduced with `strategy.reduce("MEAN", v, axis=0)`, which fails for scalars ("Invalid
-    reduction dimension 0 for input with 0 dimensions") and for a worker's one replica's
-    plain tensor ("doesn't have device set"): an all-reduce in replica context means them
-    across every replica instead, as MirroredStrategy's mean over its towers does."""
-    from keras.src import tree
-    from keras.src.backend.tensorflow import trainer as keras_trainer
-
-    build = getattr(keras_trainer.TensorFlowTrainer, BUILD_HOOK)
-    reduce = getattr(keras_trainer, REDUCE_HOOK)
-
-    def build_from_local_batch(self, iterator=None, data_batch=None):
-        strategy = self.distribute_strategy
-        if iterator is None or not is_multi_worker(strategy):
-            return build(self, iterator=iterator, data_batch=data_batch)
-        for _, _, batches in iterator:
-            batch = next(batches)
-            break
-        first = tree.map_structure(
-            lambda v: strategy.experimental_local_results(v)[0]
-            if isinstance(v, tf.distribute.DistributedValues) else v, batch)
-        return build(self, data_batch=first)
-
-    def reduce_across_workers(values, strategy, reduction):
-        if reduction not in ("auto", "mean") or not is_multi_worker(strategy):
-            return reduce(values, strategy, reduction)
-        # a replica's logs are a plain tensor when a worker has one replica, so the strategy's
-        # own reduce (which needs PerReplica values with devices) cannot take them; an
-        # all-reduce in replica context takes both, all the logs in one collective
-        # across every replica (tf.identity places a plain tensor on the replica's device)
-        mean = strategy.run(lambda logs: tf.distribute.get_replica_context().all_reduce(
-            "MEAN", tree.map_structure(tf.identity, logs)), args=(values,))
-        return tree.map_structure(lambda v: strategy.experimental_local_results(v)[0], mean)
-
-    setattr(keras_trainer.TensorFlowTrainer, BUILD_HOOK, build_from_local_batch)
-    setattr(keras_trainer, REDUCE_HOOK, reduce_across_workers)

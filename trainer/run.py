@@ -24,6 +24,7 @@ from trainer import (
     checkpoints,
     cluster,
     data,
+    loop,
     models,
     optimizers,
     recipes,
@@ -227,11 +228,8 @@ def train(config: TrainConfig) -> keras.Model:
             train_data = _datasets(config, info, strategy, training=True, image_size=size,
                                    outputs=len(model.outputs), seed=record.seed,
                                    start_step=start, rec=rec)
-            raw = cb.RawWeights()
-            model.fit(train_data, epochs=1, steps_per_epoch=end - start,
-                      callbacks=[*callbacks, raw], verbose=1 if sys.stdout.isatty() else 0,
-                      shuffle=False)  # input_fn shuffles; Keras warns that it ignores True
-            raw.restore()
+            loop.fit(model, train_data, end - start, callbacks,
+                     verbose=1 if sys.stdout.isatty() else 0)
 
     try:
         if base_frozen(model):  # --freeze-base-steps: the head alone up to that step, then
@@ -338,7 +336,7 @@ def evaluate(config: TrainConfig, checkpoint: str | None = None) -> dict:
                                       else contextlib.nullcontext()):
             if statistics:  # for exactly the weights evaluated
                 batch_norm.recompute(model, statistics())
-            result = model.evaluate(dataset.dataset, verbose=0, return_dict=True)
+            result = loop.evaluate(model, dataset.dataset)
     except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as err:
         raise TrainingError(data.read_error(err, info.pattern("validation"))) from None
     examples = dataset.count()
@@ -369,7 +367,7 @@ def watch(config: TrainConfig, interval_secs: float) -> None:
 def benchmark(config: TrainConfig, steps: int) -> dict:
     """Training images/s with the real input pipeline and with synthetic input, side by side."""
     stop.where["train_dir"] = config.train_dir  # what a SIGTERM's line names
-    strategy = make_strategy(config.num_gpus, config.num_towers, config.peer_timeout)  # first
+    strategy = make_strategy(config.num_gpus, config.num_towers)  # first
     info = data.load(config.data_dir)
     with strategy.scope():
         model, rec, _, _ = _new_model(config, info, steps_per_epoch=1000)
@@ -387,9 +385,9 @@ def benchmark(config: TrainConfig, steps: int) -> dict:
                      outputs=outputs, seed=config.seed, rec=rec)
     made_up = strategy.distribute_datasets_from_function(synthetic)
     for name, dataset in (("real input", real), ("synthetic input", made_up)):
-        model.fit(dataset, epochs=1, steps_per_epoch=2, verbose=0, shuffle=False)  # warm up
+        loop.fit(model, dataset, 2)  # warm up
         start = time.perf_counter()
-        model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
+        loop.fit(model, dataset, steps)
         rates[name] = steps * config.batch_size / (time.perf_counter() - start)
         print(f"{name:16s} {rates[name]:8.1f} images/s", flush=True)
     bound = "input pipeline" if rates["real input"] < 0.9 * rates["synthetic input"] else "model"
