@@ -37,6 +37,7 @@ import time
 import tensorflow as tf
 
 from inception_data import order, preprocessing, reader, schema, shard_set, throughput
+from inception_data.read_options import ReadOptions
 
 SAMPLES = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-samples"
 
@@ -119,10 +120,10 @@ def original_recipe(pattern, batch_size, image_size):
     return _records(pattern, batch_size, fn)
 
 
-def ours(build: str, **kwargs):
+def ours(build: str, options: ReadOptions = ReadOptions(), **kwargs):
     def make(patterns, batch_size, image_size):
         return reader.input_fn(patterns[build], batch_size=batch_size, image_size=image_size,
-                               options=reader.ReadOptions(repeat=True), **kwargs)
+                               options=options.replace(repeat=True), **kwargs)
     return make
 
 
@@ -140,6 +141,10 @@ PIPELINES = {
     "input_fn train, default, skip": ours("default", is_training=True, on_error="skip"),
     "input_fn train, --verify decode": ours("verify decode", is_training=True),
     "input_fn eval, default build": ours("default", is_training=False),
+    # a choice that changes the output (no colour jitter, scaling on the accelerator)
+    "input_fn train, uint8 out": ours("default", reader.ReadOptions(distortions=None,
+                                                                    output="uint8"),
+                                      is_training=True),
 }
 
 
@@ -219,6 +224,8 @@ def main():
            "target >= 0.95")
     _ratio("eval / decode only", rate["input_fn eval, default build"]
            / rate["decode only (floor)"], "target >= 1")
+    _ratio("train uint8 out / decode only (an option, not the default)",
+           rate["input_fn train, uint8 out"] / rate["decode only (floor)"], "for comparison")
     for name in [n for n in PIPELINES if "train" in n]:
         worst = statistics.median(t.slowest / t.median for t in timings[name])
         _ratio(f"slowest batch / median, {name[15:]}", worst, "target <= 3, median of rounds")

@@ -17,7 +17,7 @@ from inception_data.version import __version__
 # first tensor, so it is set on import, before; a setting of the user's wins.
 os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
-__all__ = ["__version__", "input_fn", "ReadOptions"]
+__all__ = ["__version__", "input_fn", "ReadOptions", "to_model_range"]
 
 
 def __getattr__(name):
@@ -25,4 +25,8 @@ def __getattr__(name):
         from inception_data.reader import input_fn
 
         return input_fn
+    if name == "to_model_range":  # for ReadOptions(output="uint8"), on the accelerator
+        from inception_data.preprocessing import to_model_range
+
+        return to_model_range
     raise AttributeError(f"module 'inception_data' has no attribute {name!r}")

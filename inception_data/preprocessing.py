@@ -208,13 +208,24 @@ def _scale_tail(image255, clip):
     return tf.where(clip, tf.clip_by_value(scaled, -1.0, 1.0), scaled)
 
 
+def to_uint8(image255):
+    """0..255 floats -> uint8, rounded (bicubic's overshoot clipped)."""
+    return tf.cast(tf.round(tf.clip_by_value(image255, 0.0, 255.0)), tf.uint8)
+
+
+def to_model_range(images):
+    """uint8 images (ReadOptions(output="uint8")) -> float32 in [-1, 1], on the accelerator:
+    what the float32 output holds without colour jitter, to within the rounding to 0..255."""
+    return tf.cast(images, tf.float32) * (2.0 / 255.0) - 1.0
+
+
 def to_unit_range(image):
     """[0, 1] -> [-1, 1]."""
     return (image - 0.5) * 2.0
 
 
 def preprocess_train(encoded, boxes, seed, *, image_size=299, distortions="fast",
-                     min_crop_area=0.05):
+                     min_crop_area=0.05, output="float32"):
     """Encoded JPEG + boxes [N, 4] (ymin, xmin, ymax, xmax) -> float32 [size, size, 3] in [-1, 1].
 
     Work is ordered for speed without changing the distribution: only the crop is decoded, the
@@ -229,6 +240,8 @@ def preprocess_train(encoded, boxes, seed, *, image_size=299, distortions="fast"
     crop = tf.image.stateless_random_flip_left_right(_decode_crop(encoded, window), flip_seed)
     image = random_resize(tf.cast(crop, tf.float32), image_size, resize_seed)  # 0..255
     image.set_shape([image_size, image_size, 3])
+    if output == "uint8":  # (no colour jitter: ReadOptions requires distortions=None)
+        return to_uint8(image)
     if distortions == "fast":
         image = _fast_tail(image, _fast_factors(colour_seed))
     elif distortions == "inception":
@@ -247,13 +260,13 @@ def central_crop_window(shape):
     return tf.stack([top, left, shape[0] - 2 * top, shape[1] - 2 * left])
 
 
-def preprocess_eval(encoded, *, image_size=299):
-    """Central 87.5% crop (decoded alone), bilinear resize, [-1, 1]."""
+def preprocess_eval(encoded, *, image_size=299, output="float32"):
+    """Central 87.5% crop (decoded alone), bilinear resize, [-1, 1] (or 0..255 uint8)."""
     window = central_crop_window(image_shape(encoded))
     image = tf.cast(_decode_crop(encoded, window), tf.float32)
     image = tf.image.resize(image, [image_size, image_size], method="bilinear")
     image.set_shape([image_size, image_size, 3])
-    return _scale_tail(image, False)
+    return to_uint8(image) if output == "uint8" else _scale_tail(image, False)
 
 
 # ---------------------------------------------------------------- small images (MNIST, CIFAR)
@@ -273,7 +286,7 @@ def _to_size(image, image_size: int):
 
 
 def preprocess_small_train(encoded, seed, *, image_size: int, flip: bool = True,
-                           pad: int = SMALL_PAD):
+                           pad: int = SMALL_PAD, output="float32"):
     """The classic CIFAR augmentation: pad `pad` black pixels on each side, crop a random
     window of the original size, flip left-right (unless `flip` is False, e.g. for digits),
     then resize to `image_size` if it differs (networks with a minimum input size) and scale
@@ -285,10 +298,12 @@ def preprocess_small_train(encoded, seed, *, image_size: int, flip: bool = True,
     image = tf.image.stateless_random_crop(padded, shape, crop_seed)
     if flip:
         image = tf.image.stateless_random_flip_left_right(image, flip_seed)
-    return to_unit_range(_to_size(image, image_size) / 255.0)
+    image = _to_size(image, image_size)
+    return to_uint8(image) if output == "uint8" else to_unit_range(image / 255.0)
 
 
-def preprocess_small_eval(encoded, *, image_size: int):
+def preprocess_small_eval(encoded, *, image_size: int, output="float32"):
     """The whole image (no central crop: small images are already tightly framed), resized
-    to `image_size` if it differs, in [-1, 1]."""
-    return to_unit_range(_to_size(_decode_any(encoded), image_size) / 255.0)
+    to `image_size` if it differs, in [-1, 1] (or 0..255 uint8)."""
+    image = _to_size(_decode_any(encoded), image_size)
+    return to_uint8(image) if output == "uint8" else to_unit_range(image / 255.0)

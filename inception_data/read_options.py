@@ -12,6 +12,7 @@ import dataclasses
 ON_ERROR = ("raise", "skip")
 PREPROCESSING = ("inception", "small")
 DISTORTIONS = ("fast", "inception", None)
+OUTPUTS = ("float32", "uint8")
 
 # Splits whose shards total at most this many bytes are read into memory once, by the first
 # pass over them, and every later record comes from there: small datasets are then read from
@@ -54,6 +55,12 @@ class ReadOptions:
         cycle_length: shards read at once in evaluation.
         num_parallel_calls: parallelism of decoding and preprocessing (tf.data.AUTOTUNE when
             None).
+        output: "float32" (default): images in [-1, 1], colour jitter included. "uint8":
+            the same crops, flips and resizes rounded to 0..255, 4x smaller batches for the
+            host and the host-to-device copy, with the scaling left to the accelerator
+            (`inception_data.to_model_range(images)`); it changes what the pipeline does, so it
+            requires `distortions=None` (colour jitter, if wanted, is the model's: e.g. Keras'
+            RandomContrast / RandomBrightness layers on the device).
     """
 
     distortions: str | None = "fast"
@@ -71,6 +78,7 @@ class ReadOptions:
     read_parallelism: int | None = None
     cycle_length: int = 16
     num_parallel_calls: int | None = None
+    output: str = "float32"
 
     def __post_init__(self):
         for name, value, allowed in (("distortions", self.distortions, DISTORTIONS),
@@ -80,6 +88,11 @@ class ReadOptions:
         if not 0 < self.min_crop_area <= 1:
             raise ValueError(f"ReadOptions(min_crop_area={self.min_crop_area}); expected a "
                              f"share of the image in (0, 1]")
+        if self.output not in OUTPUTS:
+            raise ValueError(f"ReadOptions(output={self.output!r}); expected one of {OUTPUTS}")
+        if self.output == "uint8" and self.distortions is not None:
+            raise ValueError(f"ReadOptions(output='uint8') leaves colour to the accelerator: "
+                             f"pass distortions=None with it (not {self.distortions!r})")
         if self.label_offset not in (None, 0, 1):
             raise ValueError(f"ReadOptions(label_offset={self.label_offset}); expected 0, 1 "
                              f"or None (from the manifest)")

@@ -338,17 +338,17 @@ def _preparation(training: bool, seed, image_size: int, options: ReadOptions,
 
 
 def _preprocess(fields, seed, training: bool, image_size: int, options: ReadOptions):
-    encoded = fields[schema.ENCODED]
+    encoded, output = fields[schema.ENCODED], options.output
     if options.preprocessing == "small":
         if training:
             return ops.preprocess_small_train(encoded, seed, image_size=image_size,
-                                              flip=options.flip)
-        return ops.preprocess_small_eval(encoded, image_size=image_size)
+                                              flip=options.flip, output=output)
+        return ops.preprocess_small_eval(encoded, image_size=image_size, output=output)
     if training:
         return ops.preprocess_train(encoded, fields["boxes"], seed, image_size=image_size,
                                     distortions=options.distortions,
-                                    min_crop_area=options.min_crop_area)
-    return ops.preprocess_eval(encoded, image_size=image_size)
+                                    min_crop_area=options.min_crop_area, output=output)
+    return ops.preprocess_eval(encoded, image_size=image_size, output=output)
 
 
 def _batched(dataset: tf.data.Dataset, batch_size: int, training: bool, options: ReadOptions,

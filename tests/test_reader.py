@@ -7,11 +7,9 @@ import pathlib
 import numpy as np
 import pytest
 import tensorflow as tf
-from click.testing import CliRunner
 
 import inception_data
 from inception_data import ReadOptions, labels
-from inception_data_cli import main as cli
 from tests import fabricate
 
 GOLDEN = pathlib.Path(__file__).parent / "data" / "golden-original-00000-of-00001"
@@ -23,10 +21,7 @@ def shards(tmp_path_factory):
     root = tmp_path_factory.mktemp("reader")
     fabricate.image_tree(root / "train")
     out = root / "out"
-    result = CliRunner().invoke(cli.main, ["build", "--no-progress", "--workers", "1",
-                                           "--train-dir", str(root / "train"),
-                                           "--output-dir", str(out), "--shards", "4"])
-    assert result.exit_code == 0, result.output
+    fabricate.build("--train-dir", root / "train", "--output-dir", out, "--shards", "4")
     return out
 
 
@@ -134,11 +129,8 @@ def test_real_images_built_with_the_cli_read_back_with_right_labels(tmp_path):
     odd = fabricate.shared_data("odd-images")
     for name in ("grayscale.jpg", "cmyk.jpg", "large-progressive-18mp.jpg", "rgba-alpha.png"):
         fabricate.write(tmp_path / "train" / synsets[0] / name, (odd / name).read_bytes())
-    result = CliRunner().invoke(cli.main, [
-        "build", "--no-progress", "--workers", "1", "--train-dir", str(tmp_path / "train"),
-        "--labels-file", str(tmp_path / "labels.txt"), "--output-dir", str(tmp_path / "out"),
-        "--shards", "3"])
-    assert result.exit_code == 0, result.output
+    fabricate.build("--train-dir", tmp_path / "train", "--labels-file", tmp_path / "labels.txt",
+                    "--output-dir", tmp_path / "out", "--shards", "3")
     label_map = labels.parse_labels((tmp_path / "out" / "labels.txt").read_text())
     count = 0
     for training in (False, True):
@@ -211,3 +203,29 @@ def test_small_training_sets_are_read_from_their_files_once(shards, tmp_path):
                 for _ in range(60):  # past what was read ahead
                     next(batches_)
         assert len(first_epoch) == 3
+
+
+def test_uint8_output_is_the_float_output_before_scaling(shards):
+    """ReadOptions(output="uint8"): the same crops, flips and resizes as the float output
+    without colour jitter, rounded to 0..255; to_model_range on the device gives the float
+    images back to within that rounding. Training and evaluation."""
+    plain = inception_data.ReadOptions(distortions=None)
+    small = inception_data.ReadOptions(distortions=None, output="uint8")
+    def read(training, options):
+        return batches(inception_data.input_fn(str(shards / "train-*"), training, 4,
+                                               image_size=32, seed=5, options=options), 3)
+
+    for training in (True, False):
+        floats, bytes_ = read(training, plain), read(training, small)
+        for (f, f_labels), (b, b_labels) in zip(floats, bytes_):
+            assert b.dtype == np.uint8 and b.shape == f.shape
+            np.testing.assert_array_equal(b_labels, f_labels)
+            back = inception_data.to_model_range(b).numpy()
+            assert np.abs(back - f).max() <= 1 / 255 + 1e-6
+
+
+def test_uint8_output_asks_for_no_colour_jitter():
+    with pytest.raises(ValueError, match="distortions=None"):
+        inception_data.ReadOptions(output="uint8")
+    with pytest.raises(ValueError, match="output='float16'"):
+        inception_data.ReadOptions(output="float16")
