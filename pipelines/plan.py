@@ -106,6 +106,10 @@ class BuildPlan:
         if self.estimated_seconds is not None:
             lines.append(f"estimated time: {self.estimated_seconds:.1f} s for "
                          f"{self.input_files} files, {_size(self.input_bytes)}")
+        elif not self.launch.local_runner:
+            known = f" ({_size(self.input_bytes)} of archives)" if self.input_bytes else ""
+            lines.append(f"estimated time: not estimated here{known}: the runner's workers, "
+                         f"their machines and its autoscaling decide")
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 

@@ -92,6 +92,11 @@ def test_a_distributed_plan_says_what_its_workers_will_list(tree):
         skeleton.launch.plan(["--runner", "DataflowRunner", "--setup_file", "setup.py"]),
         0, 0, None)
     assert runner[1] == "distributed on DataflowRunner" and runner[3] is None
+    out = fabricate.build("--train-dir", tree["train"], "--output-dir", tree["out"],
+                          "--dry-run", *fabricate.SHUFFLING_RUNNER, workers=None).output
+    assert "train: " + str(tree["train"]) + ": listed by the workers during the run" in out
+    assert "design: distributed on " in out and "estimated time: not estimated here" in out
+    assert not tree["out"].exists()
     split = plan.SplitPlan("train", "gs://b/train", None, 0, None)
     assert split.images is None and split.shard_names() == []
 
