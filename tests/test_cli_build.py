@@ -147,11 +147,9 @@ def test_beam_options_pass_through_untouched(tree, monkeypatch):
         return real(*args, options=options, **kwargs)
 
     monkeypatch.setattr(launch.beam, "Pipeline", recording)
-    result = CliRunner().invoke(cli.main, [
-        "build", "--no-progress", "--train-dir", str(tree["train"]),
-        "--output-dir", str(tree["out"]), "--direct_running_mode", "multi_threading",
-        "--direct_num_workers", "2", "--job_name", "flowers-test"])
-    assert result.exit_code == 0, result.output
+    fabricate.build("--train-dir", tree["train"], "--output-dir", tree["out"],
+                    "--direct_running_mode", "multi_threading", "--direct_num_workers", "2",
+                    "--job_name", "flowers-test", workers=None)
     direct = seen[0].view_as(DirectOptions)
     assert (direct.direct_running_mode, direct.direct_num_workers) == ("multi_threading", 2)
     assert seen[0].view_as(GoogleCloudOptions).job_name == "flowers-test"

@@ -168,7 +168,7 @@ def test_a_folder_of_multi_picture_photos_is_written_and_counted(tmp_path):
         fabricate.write(tmp_path / "train" / "phone" / f"{i}.jpg",
                         _multi_picture(sample.read_bytes()))
     fabricate.write(tmp_path / "train" / "camera" / "plain.jpg", samples[3].read_bytes())
-    fabricate.cli("build", "--no-progress", "--workers", "1", "--train-dir", tmp_path / "train",
+    fabricate.build("--train-dir", tmp_path / "train",
                   "--output-dir", tmp_path / "out")
     import json
 

@@ -138,7 +138,7 @@ def test_files_beside_the_class_directories_are_rejects_not_lost(tmp_path):
     fabricate.write(tree / "c", fabricate.jpeg_bytes(seed=8))  # a file where a class goes
     labels = tmp_path / "labels.txt"
     labels.write_text("a\nb\nc\n")
-    result = fabricate.cli("build", "--no-progress", "--workers", "1", "--train-dir", tree,
+    result = fabricate.build("--train-dir", tree,
                            "--labels-file", labels, "--output-dir", tmp_path / "out")
     assert "label 'c' has no images" in result.output
     rows = [json.loads(line) for line in (tmp_path / "out" / "rejects-train.jsonl").read_text()

@@ -29,7 +29,7 @@ def shards(tmp_path_factory):
     for i in range(RECORDS):
         fabricate.write(root / "train" / f"class{i % 4}" / f"{i:02d}.jpg",
                         fabricate.jpeg_bytes(40, 30, seed=i))
-    fabricate.cli("build", "--no-progress", "--workers", "1", "--train-dir", root / "train",
+    fabricate.build("--train-dir", root / "train",
                   "--output-dir", root / "out", "--shards", "3")
     return root / "out"
 

@@ -8,9 +8,6 @@ import subprocess
 import sys
 import time
 
-from click.testing import CliRunner
-
-from inception_data_cli import main as cli
 from tests import fabricate
 
 
@@ -34,14 +31,12 @@ def test_killed_build_resumes_to_identical_output(tmp_path):
     assert 5 <= len(committed) < 40, "the build was not interrupted part-way"
     assert not (out / "manifest.json").exists()
 
-    refused = CliRunner().invoke(cli.main, ["build", "--no-progress", "--workers", "1",
-                                            "--verify", "decode", "--train-dir", str(tree),
-                                            "--shards", "40", "--output-dir", str(out)])
-    assert refused.exit_code == 2 and "--resume" in refused.output
-    other = CliRunner().invoke(cli.main, ["build", "--no-progress", "--workers", "1",
-                                          "--train-dir", str(tree), "--shards", "30",
-                                          "--output-dir", str(out), "--resume"])
-    assert other.exit_code == 2 and "other settings" in other.output
+    refused = fabricate.build("--verify", "decode", "--train-dir", tree, "--shards", "40",
+                              "--output-dir", out, expect=2)
+    assert "--resume" in refused.output
+    other = fabricate.build("--train-dir", tree, "--shards", "30", "--output-dir", out,
+                            "--resume", expect=2)
+    assert "other settings" in other.output
 
     before = {name: (out / name).stat().st_mtime_ns for name in committed}
     resumed = subprocess.run(command + ["--output-dir", str(out), "--resume"],

@@ -18,7 +18,7 @@ def built(tmp_path_factory):
         for i in range(6):
             fabricate.write(root / "train" / f"class{c}" / f"{c}{i}.jpg",
                             fabricate.jpeg_bytes(24, 16, seed=10 * c + i))
-    fabricate.cli("build", "--no-progress", "--workers", "1", "--train-dir", root / "train",
+    fabricate.build("--train-dir", root / "train",
                   "--output-dir", root / "out", "--shards", "3")
     return root / "out"
 
