@@ -24,7 +24,7 @@ import tensorflow as tf
 from PIL import Image
 
 import inception_data
-from inception_data import ReadOptions, schema, tfrecord
+from inception_data import ReadOptions, order, schema, tfrecord
 
 
 def write_one_class_shards(folder: pathlib.Path, classes: int, per_class: int) -> str:
@@ -39,15 +39,6 @@ def write_one_class_shards(folder: pathlib.Path, classes: int, per_class: int) -
                                             f"{label}-{i}.jpg")
                 tfrecord.write_framed(handle, schema.example_pieces(record))
     return str(folder / "train-*")
-
-
-def batch_entropy(labels: np.ndarray, batch: int) -> float:
-    values = []
-    for start in range(0, len(labels) - batch + 1, batch):
-        counts = np.bincount(labels[start:start + batch])
-        shares = counts[counts > 0] / batch
-        values.append(-(shares * np.log2(shares)).sum())
-    return float(np.mean(values))
 
 
 def input_fn_labels(pattern: str, records: int, batch: int) -> np.ndarray:
@@ -78,14 +69,14 @@ def main():
     records = args.classes * args.per_class
     pattern = write_one_class_shards(pathlib.Path(tempfile.mkdtemp(prefix="order-quality-")),
                                      args.classes, args.per_class)
-    perfect = batch_entropy(np.random.default_rng(0).permutation(
+    perfect = order.batch_entropy(np.random.default_rng(0).permutation(
         np.repeat(np.arange(args.classes), args.per_class)), args.batch)
     print(f"{args.classes} shards of one class, {args.per_class} records each; mean class "
           f"entropy of a batch of {args.batch}, bits (a uniform permutation: {perfect:.3f})")
     for name, labels in (("input_fn", input_fn_labels(pattern, records, args.batch)),
                          ("before (16 shards, 10,000 buffer)", before_labels(pattern, records))):
         assert sorted(np.bincount(labels)[1:]) == [args.per_class] * args.classes, name
-        entropy = batch_entropy(labels, args.batch)
+        entropy = order.batch_entropy(labels, args.batch)
         print(f"{name:36s} {entropy:.3f} bits = {entropy / perfect:.3f} of a uniform "
               f"permutation's")
 

@@ -88,3 +88,19 @@ def counted(layout: Layout, *, start_step: int = 0, count: int | None = None) ->
     if count is not None:
         local = local.take_while(tf.autograph.experimental.do_not_convert(lambda t: t < count))
     return local
+
+
+def batch_entropy(labels, batch: int) -> float:
+    """The mean Shannon entropy (bits) of the class labels within each full batch of `labels`
+    (a stream of class ids in reading order): how mixed the batches of an order are. A
+    perfect shuffle of C equal classes approaches log2(C) for large batches; shards read one
+    after another, one class each, give 0. benchmarks/order_quality.py compares orders by it."""
+    import numpy as np
+
+    labels = np.asarray(labels)
+    values = []
+    for start in range(0, len(labels) - batch + 1, batch):
+        counts = np.bincount(labels[start:start + batch])
+        shares = counts[counts > 0] / batch
+        values.append(-(shares * np.log2(shares)).sum())
+    return float(np.mean(values))

@@ -100,6 +100,16 @@ def image_tree(root: pathlib.Path, classes=("cats", "dogs", "fish"), per_class=4
     return {"good": sorted(good), "bad": sorted(bad)}
 
 
+def jpeg_tree(root: pathlib.Path, classes: int = 2, per_class: int = 6, size=(24, 16),
+              name: str = "class{c}") -> pathlib.Path:
+    """`root/<class>/<c><i>.jpg`: `classes` classes of `per_class` distinct JPEGs of `size`."""
+    for c in range(classes):
+        for i in range(per_class):
+            write(root / name.format(c=c) / f"{c}{i}.jpg",
+                  jpeg_bytes(*size, seed=10 * c + i))
+    return root
+
+
 def imagenet_tree(root: pathlib.Path, synsets: int = 1000) -> list[str]:
     """<synset>/<file> symlinks to the real ImageNet samples; returns the relpaths."""
     samples = shared_data("imagenet-samples")

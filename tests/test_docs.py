@@ -26,10 +26,7 @@ def example(doc: str, title: str) -> str:
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     root = tmp_path_factory.mktemp("docs")
-    for c in range(3):
-        for i in range(6):
-            fabricate.write(root / "train" / f"c{c}" / f"{i}.jpg",
-                            fabricate.jpeg_bytes(80, 64, seed=10 * c + i))
+    fabricate.jpeg_tree(root / "train", classes=3, size=(80, 64), name="c{c}")
     fabricate.build("--train-dir", root / "train", "--output-dir", root / "out", "--shards", "2")
     return root / "out"
 

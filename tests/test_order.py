@@ -137,16 +137,7 @@ def test_batches_mix_classes_as_a_perfect_shuffle_would_on_one_class_per_shard()
     ours = [labels[int(order.record_at(tf.constant(q, tf.int64), seed=5, records=labels.size))]
             for q in range(labels.size)]
     perfect = np.random.default_rng(0).permutation(labels)
-    assert _batch_entropy(ours, batch) >= 0.95 * _batch_entropy(perfect, batch)
-
-
-def _batch_entropy(labels, batch):
-    values = []
-    for start in range(0, len(labels) - batch + 1, batch):
-        counts = np.bincount(labels[start:start + batch])
-        shares = counts[counts > 0] / batch
-        values.append(-(shares * np.log2(shares)).sum())
-    return float(np.mean(values))
+    assert order.batch_entropy(ours, batch) >= 0.95 * order.batch_entropy(perfect, batch)
 
 
 def test_shards_without_index_files_give_the_same_stream(shards, tmp_path):

@@ -14,12 +14,8 @@ from tests import fabricate
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("complete")
-    for c in range(2):
-        for i in range(6):
-            fabricate.write(root / "train" / f"class{c}" / f"{c}{i}.jpg",
-                            fabricate.jpeg_bytes(24, 16, seed=10 * c + i))
-    fabricate.build("--train-dir", root / "train",
-                  "--output-dir", root / "out", "--shards", "3")
+    fabricate.jpeg_tree(root / "train")
+    fabricate.build("--train-dir", root / "train", "--output-dir", root / "out", "--shards", "3")
     return root / "out"
 
 

@@ -34,6 +34,11 @@ def option(default: Any, *flags: str, help: str, recipe: bool = False, parse=Non
         "argparse": argparse_kwargs})
 
 
+def recipe_option(*flags: str, help: str) -> dataclasses.Field:
+    """A float of the model's recipe: None (the recipe's value) unless given."""
+    return option(None, *flags, help=help, recipe=True, type=float)
+
+
 def _no_distortions(value: str) -> str | None:
     return None if value == "none" else value
 
@@ -83,28 +88,21 @@ class TrainOptions:
     # the recipe (default: the model's row in trainer/recipes.py)
     optimizer: str | None = option(None, choices=("rmsprop", "sgd", "adam"), recipe=True,
                                    help="the optimizer")
-    learning_rate: float | None = option(
-        None, "--initial-learning-rate", type=float, recipe=True,
+    learning_rate: float | None = recipe_option(
+        "--initial-learning-rate",
         help="peak learning rate, as given (default: the recipe's rate per 256 images, scaled "
              "to the global batch)")
-    warmup_epochs: float | None = option(None, type=float, recipe=True,
-                                         help="linear warm-up of the learning rate")
-    epochs_per_decay: float | None = option(None, type=float, recipe=True,
-                                            help="staircase decay period")
-    decay_factor: float | None = option(None, "--learning-rate-decay-factor", type=float,
-                                        recipe=True, help="staircase decay factor")
-    label_smoothing: float | None = option(None, type=float, recipe=True,
-                                           help="label smoothing")
-    aux_loss_weight: float | None = option(None, type=float, recipe=True,
-                                           help="Inception v3's auxiliary head")
-    weight_decay: float | None = option(None, type=float, recipe=True,
-                                        help="L2, TF-slim's convention")
-    bn_momentum: float | None = option(None, "--batch-norm-momentum", type=float,
-                                       recipe=True, help="batch norm's moving averages")
-    ema_decay: float | None = option(None, type=float, recipe=True,
-                                     help="moving average of the weights (0 disables)")
-    min_crop_area: float | None = option(
-        None, type=float, recipe=True,
+    warmup_epochs: float | None = recipe_option(help="linear warm-up of the learning rate")
+    epochs_per_decay: float | None = recipe_option(help="staircase decay period")
+    decay_factor: float | None = recipe_option("--learning-rate-decay-factor",
+                                               help="staircase decay factor")
+    label_smoothing: float | None = recipe_option(help="label smoothing")
+    aux_loss_weight: float | None = recipe_option(help="Inception v3's auxiliary head")
+    weight_decay: float | None = recipe_option(help="L2, TF-slim's convention")
+    bn_momentum: float | None = recipe_option("--batch-norm-momentum",
+                                              help="batch norm's moving averages")
+    ema_decay: float | None = recipe_option(help="moving average of the weights (0 disables)")
+    min_crop_area: float | None = recipe_option(
         help="smallest share of the image a training crop covers (input_fn's own default is "
              "the original's 0.05, for long ImageNet runs)")
     # starting points
