@@ -110,7 +110,7 @@ def list_in_launcher(streams: Sequence, spill_dir: str) -> Listed:
 
 
 def _tagged_events(source, context: ListContext):
-    for event in source.events(context, log.warning):
+    for event in source.events(context):  # (on a worker: its notes are logged)
         kind = _event_tag(event)
         yield event if kind == "listed" else beam.pvalue.TaggedOutput(kind, event)
 

@@ -40,9 +40,9 @@ class TreeSource:
     split: str
     root: str
 
-    def events(self, context: builder.ListContext, warn):
-        return listing.tree_events(self.split, listing.Tree(self.root, warn), context.label_of,
-                                   context.keying, warn)
+    def events(self, context: builder.ListContext):
+        return listing.tree_events(self.split, listing.Tree(self.root), context.label_of,
+                                   context.keying)
 
 
 def _check_found(split: str, root: str, listed: builder.Listed) -> None:
@@ -59,8 +59,8 @@ class FolderSource:
 
     trees: dict = dataclasses.field(default_factory=dict)  # split -> listing.Tree
 
-    def configure(self, config: BuildConfig, plan, warn) -> BuildConfig:
-        self.trees = {split: listing.Tree(root, warn) for split, root in config.roots.items()
+    def configure(self, config: BuildConfig, plan) -> BuildConfig:
+        self.trees = {split: listing.Tree(root) for split, root in config.roots.items()
                       if skeleton.lists_in_launcher(plan, root)
                       or (split == "train" and config.label_map is None)}  # labels from it
         for split, tree in self.trees.items():
@@ -70,8 +70,7 @@ class FolderSource:
         config = builder.numbered(
             config, config.label_map or labels_lib.from_directories(self.trees["train"].names))
         for split, tree in self.trees.items():
-            label_warnings.warn_unlisted_names(split, tree.root, tree.names, config.label_map,
-                                               warn)
+            label_warnings.warn_unlisted_names(split, tree.root, tree.names, config.label_map)
         return config
 
     def context(self, config: BuildConfig) -> builder.ListContext:
@@ -81,28 +80,28 @@ class FolderSource:
     def records(self, config: BuildConfig) -> FolderRecords:
         return FolderRecords(config.label_map)
 
-    def list(self, config: BuildConfig, plan, context, scratch, warn) -> skeleton.Work:
+    def list(self, config: BuildConfig, plan, context, scratch) -> skeleton.Work:
         if not plan.local_runner:  # the workers list
             return skeleton.Work(on_workers=[TreeSource(split, root)
                                              for split, root in config.roots.items()])
         listed = builder.list_in_launcher(  # here, once; workers read the spilled listings
-            [listing.tree_events(split, tree, context.label_of, context.keying, warn)
+            [listing.tree_events(split, tree, context.label_of, context.keying)
              for split, tree in self.trees.items()], scratch)
         for split, root in config.roots.items():
             _check_found(split, root, listed)
             label_warnings.warn_empty_labels(split, root.rstrip("/"), config.label_map,
-                                             label_warnings.spilled_counts(listed, split), warn)
+                                             label_warnings.spilled_counts(listed, split))
         return skeleton.Work(listed)
 
-    def after_run(self, config: BuildConfig, plan, manifest: dict, warn) -> None:
+    def after_run(self, config: BuildConfig, plan, manifest: dict) -> None:
         if plan.local_runner:
             return
         for split, root in config.roots.items():
             label_warnings.warn_empty_labels(
                 split, root.rstrip("/"), config.label_map,
-                label_warnings.manifest_counts(manifest, split, config.label_map), warn)
+                label_warnings.manifest_counts(manifest, split, config.label_map))
             if split not in self.trees:
-                label_warnings.warn_unlisted_after_run(manifest, split, root, warn)
+                label_warnings.warn_unlisted_after_run(manifest, split, root)
 
 
 def run_build(config: BuildConfig, beam_args: Sequence[str] = (), *,

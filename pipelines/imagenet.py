@@ -20,7 +20,16 @@ from apache_beam.io.filesystems import FileSystems
 
 from inception_data import labels as labels_lib
 from inception_data import relabel, schema
-from pipelines import box_join, builder, image_folder, label_warnings, launch, listing, skeleton
+from pipelines import (
+    box_join,
+    builder,
+    image_folder,
+    label_warnings,
+    launch,
+    listing,
+    notices,
+    skeleton,
+)
 from pipelines.tar_index import index_tar
 
 log = logging.getLogger(__name__)
@@ -36,7 +45,7 @@ class InnerTar:
     offset: int
     size: int
 
-    def events(self, context: builder.ListContext, warn):
+    def events(self, context: builder.ListContext):
         index = index_tar(self.root, self.offset, self.size)
         where = listing.member_path(self.root, f"{self.name}.tar")
         yield listing.Found(self.split, index.found, self.size)
@@ -62,7 +71,7 @@ class ValidationSource:
     root: str
     archive: bool = False
 
-    def events(self, context: builder.ListContext, warn):
+    def events(self, context: builder.ListContext):
         if self.archive:
             index = index_tar(self.root)
             entries = [(name, (name, offset, size)) for name, offset, size in index.files]
@@ -70,15 +79,14 @@ class ValidationSource:
                                       list(index.problems))
             yield from _flat_events(self.split, self.root, found, entries, context, True)
             return
-        top, tree = self._listing(warn)
+        top, tree = self._listing()
         if tree is not None:
-            yield from listing.tree_events(self.split, tree, context.label_of, context.keying,
-                                           warn)
+            yield from listing.tree_events(self.split, tree, context.label_of, context.keying)
             return
         yield from _flat_events(self.split, self.root, top,
                                 [(r, (r, -1, -1)) for r, _ in top.files], context, False)
 
-    def _listing(self, warn):
+    def _listing(self):
         """(the folder's own files, a listing.Tree of its sub-folders or None)."""
         if listing.is_local(self.root):
             top = listing.scan(self.root)
@@ -92,7 +100,7 @@ class ValidationSource:
                 f"`inception-data relabel-validation {self.root}` or remove the sub-folders")
         if not nested:
             return top, None
-        tree = listing.Tree(self.root, warn) if listing.is_local(self.root) else \
+        tree = listing.Tree(self.root) if listing.is_local(self.root) else \
             listing.Tree.from_classes(self.root, classes)
         return top, tree
 
@@ -138,7 +146,7 @@ class ImagenetRecords:
                                   boxes=tuple(tuple(b) for b in item.boxes))
 
 
-def train_tar_sources(split: str, tar_path: str, label_map, warn, listed: builder.Listed
+def train_tar_sources(split: str, tar_path: str, label_map, listed: builder.Listed
                       ) -> list[InnerTar]:
     """InnerTars of the training tar, from its 1000 member headers; what is not a per-synset
     tar, and damage, go to `listed` as rejects."""
@@ -159,13 +167,13 @@ def train_tar_sources(split: str, tar_path: str, label_map, warn, listed: builde
         listed.found.append(listing.Found(split, 1))
         listed.rejects.append(listing.Reject(split, listing.member_path(tar_path, name), kind,
                                              reason))
-    label_warnings.warn_each(warn, [f"{listing.member_path(tar_path, name)}: {reason}"
-                                for name, _, reason in index.problems])
+    notices.note_each([f"{listing.member_path(tar_path, name)}: {reason}"
+                       for name, _, reason in index.problems])
     present = [s.name for s in sources]
-    label_warnings.warn_each(warn, [
+    notices.note_each([
         f"{split}: synset {name} has no tar in {tar_path}; it keeps its label with 0 images"
         for name in labels_lib.reconcile(label_map, present).missing])
-    label_warnings.warn_unlisted_names(split, tar_path, present, label_map, warn)
+    label_warnings.warn_unlisted_names(split, tar_path, present, label_map)
     return sources
 
 
@@ -188,7 +196,7 @@ class ImagenetSource:
     validation_synsets: Sequence[str]
     train_tree: bool = False  # set by list: the launcher opened a training tree
 
-    def configure(self, config: builder.BuildConfig, plan, warn) -> builder.BuildConfig:
+    def configure(self, config: builder.BuildConfig, plan) -> builder.BuildConfig:
         return builder.numbered(config, config.label_map)
 
     def context(self, config: builder.BuildConfig) -> builder.ListContext:
@@ -200,21 +208,20 @@ class ImagenetSource:
     def records(self, config: builder.BuildConfig) -> ImagenetRecords:
         return ImagenetRecords(config.label_map, dict(self.texts))
 
-    def list(self, config: builder.BuildConfig, plan, context, scratch, warn) -> skeleton.Work:
+    def list(self, config: builder.BuildConfig, plan, context, scratch) -> skeleton.Work:
         inputs, label_map, here = self.inputs, config.label_map, []  # event streams listed here
         work = skeleton.Work(boxes_csv=inputs.boxes_csv)
         self.train_tree = bool(inputs.train and not inputs.train_is_tar
                                and skeleton.lists_in_launcher(plan, inputs.train))
         outer = builder.Listed()  # the training tar's own problems, found by the launcher
         if inputs.train_is_tar:
-            work.on_workers += train_tar_sources("train", inputs.train, label_map, warn, outer)
+            work.on_workers += train_tar_sources("train", inputs.train, label_map, outer)
         elif self.train_tree:
-            tree = listing.Tree(inputs.train, warn)
-            label_warnings.warn_unlisted_names("train", inputs.train, tree.names, label_map,
-                                               warn)
+            tree = listing.Tree(inputs.train)
+            label_warnings.warn_unlisted_names("train", inputs.train, tree.names, label_map)
             if plan.local_runner:
                 here.append(listing.tree_events("train", tree, context.label_of,
-                                                context.keying, warn))
+                                                context.keying))
             else:
                 work.on_workers.append(image_folder.TreeSource("train", inputs.train))
         elif inputs.train:  # an object-store tree of a distributed build: its workers list it
@@ -222,7 +229,7 @@ class ImagenetSource:
         if inputs.validation:
             source = ValidationSource("validation", inputs.validation, inputs.validation_is_tar)
             if plan.local_runner and not source.archive:
-                here.append(source.events(context, warn))
+                here.append(source.events(context))
             else:
                 work.on_workers.append(source)
         if plan.local_runner:
@@ -233,17 +240,17 @@ class ImagenetSource:
             # (a distributed build has no counts before it runs)
             label_warnings.warn_empty_labels(
                 "train", inputs.train.rstrip("/"), label_map,
-                label_warnings.spilled_counts(work.listed, "train"), warn)
+                label_warnings.spilled_counts(work.listed, "train"))
         if inputs.boxes_csv and scratch is not None:  # a local build reads the CSV once
             work.box_index = f"{scratch}/boxes.sqlite"
             box_join.index_boxes(inputs.boxes_csv, work.box_index)
         work.worker_bytes = sum(s.size for s in work.on_workers if isinstance(s, InnerTar))
         return work
 
-    def after_run(self, config: builder.BuildConfig, plan, manifest: dict, warn) -> None:
+    def after_run(self, config: builder.BuildConfig, plan, manifest: dict) -> None:
         inputs = self.inputs
         if inputs.train and not inputs.train_is_tar and not self.train_tree:
-            label_warnings.warn_unlisted_after_run(manifest, "train", inputs.train, warn)
+            label_warnings.warn_unlisted_after_run(manifest, "train", inputs.train)
 
 
 def run_imagenet(config: builder.BuildConfig, inputs: ImagenetInputs,

@@ -7,39 +7,31 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from inception_data import labels as labels_lib
-
-
-def warn_each(warn, messages: Sequence[str], limit: int = 5) -> None:
-    """Warns with the first `limit` messages and a count of the rest (a 10-class subset of
-    ImageNet must not print 990 lines)."""
-    for message in messages[:limit]:
-        warn(message)
-    if len(messages) > limit:
-        warn(f"... and {len(messages) - limit} more like these")
+from pipelines import notices
 
 
 def warn_unlisted_names(split: str, root: str, names: Sequence[str],
-                        label_map: labels_lib.LabelMap, warn) -> None:
+                        label_map: labels_lib.LabelMap) -> None:
     """Warns about class directories (or tars) that are not in the labels file."""
     unlisted = labels_lib.reconcile(label_map, names).unlisted
-    warn_each(warn, [
+    notices.note_each([
         f"{split}: directory {root.rstrip('/')}/{name} is not in the labels file; its "
         f"files are listed in rejects-{split}.jsonl" for name in unlisted])
 
 
-def warn_unlisted_after_run(manifest: Mapping, split: str, root: str, warn) -> None:
+def warn_unlisted_after_run(manifest: Mapping, split: str, root: str) -> None:
     """For a split the launcher did not list: the files of directories not in the labels file,
     counted in the manifest."""
     unlisted = manifest["splits"][split]["reject_reasons"].get("unlisted directory")
     if unlisted:
-        warn(f"{split}: {unlisted} file(s) of directories under {root} that are not in the "
-             f"labels file are listed in rejects-{split}.jsonl")
+        notices.note(f"{split}: {unlisted} file(s) of directories under {root} that are not "
+                     f"in the labels file are listed in rejects-{split}.jsonl")
 
 
 def warn_empty_labels(split: str, where: str, label_map: labels_lib.LabelMap,
-                      counts: Mapping[int, int], warn) -> None:
+                      counts: Mapping[int, int]) -> None:
     """Warns about labels that got no images (no directory, an empty one, or no tar)."""
-    warn_each(warn, [f"{split}: label {name!r} has no images under {where}/{name}; it keeps "
+    notices.note_each([f"{split}: label {name!r} has no images under {where}/{name}; it keeps "
                      f"label {label} with 0 examples"
                      for label, name in label_map.numbered() if not counts.get(label)])
 

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import NamedTuple
 
 from apache_beam.io.filesystems import FileSystems
 
 from inception_data import paths, sharding
+from pipelines import notices
 
 
 class Item(NamedTuple):
@@ -134,7 +135,7 @@ def _is_loop(path: str, top: str) -> bool:
     return real == top or top.startswith(real.rstrip(os.sep) + os.sep)
 
 
-def class_names(root: str, warn: Callable[[str], None]) -> list[str]:
+def class_names(root: str) -> list[str]:
     """Sorted names of the class directories under a local `root` (following links; loops and
     dangling links are warned about, once each, and skipped)."""
     if not os.path.isdir(root):
@@ -146,10 +147,10 @@ def class_names(root: str, warn: Callable[[str], None]) -> list[str]:
             path = os.path.join(root, entry.name)
             kind = _entry_type(entry)
             if kind == "broken":
-                warn(f"{path} is a broken symlink (to {os.readlink(path)}); skipped")
+                notices.note(f"{path} is a broken symlink (to {os.readlink(path)}); skipped")
             elif kind == "directory" and entry.is_symlink() and _is_loop(path, top):
-                warn(f"{path} links back to {os.path.realpath(path)}, which contains it (a "
-                     f"loop); not followed")
+                notices.note(f"{path} links back to {os.path.realpath(path)}, which contains "
+                             f"it (a loop); not followed")
             elif kind == "directory":
                 names.append(entry.name)
     return names
@@ -227,11 +228,11 @@ class Tree:
     """A class-per-directory tree: its class names now, its classes one at a time later, each
     directory (local) or the whole store prefix (remote) listed once."""
 
-    def __init__(self, root: str, warn: Callable[[str], None]):
+    def __init__(self, root: str):
         self.root = root
         if is_local(root):
             self._remote = None
-            self.names = class_names(root, warn)
+            self.names = class_names(root)
             self.top = scan(root)  # files directly in the root, outside every class
         else:
             self.top, self._remote = walk_remote(root)
@@ -273,8 +274,8 @@ def _outside_classes(split: str, tree: Tree) -> Iterator:
             yield Reject(split, FileSystems.join(tree.root, relpath), kind, reason)
 
 
-def tree_events(split: str, tree: Tree, label_of: Mapping[str, int], keying: Keying,
-                warn: Callable[[str], None]) -> Iterator:
+def tree_events(split: str, tree: Tree, label_of: Mapping[str, int],
+                keying: Keying) -> Iterator:
     """The listing of a class-per-directory tree: ClassFiles per labelled class, reject rows and
     Found per class; warns once about sub-directories, which are not read."""
     root = tree.root
@@ -294,5 +295,6 @@ def tree_events(split: str, tree: Tree, label_of: Mapping[str, int], keying: Key
             yield Reject(split, FileSystems.join(root, relpath), kind, reason)
         yield ClassFiles(split, label, keying.items(label, ((r, -1, -1) for r, _ in found.files)))
     if subdirectories:
-        warn(f"{split}: {subdirectories} sub-director{'y' if subdirectories == 1 else 'ies'} "
-             f"inside class directories of {root} are not read (only {root}/<label>/<image>)")
+        notices.note(f"{split}: {subdirectories} sub-director"
+                     f"{'y' if subdirectories == 1 else 'ies'} inside class directories of "
+                     f"{root} are not read (only {root}/<label>/<image>)")

@@ -28,7 +28,7 @@ from typing import Protocol
 from apache_beam.io.filesystems import FileSystems
 
 from inception_data import sharding
-from pipelines import atomic_files, builder, launch, listing
+from pipelines import atomic_files, builder, launch, listing, notices
 from pipelines import plan as plan_lib
 from pipelines.builder import BuildConfig, ListContext, Listed
 from pipelines.output_claim import Claim
@@ -54,8 +54,8 @@ class Work:
 class Source(Protocol):
     """What one kind of build contributes to the skeleton."""
 
-    def configure(self, config: BuildConfig, plan: launch.Plan, warn) -> BuildConfig:
-        """`config` with its label map numbered; warns about what it sees before listing."""
+    def configure(self, config: BuildConfig, plan: launch.Plan) -> BuildConfig:
+        """`config` with its label map numbered; notes what it sees before listing."""
 
     def context(self, config: BuildConfig) -> ListContext:
         """What every listing step needs."""
@@ -64,12 +64,12 @@ class Source(Protocol):
         """The callable that turns (item, image) into a schema.ImageRecord."""
 
     def list(self, config: BuildConfig, plan: launch.Plan, context: ListContext,
-             scratch: str | None, warn) -> Work:
+             scratch: str | None) -> Work:
         """Lists what the launcher lists (spilling to `scratch`, a local build's scratch
         folder) and names what the workers list."""
 
-    def after_run(self, config: BuildConfig, plan: launch.Plan, manifest: dict, warn) -> None:
-        """Warnings that only the finished build's counts can give."""
+    def after_run(self, config: BuildConfig, plan: launch.Plan, manifest: dict) -> None:
+        """Notes that only the finished build's counts can give."""
 
 
 def run(config: BuildConfig, source: Source, beam_args: Sequence[str] = (), *,
@@ -88,8 +88,8 @@ def run(config: BuildConfig, source: Source, beam_args: Sequence[str] = (), *,
     if manifest:
         if manifest.get("seconds"):  # (0: a --resume of a finished build, nothing ran)
             manifest["estimated_seconds"] = build_plan.estimated_seconds
-        late = []
-        source.after_run(build_plan.config, build_plan.launch, manifest, late.append)
+        with notices.collected() as late:
+            source.after_run(build_plan.config, build_plan.launch, manifest)
         for line in late:
             warn(line)
     return manifest
@@ -100,12 +100,12 @@ def make_plan(config: BuildConfig, source: Source, beam_args: Sequence[str],
     """Everything decided before the pipeline runs: the labels numbered, what the launcher
     lists (spilled to `scratch`), the shards, the design and its cost. Writes nothing outside
     `scratch`; warnings are collected in the plan."""
-    warnings: list[str] = []
     runner = launch.plan(beam_args)
-    config = source.configure(config, runner, warnings.append)
-    context = source.context(config)
-    settings = builder.shard_settings(config, source.records(config))
-    work = source.list(config, runner, context, scratch, warnings.append)
+    with notices.collected() as warnings:
+        config = source.configure(config, runner)
+        context = source.context(config)
+        settings = builder.shard_settings(config, source.records(config))
+        work = source.list(config, runner, context, scratch)
     work.spill_dir = scratch
     # (files the workers list are not counted before the run: then the count is unknown)
     files = 0 if work.on_workers else work.listed.files

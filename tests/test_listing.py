@@ -7,7 +7,7 @@ import os
 import pytest
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines import listing
+from pipelines import listing, notices
 from tests import fabricate
 
 
@@ -15,12 +15,12 @@ def build(*args, expect=0):
     return fabricate.build(*args, workers=None, expect=expect)
 
 
-def events_of(root, labels, warn=None):
-    warnings = []
-    tree = listing.Tree(str(root), warnings.append)
-    label_of = {name: i for i, name in enumerate(labels, start=1)}
-    found = list(listing.tree_events("train", tree, label_of, listing.Keying(0),
-                                     warn or warnings.append))
+def events_of(root, labels):
+    """The listing's events and the warnings it noted (pipelines/notices.py)."""
+    with notices.collected() as warnings:
+        tree = listing.Tree(str(root))
+        label_of = {name: i for i, name in enumerate(labels, start=1)}
+        found = list(listing.tree_events("train", tree, label_of, listing.Keying(0)))
     return found, warnings
 
 
