@@ -112,9 +112,10 @@ def fit(model: keras.Model, dataset, steps: int, callbacks=(), verbose: int = 0)
         calls.on_train_batch_end(batch, logs)
         if model.stop_training:
             break
-    epoch_logs = _plain(model.get_metrics_result()) if logs else {}
-    calls.on_epoch_end(0, epoch_logs)
-    calls.on_train_end(epoch_logs)
+    # (the last step's logs: the metrics themselves may have been reset by a callback since -
+    # Progress resets them at each line - and would read 0)
+    calls.on_epoch_end(0, logs)
+    calls.on_train_end(logs)
     return logs
 
 
