@@ -7,12 +7,10 @@ running metrics after each line), so they show where training is now, not since 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import time
-import warnings
 
 import keras
 import tensorflow as tf
@@ -24,16 +22,6 @@ from trainer.errors import TrainingError
 def step_of(model) -> int:
     """The optimizer's step: what checkpoints, progress and evaluation are keyed by."""
     return int(model.optimizer.iterations.numpy())
-
-
-@contextlib.contextmanager
-def finite_evaluation():
-    """Evaluates a finite dataset, once through, without Keras' warning that the input "ran
-    out of data; interrupting training": evaluate() started inside fit() warns so when the
-    validation split ends, which is what evaluation is for."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Your input ran out of data")
-        yield
 
 
 def metric(logs: dict, name: str) -> float:
@@ -212,7 +200,7 @@ class PeriodicEvaluation(keras.callbacks.Callback):
 
         step = step_of(self.model)
         swap = self.model.optimizer.use_ema
-        with finite_evaluation(), batch_norm.averaged_weights(self.model):
+        with batch_norm.averaged_weights(self.model):
             if self.bn_batches:  # for the weights evaluated: the averages
                 batch_norm.recompute(self.model, self.bn_batches())
             result = loop.evaluate(self.model, self.dataset)

@@ -74,8 +74,8 @@ class KeepCheckpoints(keras.callbacks.Callback):
             self.save()
 
     def on_epoch_end(self, epoch, logs=None):
-        # Not on_train_end: fit() swaps the moving averages into the weights before that, and
-        # a checkpoint must keep both (raw weights to resume, averages to evaluate).
+        # The end of a training phase (trainer/loop.py): a checkpoint keeps both the raw
+        # weights (to resume) and the optimizer's averages (to evaluate).
         step = step_of(self.model)
         found = listing(self.train_dir)
         # a worker that does not write re-estimates anyway rather than race the chief's listing

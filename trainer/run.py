@@ -332,8 +332,7 @@ def evaluate(config: TrainConfig, checkpoint: str | None = None) -> dict:
                              config.recipe(model.name),
                              seed=config.seed if saved is None else saved.seed)
     try:
-        with cb.finite_evaluation(), (batch_norm.averaged_weights(model) if averaged
-                                      else contextlib.nullcontext()):
+        with (batch_norm.averaged_weights(model) if averaged else contextlib.nullcontext()):
             if statistics:  # for exactly the weights evaluated
                 batch_norm.recompute(model, statistics())
             result = loop.evaluate(model, dataset.dataset)
