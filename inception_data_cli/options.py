@@ -104,14 +104,14 @@ def beam_args(ctx: click.Context) -> list[str]:
     need the [gcp] extra."""
     import difflib
 
-    from pipelines import launch
+    from pipelines import runner
 
     _require_gcp(ctx)
-    unknown = launch.unknown_options(ctx.args)
+    unknown = runner.unknown_options(ctx.args)
     if unknown:
         ours = [name for param in ctx.command.params for name in getattr(param, "opts", [])
                 if name.startswith("--")]
-        close = difflib.get_close_matches(unknown[0], ours + launch.beam_option_names(), n=1)
+        close = difflib.get_close_matches(unknown[0], ours + runner.beam_option_names(), n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise click.UsageError(f"no such option: {unknown[0]}{hint}; options this command "
                                f"does not define must be Beam pipeline options", ctx)

@@ -137,11 +137,11 @@ def one_line(err: BaseException, where: str | None = None) -> str:
 def _interrupted(signum: int, output_dir: str) -> None:
     """Stops the workers, removes the temporary files they left in `output_dir`, and exits
     128 + the signal (130 for SIGINT, 143 for SIGTERM)."""
-    from pipelines import launch
+    from pipelines import output_folder
 
     threading.excepthook = lambda args: None  # the runner's threads die with their workers
     stop_workers()
-    launch.remove_temporaries(output_dir, [])  # (a worker may have been writing a shard)
+    output_folder.remove_temporaries(output_dir, [])  # (a worker may have been writing a shard)
     click.secho(f"error: interrupted ({signal.Signals(signum).name}); committed shards are "
                 f"kept: run the same command with --resume to finish", fg="red", err=True)
     sys.exit(128 + signum)
@@ -153,6 +153,7 @@ def run_and_report(run, output_dir: str) -> None:
     result a summary per split (or, with --dry-run, the plan it returned)."""
     from inception_data import labels as labels_lib
     from pipelines import launch, report
+    from pipelines.errors import LaunchError
     from pipelines.plan import BuildPlan
 
     debug = click.get_current_context().find_root().params.get("debug", False)
@@ -162,7 +163,7 @@ def run_and_report(run, output_dir: str) -> None:
             manifest = run()
     except (KeyboardInterrupt, Interrupted) as err:
         _interrupted(getattr(err, "signum", signal.SIGINT), output_dir)
-    except (labels_lib.LabelError, launch.LaunchError, report.TooManyRejects,
+    except (labels_lib.LabelError, LaunchError, report.TooManyRejects,
             FileNotFoundError) as err:
         fail(str(err))
     except Exception as err:

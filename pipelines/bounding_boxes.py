@@ -18,7 +18,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from inception_data import boxes, paths
-from pipelines import atomic_files, launch
+from pipelines import atomic_files, runner
 
 REPORT = "report"
 _SYNSET = re.compile(r"^n\d{8}$")
@@ -80,7 +80,7 @@ def report_path(output: str) -> str:
 def run(annotations_dir: str, output: str, synsets: Sequence[str] | None = None,
         beam_args: Sequence[str] = (), workers: int | None = None) -> dict:
     """Runs the pipeline; returns counts of XML files, boxes written, dropped, unreadable."""
-    plan = launch.plan(beam_args)
+    plan = runner.plan(beam_args)
     if plan.local_runner:
         plan = plan.with_workers(workers)
     pipeline = beam.Pipeline(runner=plan.runner(), options=plan.options)

@@ -4,7 +4,7 @@ designs, rejects reports and the summary out (skeleton.py runs it, for every kin
 list (paths only) -> shard layout on paths -> write each shard -> rejects and a summary, which
 the launcher checks and commits as the manifest. Two designs (`LocalDesign`,
 `DistributedDesign`, over the one shard writer of shard_writer.py), chosen by where the
-pipeline runs (`launch.Plan.local_runner`), with byte-identical output:
+pipeline runs (`runner.Plan.local_runner`), with byte-identical output:
 
 - local runner: the launcher lists what it can list cheaply (local trees, flat folders) once,
   spilling each class to a scratch file as it goes; tar archives are indexed by the workers,

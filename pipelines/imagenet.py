@@ -25,11 +25,11 @@ from pipelines import (
     builder,
     image_folder,
     label_warnings,
-    launch,
     listing,
     notices,
     skeleton,
 )
+from pipelines.errors import LaunchError
 from pipelines.tar_index import index_tar
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ def train_tar_sources(split: str, tar_path: str, label_map, listed: builder.List
     tar, and damage, go to `listed` as rejects."""
     index = index_tar(tar_path)
     if not index.files and index.problems:
-        raise launch.LaunchError(f"{tar_path}: {index.problems[0][2]}; pass "
+        raise LaunchError(f"{tar_path}: {index.problems[0][2]}; pass "
                                  f"ILSVRC2012_img_train.tar")  # ("not a readable tar ...")
     sources = []  # (a second <synset>.tar is one of index.problems: a duplicate)
     for name, offset, size in index.files:

@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 
-from pipelines.launch import LaunchError
+from pipelines.errors import LaunchError
 
 CLAIM = ".build-claim.json"
 HEARTBEAT_SECONDS = 30.0

@@ -17,9 +17,9 @@ import os
 from typing import Any
 
 from inception_data import sharding
-from pipelines import launch
+from pipelines import runner
 
-# Beyond the per-file and per-byte costs that choose the worker count (launch.py), a local
+# Beyond the per-file and per-byte costs that choose the worker count (runner.py), a local
 # build pays a fixed start-up: the Beam graph, the runner and its bundles. Measured on 2 cores
 # (2026-12-07, the summary line's time): 1,300 imagenette photos 0.9 s (estimate 0.98 s), 1,000
 # ImageNet JPEGs 1.1 s (1.2 s), and with 2 workers 2.9 s (4.2 s).
@@ -63,7 +63,7 @@ class BuildPlan:
     reported once."""
 
     config: Any  # builder.BuildConfig
-    launch: launch.Plan
+    launch: runner.Plan
     design: str
     why: str
     splits: tuple[SplitPlan, ...]
@@ -127,19 +127,19 @@ def _holds_build(output_dir: str) -> bool:
     return FileSystems.exists(FileSystems.join(output_dir, "manifest.json"))
 
 
-def design_of(plan: launch.Plan, input_bytes: int, input_files: int,
-              workers: int | None) -> tuple[launch.Plan, str, str, float | None]:
+def design_of(plan: runner.Plan, input_bytes: int, input_files: int,
+              workers: int | None) -> tuple[runner.Plan, str, str, float | None]:
     """The design, why it was chosen, the runner plan with its worker count and the estimated
     seconds (None: a distributed runner, whose cost this machine cannot tell)."""
     if not plan.local_runner:
-        runner = dict(_pairs(plan.beam_args)).get("--runner", "the runner named")
-        return (plan, f"distributed on {runner}", "--runner names a distributed runner: its "
+        named = dict(_pairs(plan.beam_args)).get("--runner", "the runner named")
+        return (plan, f"distributed on {named}", "--runner names a distributed runner: its "
                 "workers list the inputs and group images by shard", None)
-    chosen = workers or launch.local_workers(input_bytes, input_files)
+    chosen = workers or runner.local_workers(input_bytes, input_files)
     count = chosen or os.cpu_count() or 1
     plan = plan.with_workers(chosen)
-    work = input_files * launch.SECONDS_PER_FILE + input_bytes * launch.SECONDS_PER_BYTE
-    seconds = START_SECONDS + work / count + (launch.PARALLEL_START_SECONDS if count > 1 else 0)
+    work = input_files * runner.SECONDS_PER_FILE + input_bytes * runner.SECONDS_PER_BYTE
+    seconds = START_SECONDS + work / count + (runner.PARALLEL_START_SECONDS if count > 1 else 0)
     if workers:
         why = f"--workers {workers}"
     elif count > 1:

@@ -28,9 +28,11 @@ from typing import Protocol
 from apache_beam.io.filesystems import FileSystems
 
 from inception_data import sharding
-from pipelines import atomic_files, builder, launch, listing, notices
+from pipelines import atomic_files, builder, launch, listing, notices, output_folder
 from pipelines import plan as plan_lib
+from pipelines import runner as runner_lib
 from pipelines.builder import BuildConfig, ListContext, Listed
+from pipelines.errors import LaunchError
 from pipelines.output_claim import Claim
 from pipelines.plan import BuildPlan, SplitPlan
 from pipelines.scratch import Scratch
@@ -54,7 +56,7 @@ class Work:
 class Source(Protocol):
     """What one kind of build contributes to the skeleton."""
 
-    def configure(self, config: BuildConfig, plan: launch.Plan) -> BuildConfig:
+    def configure(self, config: BuildConfig, plan: runner_lib.Plan) -> BuildConfig:
         """`config` with its label map numbered; notes what it sees before listing."""
 
     def context(self, config: BuildConfig) -> ListContext:
@@ -63,12 +65,12 @@ class Source(Protocol):
     def records(self, config: BuildConfig):
         """The callable that turns (item, image) into a schema.ImageRecord."""
 
-    def list(self, config: BuildConfig, plan: launch.Plan, context: ListContext,
+    def list(self, config: BuildConfig, plan: runner_lib.Plan, context: ListContext,
              scratch: str | None) -> Work:
         """Lists what the launcher lists (spilling to `scratch`, a local build's scratch
         folder) and names what the workers list."""
 
-    def after_run(self, config: BuildConfig, plan: launch.Plan, manifest: dict) -> None:
+    def after_run(self, config: BuildConfig, plan: runner_lib.Plan, manifest: dict) -> None:
         """Notes that only the finished build's counts can give."""
 
 
@@ -78,7 +80,7 @@ def run(config: BuildConfig, source: Source, beam_args: Sequence[str] = (), *,
     runs on). With --dry-run (`config.options.dry_run`) returns the BuildPlan instead, having
     written nothing (the listing spills to the scratch folder, removed on return)."""
     check_output_outside_inputs(config)
-    with Scratch(launch.plan(beam_args)) as scratch:
+    with Scratch(runner_lib.plan(beam_args)) as scratch:
         build_plan = make_plan(config, source, beam_args, scratch)
         if config.options.dry_run:
             return build_plan  # (its warnings are part of what it prints)
@@ -100,7 +102,7 @@ def make_plan(config: BuildConfig, source: Source, beam_args: Sequence[str],
     """Everything decided before the pipeline runs: the labels numbered, what the launcher
     lists (spilled to `scratch`), the shards, the design and its cost. Writes nothing outside
     `scratch`; warnings are collected in the plan."""
-    runner = launch.plan(beam_args)
+    runner = runner_lib.plan(beam_args)
     with notices.collected() as warnings:
         config = source.configure(config, runner)
         context = source.context(config)
@@ -150,7 +152,7 @@ def execute(build_plan: BuildPlan, *, warn=log.warning) -> dict | None:
                    warn=warn)
 
 
-def lists_in_launcher(plan: launch.Plan, root: str) -> bool:
+def lists_in_launcher(plan: runner_lib.Plan, root: str) -> bool:
     """Whether the launcher opens `root` itself: always for a local build, and for local
     folders (a cheap scan of the top level, for the label warnings); a distributed build of an
     object-store tree leaves the listing to its workers - listing the bucket here as well would
@@ -169,12 +171,12 @@ def check_output_outside_inputs(config: BuildConfig) -> None:
     """An output folder inside a split folder would be listed as a class by the next build."""
     for split, root in config.roots.items():
         if _inside(config.output_dir, root):
-            raise launch.LaunchError(
+            raise LaunchError(
                 f"--output-dir {config.output_dir} is inside the {split} folder {root}, where "
                 f"a later build would take it for a class; choose an output folder outside it")
 
 
-def _launch(config: BuildConfig, plan: launch.Plan, build_fn, *, input_files: int,
+def _launch(config: BuildConfig, plan: runner_lib.Plan, build_fn, *, input_files: int,
             warn) -> dict | None:
     """Claims the output folder (one build at a time: output_claim.py), prepares it, writes
     labels.txt, runs `build_fn(pipeline)`, checks the result and commits the manifest; returns
@@ -183,9 +185,9 @@ def _launch(config: BuildConfig, plan: launch.Plan, build_fn, *, input_files: in
                    "labels": list(config.label_map.names)}
     options = config.options
     with Claim(config.output_dir, warn) as claim:
-        if not launch.prepare_output(config.output_dir, list(config.roots), options.overwrite,
-                                     fingerprint, options.resume):
-            manifest = launch.read_manifest(config.output_dir)
+        if not output_folder.prepare_output(config.output_dir, list(config.roots),
+                                            options.overwrite, fingerprint, options.resume):
+            manifest = output_folder.read_manifest(config.output_dir)
             manifest["seconds"] = 0.0
             return manifest  # --resume of a build that had already finished: nothing to do
         atomic_files.write_text(FileSystems.join(config.output_dir, "labels.txt"),
@@ -198,5 +200,5 @@ def _launch(config: BuildConfig, plan: launch.Plan, build_fn, *, input_files: in
                               total_shards=sum(counts) if all(counts) else None,
                               progress=options.progress, before_commit=claim.check)
         except BaseException:  # stopped: its temporaries go (it holds the claim, none are
-            launch.remove_temporaries(config.output_dir, list(config.roots))  # another's)
+            output_folder.remove_temporaries(config.output_dir, list(config.roots))  # another's)
             raise

@@ -219,13 +219,13 @@ def test_local_build_without_shuffle_writes_what_the_distributed_design_writes(
 def test_process_count_follows_files_and_bytes(monkeypatch):
     """One process until splitting the measured per-file and per-byte work over the cores
     saves more than starting the workers costs (pipelines/launch.py's constants)."""
-    from pipelines import launch
+    from pipelines import runner
 
-    monkeypatch.setattr(launch.os, "cpu_count", lambda: 2)
-    assert launch.local_workers(12_403 * 24_000, 12_403) == 1  # small photos: start-up dominates
-    assert launch.local_workers(1_000 * 110_000, 1_000) == 1
-    assert launch.local_workers(60_000 * 10_000, 60_000) is None  # many small files
-    assert launch.local_workers(50_000 * 110_000, 50_000) is None  # ImageNet-size
-    assert launch.local_workers(140 * 10 ** 9) is None  # tars: bytes known, files not yet
-    monkeypatch.setattr(launch.os, "cpu_count", lambda: 1)
-    assert launch.local_workers(50_000 * 110_000, 50_000) == 1
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: 2)
+    assert runner.local_workers(12_403 * 24_000, 12_403) == 1  # small photos: start-up dominates
+    assert runner.local_workers(1_000 * 110_000, 1_000) == 1
+    assert runner.local_workers(60_000 * 10_000, 60_000) is None  # many small files
+    assert runner.local_workers(50_000 * 110_000, 50_000) is None  # ImageNet-size
+    assert runner.local_workers(140 * 10 ** 9) is None  # tars: bytes known, files not yet
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: 1)
+    assert runner.local_workers(50_000 * 110_000, 50_000) == 1

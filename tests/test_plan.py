@@ -8,7 +8,7 @@ import tempfile
 import pytest
 
 from inception_data.build_options import BuildOptions
-from pipelines import image_folder, plan, scratch, skeleton
+from pipelines import image_folder, plan, runner, scratch, skeleton
 from tests import fabricate
 
 
@@ -22,8 +22,9 @@ def tree(tmp_path):
 
 
 def _scratch_folders() -> set[str]:
+    """This process's scratch folders (the build runs in it; other test processes build too)."""
     return {name for name in os.listdir(tempfile.gettempdir())
-            if name.startswith(scratch.SCRATCH_PREFIX)}
+            if name.startswith(f"{scratch.SCRATCH_PREFIX}{os.getpid()}-")}
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tree):
@@ -88,10 +89,10 @@ def test_the_build_does_what_its_plan_said(tree):
 
 
 def test_a_distributed_plan_says_what_its_workers_will_list(tree):
-    runner = plan.design_of(
-        skeleton.launch.plan(["--runner", "DataflowRunner", "--setup_file", "setup.py"]),
+    design = plan.design_of(
+        runner.plan(["--runner", "DataflowRunner", "--setup_file", "setup.py"]),
         0, 0, None)
-    assert runner[1] == "distributed on DataflowRunner" and runner[3] is None
+    assert design[1] == "distributed on DataflowRunner" and design[3] is None
     out = fabricate.build("--train-dir", tree["train"], "--output-dir", tree["out"],
                           "--dry-run", *fabricate.SHUFFLING_RUNNER, workers=None).output
     assert "train: " + str(tree["train"]) + ": listed by the workers during the run" in out
@@ -102,8 +103,8 @@ def test_a_distributed_plan_says_what_its_workers_will_list(tree):
 
 
 def test_the_estimate_chooses_like_the_worker_count():
-    one = plan.design_of(skeleton.launch.plan([]), 10_000_000, 1_000, None)
-    many = plan.design_of(skeleton.launch.plan([]), 100 * 10 ** 9, 1_000_000, None)
+    one = plan.design_of(runner.plan([]), 10_000_000, 1_000, None)
+    many = plan.design_of(runner.plan([]), 100 * 10 ** 9, 1_000_000, None)
     assert one[1] == "local, 1 process" and "would cost more" in one[2]
     if (os.cpu_count() or 1) > 1:
         assert many[1].startswith("local, ") and many[1].endswith("processes")
