@@ -35,7 +35,7 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from inception_data import read_errors, tfrecord
+from inception_data import read_errors, shard_index, tfrecord
 from inception_data.shard_index import ShardIndex
 
 _FOOTER = struct.Struct("<I")
@@ -132,14 +132,7 @@ def memory_table(index: ShardIndex) -> MemoryTable:
 
 
 def _file_identity(paths) -> tuple:
-    found = []
-    for path in paths:
-        try:
-            stat = tf.io.gfile.stat(path)
-            found.append((path, stat.length, stat.mtime_nsec))
-        except tf.errors.OpError:
-            found.append((path, None, None))
-    return tuple(found)
+    return tuple((path, shard_index.file_stat(path)) for path in paths)
 
 
 def _load(index: ShardIndex) -> MemoryTable:

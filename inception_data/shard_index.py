@@ -87,13 +87,28 @@ class Spans:
         return None
 
 
-def _stat(path: str) -> int | None:
+def file_stat(path: str) -> tuple[int, int] | None:
+    """(size, modification time in ns) of a file, or None when it cannot be read. Local files
+    through os.stat: TensorFlow's stat rounds the time to the second, and a shard rewritten
+    within the second it was checked in would pass for the checked one."""
+    if "://" not in path:
+        try:
+            found = os.stat(path)
+        except OSError:
+            return None
+        return found.st_size, found.st_mtime_ns
     import tensorflow as tf
 
     try:
-        return int(tf.io.gfile.stat(path).length)
+        found = tf.io.gfile.stat(path)
     except tf.errors.OpError:
         return None
+    return int(found.length), int(found.mtime_nsec)
+
+
+def _stat(path: str) -> int | None:
+    found = file_stat(path)
+    return None if found is None else found[0]
 
 
 def _index_lines(path: str) -> np.ndarray | None:

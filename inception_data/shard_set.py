@@ -107,29 +107,10 @@ def _stale(path: str, why: str) -> None:
 _SAME: dict = {}  # (path, size, mtime_ns, digest) -> why the bytes differ, or "" (one check)
 
 
-def stat(path: str) -> tuple[int, int] | None:
-    """(size, modification time in ns) of a file, or None when it cannot be read. Local files
-    through os.stat: TensorFlow's stat rounds the time to the second, and a shard rewritten
-    within the second it was checked in would pass for the checked one."""
-    if "://" not in path:
-        try:
-            found = os.stat(path)
-        except OSError:
-            return None
-        return found.st_size, found.st_mtime_ns
-    import tensorflow as tf
-
-    try:
-        found = tf.io.gfile.stat(path)
-    except tf.errors.OpError:
-        return None
-    return int(found.length), int(found.mtime_nsec)
-
-
 def _changed(path: str, entry: dict) -> str:
     """Why the shard's bytes are not those the verdict checked, or "": same size and time, or
     (a copy, whose time differs) the same CRC digest (shard_index.footer_digest)."""
-    now = stat(path)
+    now = shard_index.file_stat(path)
     key = (path, now, entry.get("mtime_ns"), entry.get("crc_digest"))
     if key not in _SAME:
         if now is None:
@@ -266,7 +247,7 @@ def save_verdicts(reports: Sequence, checked_with: str) -> list[str]:
                 current.verdict.get("manifest_sha256") == current.manifest_digest:
             shards = dict(current.verdict.get("shards", {}))
         for report in folder_reports:
-            size_and_time = stat(report.path)
+            size_and_time = shard_index.file_stat(report.path)
             shards[os.path.basename(report.path)] = {
                 "records": report.records, "bytes": report.bytes,
                 "mtime_ns": size_and_time[1] if size_and_time else None,
