@@ -138,7 +138,7 @@ def design_of(plan: runner.Plan, input_bytes: int, input_files: int,
     chosen = workers or runner.local_workers(input_bytes, input_files)
     count = chosen or os.cpu_count() or 1
     plan = plan.with_workers(chosen)
-    work = input_files * runner.SECONDS_PER_FILE + input_bytes * runner.SECONDS_PER_BYTE
+    work = runner.one_process_seconds(input_bytes, input_files)
     seconds = START_SECONDS + work / count + (runner.PARALLEL_START_SECONDS if count > 1 else 0)
     if workers:
         why = f"--workers {workers}"

@@ -22,6 +22,11 @@ SECONDS_PER_BYTE = 3.0e-9
 PARALLEL_START_SECONDS = 3.2
 
 
+def one_process_seconds(input_bytes: int, input_files: int = 0) -> float:
+    """What converting these files and bytes costs one process, from the measured costs."""
+    return input_files * SECONDS_PER_FILE + input_bytes * SECONDS_PER_BYTE
+
+
 def local_workers(input_bytes: int, input_files: int = 0) -> int | None:
     """Worker processes for a local run: one per core (None) when the work one process would
     do, from the files and bytes to convert, is large enough that splitting it over the cores
@@ -29,7 +34,7 @@ def local_workers(input_bytes: int, input_files: int = 0) -> int | None:
     photos, bytes for camera-size ones: at 2 cores, ~46,000 photos of 10 KB or ~14,500
     ImageNet-size JPEGs are where two processes start to win."""
     cores = os.cpu_count() or 1
-    work = input_files * SECONDS_PER_FILE + input_bytes * SECONDS_PER_BYTE
+    work = one_process_seconds(input_bytes, input_files)
     return None if cores > 1 and work * (1 - 1 / cores) > PARALLEL_START_SECONDS else 1
 
 
