@@ -30,7 +30,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-_FUNCTIONS = weakref.WeakKeyDictionary()  # model -> {(kind, optimizer id): traced function}
+# model -> (id of the optimizer it was compiled with, {kind: traced step}); a recompiled
+# model (a new optimizer) starts again: built once and traced once per compilation
+_COMPILED = weakref.WeakKeyDictionary()
+
+
+def _compiled(model: keras.Model) -> dict:
+    """The traced steps of the model as compiled now; builds it the first time (_build)."""
+    known = _COMPILED.get(model)
+    if known is None or known[0] != id(model.optimizer):
+        _build(model)
+        known = _COMPILED[model] = (id(model.optimizer), {})
+    return known[1]
 
 
 def _mean_over_replicas(logs):
@@ -44,9 +55,8 @@ def _function(model: keras.Model, kind: str):
     """The traced step for the model as compiled now: "train" (one batch; the replicas' mean
     logs) or "test" (one batch if there is one, in every replica's metrics; False at the end
     of the data, which every worker of a cluster agrees on)."""
-    key = (kind, id(model.optimizer))
-    made = _FUNCTIONS.setdefault(model, {})
-    if key not in made:
+    made = _compiled(model)
+    if kind not in made:
         strategy = model.distribute_strategy
 
         def train(iterator):
@@ -64,11 +74,10 @@ def _function(model: keras.Model, kind: str):
 
             return tf.cond(batch.has_value(), one, lambda: tf.constant(False))
 
-        made.clear()  # a recompiled model (new optimizer): the old traces are of no use
-        made[key] = tf.function(train if kind == "train" else test,
+        made[kind] = tf.function(train if kind == "train" else test,
                                 jit_compile=bool(model.jit_compile) and kind == "train",
                                 reduce_retracing=True)
-    return made[key]
+    return made[kind]
 
 
 def _build(model: keras.Model) -> None:
@@ -96,11 +105,10 @@ def _plain(logs) -> dict:
 def fit(model: keras.Model, dataset, steps: int, callbacks=(), verbose: int = 0) -> dict:
     """Trains `steps` batches of the distributed `dataset` (an endless training stream) as one
     epoch under Keras `callbacks`; returns the last logs."""
-    _build(model)
+    train = _function(model, "train")
     calls = keras.callbacks.CallbackList(list(callbacks), add_history=False,
                                          add_progbar=verbose != 0, verbose=verbose, epochs=1,
                                          steps=steps, model=model)
-    train = _function(model, "train")
     model.stop_training = False
     model.reset_metrics()
     calls.on_train_begin()
@@ -123,7 +131,6 @@ def evaluate(model: keras.Model, dataset) -> dict:
     """The compiled metrics over every batch of the finite `dataset` (a tf.data.Dataset of
     global batches, spread over the replicas here as Keras' evaluate does; under a cluster,
     sharded by batch), every example counted once, as a dict."""
-    _build(model)
     strategy = model.distribute_strategy
     if not isinstance(dataset, tf.distribute.DistributedDataset):
         dataset = strategy.experimental_distribute_dataset(dataset)
