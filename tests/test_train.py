@@ -125,7 +125,7 @@ def test_each_network_steps_evaluates_and_its_checkpoint_reloads(name, tmp_path)
     test_train_runs.py's."""
     rec = recipes.recipe(name)
     cifar = data.DatasetInfo("d", ("airplane", "cat", "ship"), 12, 6, 32)
-    size = run.image_size(run.TrainConfig(data_dir="d", train_dir="t", model=name), cifar, rec)
+    size = run.image_size(run.TrainOptions(data_dir="d", train_dir="t", model=name), cifar, rec)
     assert size == (75 if name.startswith("inception") else 32)
     with pytest.raises(ValueError, match=f"at least {rec.min_image_size} px"):
         models.build(name, 4, rec.min_image_size - 1, rec)
@@ -210,9 +210,9 @@ def test_dataset_presets():
     assert digits.preprocessing == "small" and not digits.flip
     cifar = data.DatasetInfo("d", ("airplane", "cat"), 10, 5, 32)
     assert cifar.preprocessing == "small" and cifar.flip
-    config = run.TrainConfig(data_dir="d", train_dir="t", model="inception_v3")
+    config = run.TrainOptions(data_dir="d", train_dir="t", model="inception_v3")
     assert run.image_size(config, digits, config.recipe()) == 75  # raised to the minimum
-    config = run.TrainConfig(data_dir="d", train_dir="t", model="resnet34")
+    config = run.TrainOptions(data_dir="d", train_dir="t", model="resnet34")
     assert run.image_size(config, cifar, config.recipe()) == 32
     assert run.image_size(config, photos, config.recipe()) == 224
 

@@ -1,4 +1,4 @@
-"""Train, evaluate and benchmark: `TrainConfig` in, a trained model or metrics out. Across
+"""Train, evaluate and benchmark: `TrainOptions` in, a trained model or metrics out. Across
 machines (TF_CONFIG): trainer/cluster.py.
 
 Towers are tf.distribute.MirroredStrategy replicas (one per GPU, or N logical CPU devices with
@@ -35,8 +35,6 @@ from trainer import callbacks as cb
 from trainer.errors import TrainingError
 from trainer.options import TrainOptions
 
-TrainConfig = TrainOptions  # (the name the run functions and tests know it by)
-
 
 def _datasets(config: TrainOptions, info: data.DatasetInfo, strategy, *, training: bool,
               image_size: int, outputs: int, seed: int | None = None, start_step: int = 0,
@@ -51,7 +49,7 @@ def _datasets(config: TrainOptions, info: data.DatasetInfo, strategy, *, trainin
                          on_error=config.on_error)
 
 
-def image_size(config: TrainConfig, info: data.DatasetInfo, rec: recipes.Recipe) -> int:
+def image_size(config: TrainOptions, info: data.DatasetInfo, rec: recipes.Recipe) -> int:
     """--image-size, else the images' own size for small images (raised to the network's
     minimum), else the recipe's."""
     if config.image_size:
@@ -128,7 +126,7 @@ def compile_model(model: keras.Model, rec: recipes.Recipe, *, learning_rate: flo
 HEAD_RATE = 10  # the head alone (--freeze-base-steps) trains at this many times the peak rate
 
 
-def _peak_rate(config: TrainConfig, rec: recipes.Recipe) -> float:
+def _peak_rate(config: TrainOptions, rec: recipes.Recipe) -> float:
     return config.learning_rate or recipes.scaled_learning_rate(rec, config.batch_size)
 
 
@@ -146,7 +144,7 @@ def base_frozen(model: keras.Model) -> bool:
                if not models.is_head(layer) and layer.weights)
 
 
-def _new_model(config: TrainConfig, info, steps_per_epoch: int):
+def _new_model(config: TrainOptions, info, steps_per_epoch: int):
     """A fresh model, or with --fine-tune the checkpoint's network (its name says which) with
     new logits layers; compiled. Returns (model, recipe, fresh layer names, peak rate)."""
     name, source, fresh = config.model, None, []
@@ -179,7 +177,7 @@ def _new_model(config: TrainConfig, info, steps_per_epoch: int):
     return model, rec, fresh, peak
 
 
-def train(config: TrainConfig) -> keras.Model:
+def train(config: TrainOptions) -> keras.Model:
     stop.where["train_dir"] = config.train_dir  # what a SIGTERM's line names
     team = cluster.from_env()
     if team.multi_worker:  # every task started, before the strategy waits for them
@@ -251,7 +249,7 @@ def train(config: TrainConfig) -> keras.Model:
     return model
 
 
-def _run_record(config: TrainConfig, saved, strategy, team) -> run_record.RunRecord:
+def _run_record(config: TrainOptions, saved, strategy, team) -> run_record.RunRecord:
     """The run's data seed and global batch: saved in the training folder at the first start
     (a drawn seed when --seed is not given, the same on every worker), and required of every
     restart, so that it continues the same stream."""
@@ -263,7 +261,7 @@ def _run_record(config: TrainConfig, saved, strategy, team) -> run_record.RunRec
     return record
 
 
-def _unfreeze(model, strategy, config: TrainConfig, steps_per_epoch: int) -> None:
+def _unfreeze(model, strategy, config: TrainOptions, steps_per_epoch: int) -> None:
     """Every layer trainable, under a new optimizer (one built for the head's variables cannot
     update the base's) that goes on counting steps where the first one stopped."""
     step, rec = cb.step_of(model), config.recipe(model.name)
@@ -277,7 +275,7 @@ def _unfreeze(model, strategy, config: TrainConfig, steps_per_epoch: int) -> Non
           f"learning rate {peak:.5g}", flush=True)
 
 
-def _callbacks(config: TrainConfig, info, strategy, model, rec, *, step: int,
+def _callbacks(config: TrainOptions, info, strategy, model, rec, *, step: int,
                writer: bool = True, seed: int) -> list:
     """NaN guard, progress, periodic evaluation, time budget, checkpoints, input preview.
     Every worker of a cluster runs them all (their evaluations and batch-norm estimates are
@@ -307,7 +305,7 @@ def _callbacks(config: TrainConfig, info, strategy, model, rec, *, step: int,
     return callbacks
 
 
-def _bn_batches(config: TrainConfig, info, size: int, outputs: int, rec, *, seed=None):
+def _bn_batches(config: TrainOptions, info, size: int, outputs: int, rec, *, seed=None):
     """A callable giving the training batches that re-estimate batch norm before an evaluation
     or a checkpoint (batch_norm.recompute), or None with --precise-bn-batches 0."""
     if not config.precise_bn_batches:
@@ -317,7 +315,7 @@ def _bn_batches(config: TrainConfig, info, size: int, outputs: int, rec, *, seed
     return lambda: itertools.islice(iter(dataset), config.precise_bn_batches)
 
 
-def evaluate(config: TrainConfig, checkpoint: str | None = None) -> dict:
+def evaluate(config: TrainOptions, checkpoint: str | None = None) -> dict:
     """precision@1 and recall@5 over every validation example (the original's metrics), with
     the moving-average weights unless `no_ema`."""
     info = data.load(config.data_dir)
@@ -350,7 +348,7 @@ def evaluate(config: TrainConfig, checkpoint: str | None = None) -> dict:
     return out
 
 
-def watch(config: TrainConfig, interval_secs: float) -> None:
+def watch(config: TrainOptions, interval_secs: float) -> None:
     """Evaluates each new checkpoint as it appears, until one at max_steps is evaluated."""
     seen = set()
     while True:
@@ -363,7 +361,7 @@ def watch(config: TrainConfig, interval_secs: float) -> None:
         time.sleep(interval_secs)
 
 
-def benchmark(config: TrainConfig, steps: int) -> dict:
+def benchmark(config: TrainOptions, steps: int) -> dict:
     """Training images/s with the real input pipeline and with synthetic input, side by side."""
     stop.where["train_dir"] = config.train_dir  # what a SIGTERM's line names
     strategy = make_strategy(config.num_gpus, config.num_towers)  # first
