@@ -71,8 +71,8 @@ def inspect(patterns, verify, save_verdict, samples, max_size, sheet_path, per_c
     except ValueError as err:
         fail(str(err))
     # the set against its names, manifest, index files and sizes (no pass over the data)
-    spans = {s.path: s for s in shard_index.read(files, scan=False) if s is not None}
-    problems += [problem.line for problem in split_check.problems(shards, list(spans.values()))]
+    spans = shard_index.read(files, scan=False)  # (None for a shard without an index file)
+    problems += [problem.line for problem in split_check.problems(shards, spans)]
     reports = []
     with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         for path in files:
